@@ -1,0 +1,37 @@
+# Gatehouse developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SCRIPTS  := tests/scripts
+# `make up` keeps its control plane here (git-ignored); tests use their own under target/.
+UP_DIR   ?= $(CURDIR)/.gatehouse/control-plane
+TEST_DIR ?= $(CURDIR)/target/gatehouse/test-control-plane
+
+.PHONY: help deps up down status test lint crds unit
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## install missing system packages and build the pinned kube-apiserver/kubectl/helm (cached)
+	@$(SCRIPTS)/install-deps.sh
+	@$(SCRIPTS)/build-tools.sh >/dev/null
+
+up: deps ## start a local control plane and helm install Gatehouse into it
+	@$(SCRIPTS)/up.sh $(UP_DIR)
+
+down: ## stop what `make up` started
+	@$(SCRIPTS)/control-plane.sh down $(UP_DIR)
+
+status: ## show whether the `make up` control plane runs
+	@$(SCRIPTS)/control-plane.sh status $(UP_DIR)
+
+lint: ## rustfmt, clippy (warnings are errors) and the generated-CRD freshness check
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo run -q -p gatehouse-crds --bin crdgen -- --check
+
+crds: ## regenerate charts/gatehouse/crds from the Rust types
+	cargo run -q -p gatehouse-crds --bin crdgen
+
+test: deps lint ## everything: lint, unit tests, and end-to-end tests against a real control plane
+	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast

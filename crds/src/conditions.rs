@@ -1,0 +1,25 @@
+//! Condition types and reasons used in Gatehouse statuses (cert-manager conventions).
+
+/// Condition type: the request was approved (only ever True; permanent).
+pub const APPROVED: &str = "Approved";
+/// Condition type: the request was denied (only ever True; permanent; excludes `Approved`).
+pub const DENIED: &str = "Denied";
+/// Condition type: whether a usable certificate exists (AccessRequest) or the object is valid
+/// and usable (HostGroup, AccessPolicy).
+pub const READY: &str = "Ready";
+
+/// Reasons of the AccessRequest `Ready` condition; each is also the request's `status.phase`.
+pub mod reasons {
+    /// Waiting for approvals.
+    pub const PENDING: &str = "Pending";
+    /// A certificate was issued.
+    pub const ISSUED: &str = "Issued";
+    /// Denied by an approver or by policy.
+    pub const DENIED: &str = "Denied";
+    /// The certificate or the pending request expired.
+    pub const EXPIRED: &str = "Expired";
+    /// Revoked or deleted.
+    pub const REVOKED: &str = "Revoked";
+    /// Could not be issued.
+    pub const FAILED: &str = "Failed";
+}

@@ -1,0 +1,73 @@
+//! CEL rules and patterns the API server enforces on Gatehouse objects, with the messages it
+//! returns. They live here as constants so the schema, the docs and the tests agree.
+//!
+//! Kubernetes prefixes every message with the field path (for example
+//! `spec.duration: Invalid value: "string": …`), so messages say the rule, not the field.
+
+/// Durations are written as Go durations (`90s`, `30m`, `1h30m`: the grammar of Kubernetes' CEL
+/// `duration()` and of [`crate::duration::parse`]) and bounded to 5m..24h: long enough to do work, short enough to stay just-in-time.
+pub const DURATION_BOUNDS_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5m') && duration(self) <= duration('24h')";
+/// Message for [`DURATION_BOUNDS_RULE`].
+pub const DURATION_BOUNDS_MESSAGE: &str =
+    "must be a duration from 5m to 24h, written like 30m, 2h or 1h30m";
+
+/// An OpenSSH public key line for a user key: Ed25519 or ECDSA (P-256/384/521), including the
+/// FIDO (`sk-`) variants, base64 blob whose embedded algorithm name matches the line's, and an
+/// optional comment. RSA and DSA are refused. The operator parses the key fully before signing.
+pub const USER_PUBLIC_KEY_RULE: &str = concat!(
+    r"self.matches('^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}( [^\\n]*)?$')",
+    r" || self.matches('^ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAy[A-Za-z0-9+/]+={0,2}( [^\\n]*)?$')",
+    r" || self.matches('^ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAz[A-Za-z0-9+/]+={0,2}( [^\\n]*)?$')",
+    r" || self.matches('^ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1[A-Za-z0-9+/]+={0,2}( [^\\n]*)?$')",
+    r" || self.matches('^sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t[A-Za-z0-9+/]+={0,2}( [^\\n]*)?$')",
+    r" || self.matches('^sk-ecdsa-sha2-nistp256@openssh.com AAAAInNrLWVjZHNhLXNoYTItbmlzdHAyNTZAb3BlbnNzaC5j[A-Za-z0-9+/]+={0,2}( [^\\n]*)?$')",
+);
+/// Message for [`USER_PUBLIC_KEY_RULE`].
+pub const USER_PUBLIC_KEY_MESSAGE: &str = "must be one OpenSSH public key line (the contents of id_ed25519.pub): type ssh-ed25519, ecdsa-sha2-nistp256/384/521 or their sk- security-key variants, then the base64 key of that type, then an optional comment; RSA and DSA keys are not accepted";
+
+/// An OpenSSH public key line for a host key or host CA key (RSA allowed: many hosts have one).
+pub const HOST_PUBLIC_KEY_PATTERN: &str = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,2}( .*)?$";
+
+/// A unix login name as `useradd` accepts by default (and OpenSSH principals can carry).
+pub const LOGIN_PATTERN: &str = r"^[a-z_][a-z0-9_-]{0,31}$";
+
+/// A DNS-1123 label: host names inside a HostGroup, used in `ssh login@host@proxy`.
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// A DNS-1123 subdomain: names of Kubernetes objects.
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A host address: an IPv4/IPv6 literal or a DNS name; no scheme, no port.
+pub const ADDRESS_RULE: &str = r"isIP(self) || self.matches('^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$')";
+/// Message for [`ADDRESS_RULE`].
+pub const ADDRESS_MESSAGE: &str =
+    "must be an IP address or a DNS name, without scheme or port (set the port in port)";
+
+/// A reason, when given, must say something.
+pub const NON_BLANK_RULE: &str = "self.trim() != ''";
+/// Message for [`NON_BLANK_RULE`].
+pub const NON_BLANK_MESSAGE: &str = "must not be empty or only white space";
+
+/// The spec of an AccessRequest is what was approved: it may never change.
+pub const IMMUTABLE_RULE: &str = "self == oldSelf";
+/// Message for [`IMMUTABLE_RULE`] on AccessRequest specs.
+pub const IMMUTABLE_SPEC_MESSAGE: &str =
+    "is immutable: an AccessRequest is approved as written; create a new AccessRequest instead";
+
+/// Without pinned keys or a host CA we could only trust on first use, which we never do.
+pub const HOST_TRUST_RULE: &str = "(has(self.hostCAKeys) && size(self.hostCAKeys) > 0) || self.hosts.all(h, has(h.hostKeys) && size(h.hostKeys) > 0)";
+/// Message for [`HOST_TRUST_RULE`].
+pub const HOST_TRUST_MESSAGE: &str = "every entry of hosts needs hostKeys (its pinned OpenSSH host public keys) unless hostCAKeys is set: Gatehouse never trusts a host key on first use";
+
+/// `namespace` (escaped in CEL, it is a reserved word) only means something for ServiceAccounts.
+pub const SUBJECT_NAMESPACE_RULE: &str =
+    "!has(self.__namespace__) || self.kind == 'ServiceAccount'";
+/// Message for [`SUBJECT_NAMESPACE_RULE`].
+pub const SUBJECT_NAMESPACE_MESSAGE: &str = "namespace may only be set when kind is ServiceAccount";
+
+/// source-address entries as OpenSSH reads them: addresses or CIDR blocks.
+pub const SOURCE_ADDRESSES_RULE: &str = "self.all(a, isIP(a) || isCIDR(a))";
+/// Message for [`SOURCE_ADDRESSES_RULE`].
+pub const SOURCE_ADDRESS_MESSAGE: &str =
+    "must be an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32";

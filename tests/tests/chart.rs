@@ -1,0 +1,265 @@
+//! `helm install` of charts/gatehouse against the real API server, and what its user
+//! ClusterRoles grant, proven with `kubectl auth can-i` run by each real user.
+
+use gatehouse_tests::{GATEHOUSE_CRDS, RELEASE, RELEASE_NAMESPACE, User, control_plane, repo_root};
+use serde_json::json;
+
+#[tokio::test]
+async fn helm_installs_and_upgrades_the_chart() {
+    let cp = control_plane();
+    let install = cp.install_gatehouse();
+    assert!(install.success, "{install:?}");
+
+    let status = cp
+        .helm()
+        .args(["status", RELEASE, "-n", RELEASE_NAMESPACE, "-o", "json"])
+        .run();
+    let status: serde_json::Value =
+        serde_json::from_str(status.ok()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+
+    // The CRDs Helm installed are exactly the generated ones, and established.
+    for crd in GATEHOUSE_CRDS {
+        let established = cp
+            .kubectl(User::Admin)
+            .args([
+                "get",
+                "crd",
+                crd,
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+            ])
+            .run();
+        assert_eq!(established.ok(), "True", "{crd}");
+    }
+    for role in [
+        "gatehouse-requester",
+        "gatehouse-approver",
+        "gatehouse-admin",
+    ] {
+        cp.kubectl(User::Admin)
+            .args(["get", "clusterrole", role])
+            .run()
+            .ok();
+    }
+
+    // `helm upgrade` of the same chart succeeds and bumps the revision; values are checked by
+    // the chart's schema.
+    let chart = repo_root().join("charts/gatehouse");
+    cp.helm()
+        .args(["upgrade", RELEASE])
+        .args([&chart])
+        .args([
+            "-n",
+            RELEASE_NAMESPACE,
+            "--set",
+            "rbac.aggregateToDefaultRoles=true",
+        ])
+        .run()
+        .ok();
+    let history = cp
+        .helm()
+        .args(["history", RELEASE, "-n", RELEASE_NAMESPACE, "-o", "json"])
+        .run();
+    let history: serde_json::Value =
+        serde_json::from_str(history.ok()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        history.as_array().is_some_and(|h| h.len() >= 2),
+        "{history}"
+    );
+
+    cp.helm()
+        .args(["upgrade", RELEASE])
+        .args([&chart])
+        .args([
+            "-n",
+            RELEASE_NAMESPACE,
+            "--set",
+            "rbac.aggregateToDefaultRoles=maybe",
+        ])
+        .run()
+        .fails_with(&["aggregateToDefaultRoles", "boolean"]);
+}
+
+#[tokio::test]
+async fn helm_lint_and_server_dry_run_pass() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let chart = repo_root().join("charts/gatehouse");
+    cp.helm()
+        .args(["lint", "--strict"])
+        .args([&chart])
+        .run()
+        .ok();
+    let rendered = cp
+        .helm()
+        .args(["template", "gatehouse"])
+        .args([&chart])
+        .args(["--include-crds"])
+        .run();
+    cp.kubectl(User::Admin)
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(rendered.ok())
+        .run()
+        .ok();
+}
+
+/// `kubectl auth can-i` as `user`: true when allowed.
+/// `resource` may end in `/status` for the status subresource (as RBAC writes it).
+fn can_i(user: User, ns: &str, verb: &str, resource: &str) -> bool {
+    let mut args = vec!["auth", "can-i", verb];
+    match resource.split_once('/') {
+        Some((plural, "status")) => args.extend([plural, "--subresource=status"]),
+        _ => args.push(resource),
+    }
+    let out = control_plane()
+        .kubectl(user)
+        .args(args)
+        .args(["-n", ns])
+        .run();
+    match out.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("unexpected can-i answer {other:?}: {}", out.stderr),
+    }
+}
+
+#[tokio::test]
+async fn user_cluster_roles_grant_what_they_say_and_no_more() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let ns = cp.namespace("rbac").await;
+    let other_ns = cp.namespace("rbac-other").await;
+    let bind = |name: &str, role: &str, user: &str| {
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        });
+        cp.kubectl(User::Admin)
+            .args(["apply", "-n", &ns, "-f", "-"])
+            .stdin(binding.to_string())
+            .run()
+            .ok();
+    };
+    bind("alice-requests", "gatehouse-requester", "alice");
+    bind("bob-approves", "gatehouse-approver", "bob");
+    bind("carol-admin", "gatehouse-admin", "carol");
+
+    let ar = "accessrequests.gatehouse.dev";
+    let ap = "accesspolicies.gatehouse.dev";
+    let hg = "hostgroups.gatehouse.dev";
+    #[rustfmt::skip]
+    let expectations: Vec<(User, &str, &str, bool)> = vec![
+        // requester: ask and look, nothing else
+        (User::Alice, "create", ar, true),
+        (User::Alice, "get", ar, true),
+        (User::Alice, "list", ar, true),
+        (User::Alice, "watch", ar, true),
+        (User::Alice, "list", ap, true),
+        (User::Alice, "list", hg, true),
+        (User::Alice, "delete", ar, false),
+        (User::Alice, "update", ar, false),
+        (User::Alice, "patch", "accessrequests.gatehouse.dev/status", false),
+        (User::Alice, "approve", ap, false),
+        (User::Alice, "create", ap, false),
+        (User::Alice, "create", hg, false),
+        (User::Alice, "get", "secrets", false),
+        // approver: see, annotate, approve; never write policy or status
+        (User::Bob, "approve", ap, true),
+        (User::Bob, "patch", ar, true),
+        (User::Bob, "list", ar, true),
+        (User::Bob, "create", ar, false),
+        (User::Bob, "delete", ar, false),
+        (User::Bob, "update", ap, false),
+        (User::Bob, "patch", "accessrequests.gatehouse.dev/status", false),
+        (User::Bob, "create", "rolebindings", false),
+        // admin: manage policies and host groups; cannot approve or forge status
+        (User::Carol, "create", ap, true),
+        (User::Carol, "update", ap, true),
+        (User::Carol, "delete", hg, true),
+        (User::Carol, "create", hg, true),
+        (User::Carol, "delete", ar, true),
+        (User::Carol, "approve", ap, false),
+        (User::Carol, "create", ar, false),
+        (User::Carol, "patch", "accessrequests.gatehouse.dev/status", false),
+        (User::Carol, "get", "secrets", false),
+        // nobody else
+        (User::Mallory, "list", ar, false),
+        (User::Mallory, "create", ar, false),
+        (User::Dave, "approve", ap, false),
+    ];
+    let mut wrong = Vec::new();
+    for (user, verb, resource, expected) in &expectations {
+        if can_i(*user, &ns, verb, resource) != *expected {
+            wrong.push(format!(
+                "{} {verb} {resource}: expected {expected}",
+                user.username()
+            ));
+        }
+        // Bindings are per namespace: nothing leaks to another one.
+        if *expected && can_i(*user, &other_ns, verb, resource) {
+            wrong.push(format!(
+                "{} {verb} {resource} also allowed in {other_ns}",
+                user.username()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "RBAC differs from the roles' promise:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn approve_can_be_limited_to_one_policy_with_resource_names() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let ns = cp.namespace("approve-scope").await;
+    let rbac = std::fs::read_to_string(repo_root().join("examples/rbac.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cp.kubectl(User::Admin)
+        .args(["apply", "-n", &ns, "-f", "-"])
+        .stdin(rbac)
+        .run()
+        .ok();
+    // kubectl writes a resource name after the slash.
+    assert!(can_i(
+        User::Bob,
+        &ns,
+        "approve",
+        "accesspolicies.gatehouse.dev/prod-db-oncall"
+    ));
+    assert!(can_i(
+        User::Carol,
+        &ns,
+        "approve",
+        "accesspolicies.gatehouse.dev/prod-db-oncall"
+    ));
+    assert!(!can_i(
+        User::Bob,
+        &ns,
+        "approve",
+        "accesspolicies.gatehouse.dev/payments-admin"
+    ));
+    assert!(!can_i(
+        User::Dave,
+        &ns,
+        "approve",
+        "accesspolicies.gatehouse.dev/prod-db-oncall"
+    ));
+    assert!(can_i(
+        User::Alice,
+        &ns,
+        "create",
+        "accessrequests.gatehouse.dev"
+    ));
+    assert!(!can_i(
+        User::Alice,
+        &ns,
+        "approve",
+        "accesspolicies.gatehouse.dev/prod-db-oncall"
+    ));
+}
