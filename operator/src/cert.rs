@@ -1,0 +1,324 @@
+//! OpenSSH certificate building. Pure: keys and inputs in, a signed certificate out.
+
+use std::time::Duration;
+
+use gatehouse_crds::{CertificateExtension, HostGroupMode};
+use ssh_key::{
+    Algorithm, Certificate, HashAlg, LineEnding, PrivateKey, PublicKey,
+    certificate::{Builder, CertType},
+    getrandom::SysRng,
+    rand_core::{TryRng, UnwrapErr},
+};
+
+use crate::error::{Error, Result};
+
+/// Certificates start this long before issue so small clock skew between the operator and
+/// the hosts does not reject a fresh certificate (Vault does the same).
+pub const BACKDATE: Duration = Duration::from_secs(30);
+
+/// A certificate authority's private key. `Debug` shows only the public fingerprint.
+pub struct CaKey {
+    key: PrivateKey,
+}
+
+impl std::fmt::Debug for CaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaKey")
+            .field("fingerprint", &self.fingerprint())
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl CaKey {
+    /// Generate a new Ed25519 CA key from the operating system's randomness.
+    pub fn generate(comment: &str) -> Result<Self> {
+        let mut key = PrivateKey::random(&mut UnwrapErr(SysRng), Algorithm::Ed25519)
+            .map_err(Error::GenerateCaKey)?;
+        key.set_comment(comment);
+        Ok(Self { key })
+    }
+
+    /// Read a CA key from OpenSSH private key text (as stored in its Secret).
+    pub fn from_openssh(text: &str, secret: &str) -> Result<Self> {
+        let key = PrivateKey::from_openssh(text).map_err(|source| Error::ReadCaKey {
+            secret: secret.to_owned(),
+            source,
+        })?;
+        Ok(Self { key })
+    }
+
+    /// The private key as OpenSSH text, for its Secret. Zeroised on drop.
+    pub fn to_openssh(&self) -> Result<zeroize::Zeroizing<String>> {
+        self.key
+            .to_openssh(LineEnding::LF)
+            .map_err(|source| Error::EncodeOpenSsh {
+                what: "CA private key",
+                source,
+            })
+    }
+
+    /// The public key as one `ssh-ed25519 AAAA… comment` line (for `TrustedUserCAKeys`).
+    pub fn public_key_line(&self) -> Result<String> {
+        self.key
+            .public_key()
+            .to_openssh()
+            .map_err(|source| Error::EncodeOpenSsh {
+                what: "CA public key",
+                source,
+            })
+    }
+
+    /// SHA-256 fingerprint, as `ssh-keygen -l` prints it.
+    pub fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &PublicKey {
+        self.key.public_key()
+    }
+}
+
+/// Everything that goes into one user certificate.
+#[derive(Debug, Clone)]
+pub struct UserCertSpec<'a> {
+    /// The requester's public key line.
+    pub public_key: &'a str,
+    /// Serial number.
+    pub serial: u64,
+    /// Key id (sshd logs it).
+    pub key_id: String,
+    /// Principals.
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: u64,
+    /// Unix seconds.
+    pub valid_before: u64,
+    /// Extensions to grant.
+    pub extensions: &'a [CertificateExtension],
+    /// `force-command` critical option.
+    pub force_command: Option<&'a str>,
+    /// `source-address` critical option entries.
+    pub source_addresses: &'a [String],
+}
+
+/// Parse a requester's public key line; only Ed25519 and ECDSA keys (and their FIDO
+/// variants) are accepted, matching the CRD rule.
+pub fn parse_user_public_key(line: &str) -> Result<PublicKey> {
+    let key =
+        PublicKey::from_openssh(line.trim()).map_err(|e| Error::ParsePublicKey(e.to_string()))?;
+    match key.algorithm() {
+        Algorithm::Ed25519
+        | Algorithm::SkEd25519
+        | Algorithm::Ecdsa { .. }
+        | Algorithm::SkEcdsaSha2NistP256 => Ok(key),
+        other => Err(Error::ParsePublicKey(format!(
+            "{other} keys are not accepted; use an Ed25519 or ECDSA key"
+        ))),
+    }
+}
+
+/// Sign a user certificate for `spec` with `ca`.
+pub fn sign_user_cert(ca: &CaKey, spec: &UserCertSpec<'_>) -> Result<Certificate> {
+    let subject = parse_user_public_key(spec.public_key)?;
+    let mut builder = Builder::new_with_random_nonce(
+        &mut UnwrapErr(SysRng),
+        subject.key_data().clone(),
+        spec.valid_after,
+        spec.valid_before,
+    )
+    .map_err(Error::SignCertificate)?;
+    builder
+        .serial(spec.serial)
+        .and_then(|b| b.cert_type(CertType::User))
+        .and_then(|b| b.key_id(spec.key_id.clone()))
+        .map_err(Error::SignCertificate)?;
+    for principal in &spec.principals {
+        builder
+            .valid_principal(principal.clone())
+            .map_err(Error::SignCertificate)?;
+    }
+    let mut extensions: Vec<&str> = spec.extensions.iter().map(|e| e.openssh_name()).collect();
+    extensions.sort_unstable();
+    extensions.dedup();
+    for extension in extensions {
+        builder
+            .extension(extension, "")
+            .map_err(Error::SignCertificate)?;
+    }
+    if let Some(command) = spec.force_command {
+        builder
+            .critical_option("force-command", command)
+            .map_err(Error::SignCertificate)?;
+    }
+    if !spec.source_addresses.is_empty() {
+        builder
+            .critical_option("source-address", spec.source_addresses.join(","))
+            .map_err(Error::SignCertificate)?;
+    }
+    builder.sign(&ca.key).map_err(Error::SignCertificate)
+}
+
+/// A random, non-zero serial number.
+pub fn random_serial() -> u64 {
+    loop {
+        let serial = UnwrapErr(SysRng).try_next_u64().unwrap_or_default();
+        if serial != 0 {
+            return serial;
+        }
+    }
+}
+
+/// The key id: names the request and the human, so `sshd`'s log line attributes the session.
+pub fn key_id(namespace: &str, name: &str, uid: &str, requester: &str) -> String {
+    format!("gatehouse:{namespace}/{name} uid={uid} requester={requester}")
+}
+
+/// The principals of a request's certificate.
+///
+/// Proxied: one identity only the Gatehouse proxy accepts (targets never trust the user CA).
+/// Direct: one principal scoped to the HostGroup and the login, which the group's hosts list
+/// in their AuthorizedPrincipalsFile for that login (see [`direct_principal`]).
+pub fn principals(
+    mode: HostGroupMode,
+    namespace: &str,
+    request: &str,
+    host_group: &str,
+    login: &str,
+) -> Vec<String> {
+    match mode {
+        HostGroupMode::Proxied => vec![proxied_principal(namespace, request)],
+        HostGroupMode::Direct => vec![direct_principal(namespace, host_group, login)],
+    }
+}
+
+/// The principal of a proxied request's certificate.
+pub fn proxied_principal(namespace: &str, request: &str) -> String {
+    format!("gatehouse-proxy:{namespace}/{request}")
+}
+
+/// The principal a Direct HostGroup's hosts accept for `login`: the content of
+/// `AuthorizedPrincipalsFile` for that login on those hosts.
+pub fn direct_principal(namespace: &str, host_group: &str, login: &str) -> String {
+    format!("gatehouse:{namespace}/{host_group}:{login}")
+}
+
+/// Validity window for a certificate issued at `now` (unix seconds) for `granted`.
+pub fn validity(now: u64, granted: Duration) -> (u64, u64) {
+    (
+        now.saturating_sub(BACKDATE.as_secs()),
+        now.saturating_add(granted.as_secs()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIISa1AY8mpx0OMvpQM9rRmi9MFzv63hBz+TstwkC/lzx alice@laptop";
+
+    fn spec<'a>(extensions: &'a [CertificateExtension], sources: &'a [String]) -> UserCertSpec<'a> {
+        UserCertSpec {
+            public_key: ALICE,
+            serial: 42,
+            key_id: key_id("team", "r1", "0000-1111", "alice"),
+            principals: principals(HostGroupMode::Direct, "team", "r1", "prod-db", "ubuntu"),
+            valid_after: 1_700_000_000,
+            valid_before: 1_700_003_600,
+            extensions,
+            force_command: None,
+            source_addresses: sources,
+        }
+    }
+
+    #[test]
+    fn certificate_carries_exactly_what_was_granted() {
+        let ca = CaKey::generate("user-ca").unwrap_or_else(|e| panic!("{e}"));
+        let ext = [
+            CertificateExtension::PermitPty,
+            CertificateExtension::PermitPortForwarding,
+        ];
+        let sources = vec!["10.0.0.0/8".to_owned(), "192.0.2.7".to_owned()];
+        let mut s = spec(&ext, &sources);
+        s.force_command = Some("/usr/bin/psql");
+        let cert = sign_user_cert(&ca, &s).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cert.cert_type(), CertType::User);
+        assert_eq!(cert.serial(), 42);
+        assert_eq!(
+            cert.key_id(),
+            "gatehouse:team/r1 uid=0000-1111 requester=alice"
+        );
+        assert_eq!(cert.valid_principals(), ["gatehouse:team/prod-db:ubuntu"]);
+        assert_eq!(cert.valid_after(), 1_700_000_000);
+        assert_eq!(cert.valid_before(), 1_700_003_600);
+        let exts: Vec<&String> = cert.extensions().keys().collect();
+        assert_eq!(exts, ["permit-port-forwarding", "permit-pty"]);
+        assert_eq!(
+            cert.critical_options()
+                .get("force-command")
+                .map(String::as_str),
+            Some("/usr/bin/psql")
+        );
+        assert_eq!(
+            cert.critical_options()
+                .get("source-address")
+                .map(String::as_str),
+            Some("10.0.0.0/8,192.0.2.7")
+        );
+        // Signed by this CA and by no other.
+        let fingerprint = ca.public_key().fingerprint(HashAlg::Sha256);
+        assert!(cert.validate_at(1_700_000_100, [&fingerprint]).is_ok());
+        let other = CaKey::generate("other").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            cert.validate_at(
+                1_700_000_100,
+                [&other.public_key().fingerprint(HashAlg::Sha256)]
+            )
+            .is_err()
+        );
+        assert!(
+            cert.validate_at(1_700_003_601, [&fingerprint]).is_err(),
+            "expired"
+        );
+        // The certified key is the requester's.
+        let alice = PublicKey::from_openssh(ALICE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cert.public_key(), alice.key_data());
+    }
+
+    #[test]
+    fn proxied_principal_is_not_a_login() {
+        let p = principals(HostGroupMode::Proxied, "team", "r1", "prod-db", "ubuntu");
+        assert_eq!(p, ["gatehouse-proxy:team/r1"]);
+    }
+
+    #[test]
+    fn rsa_and_garbage_keys_are_refused() {
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC3 x";
+        assert!(parse_user_public_key(rsa).is_err());
+        assert!(parse_user_public_key("ssh-ed25519 AAAA").is_err());
+        assert!(parse_user_public_key(ALICE).is_ok());
+    }
+
+    #[test]
+    fn ca_key_round_trips_and_never_prints_its_secret() {
+        let ca = CaKey::generate("user-ca").unwrap_or_else(|e| panic!("{e}"));
+        let text = ca.to_openssh().unwrap_or_else(|e| panic!("{e}"));
+        let back = CaKey::from_openssh(&text, "ns/secret").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.fingerprint(), ca.fingerprint());
+        let debug = format!("{ca:?}");
+        assert!(
+            debug.contains("<redacted>") && debug.contains("SHA256:"),
+            "{debug}"
+        );
+        assert!(!debug.contains("OPENSSH PRIVATE KEY"));
+        assert!(CaKey::from_openssh("not a key", "ns/secret").is_err());
+    }
+
+    #[test]
+    fn validity_is_backdated_and_bounded() {
+        assert_eq!(validity(1_000, Duration::from_secs(3_600)), (970, 4_600));
+        assert_ne!(random_serial(), 0);
+        assert_ne!(random_serial(), random_serial());
+    }
+}
