@@ -1,13 +1,8 @@
 //! The operator's one error type: each variant names the operation that failed.
 
-use std::time::Duration;
-
 /// Everything that can go wrong in the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Talking to the Kubernetes API failed.
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
     /// Generating a CA key failed.
     #[error("generating CA key: {0}")]
     GenerateCaKey(ssh_key::Error),
@@ -33,33 +28,6 @@ pub enum Error {
     /// Signing a certificate failed.
     #[error("signing certificate: {0}")]
     SignCertificate(ssh_key::Error),
-    /// Writing status or events failed after retries.
-    #[error("patching status of {object}: {source}")]
-    PatchStatus {
-        /// namespace/name of the object.
-        object: String,
-        /// API error.
-        source: kube::Error,
-    },
-    /// An object lacks a field the API server should always set.
-    #[error("{object} has no {field}")]
-    MissingField {
-        /// The object.
-        object: String,
-        /// The field.
-        field: &'static str,
-    },
-    /// Serialising an object failed.
-    #[error("serialising {what}: {source}")]
-    Serialize {
-        /// What.
-        what: &'static str,
-        /// Error.
-        source: serde_json::Error,
-    },
-    /// The clock is before 1970 or beyond what certificates can express.
-    #[error("system clock unusable: {0:?}")]
-    Clock(Duration),
 }
 
 /// Result with the operator's error.
