@@ -7,7 +7,7 @@ use ssh_key::{
     Algorithm, Certificate, HashAlg, LineEnding, PrivateKey, PublicKey,
     certificate::{Builder, CertType},
     getrandom::SysRng,
-    rand_core::{TryRng, UnwrapErr},
+    rand_core::{Rng, UnwrapErr},
 };
 
 use crate::error::{Error, Result};
@@ -160,10 +160,12 @@ pub fn sign_user_cert(ca: &CaKey, spec: &UserCertSpec<'_>) -> Result<Certificate
     builder.sign(&ca.key).map_err(Error::SignCertificate)
 }
 
-/// A random, non-zero serial number.
+/// A random, non-zero serial number (`UnwrapErr` panics rather than return a weak value if
+/// the OS has no randomness).
 pub fn random_serial() -> u64 {
+    let mut rng = UnwrapErr(SysRng);
     loop {
-        let serial = UnwrapErr(SysRng).try_next_u64().unwrap_or_default();
+        let serial = rng.next_u64();
         if serial != 0 {
             return serial;
         }
@@ -293,11 +295,20 @@ mod tests {
     }
 
     #[test]
-    fn rsa_and_garbage_keys_are_refused() {
-        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC3 x";
-        assert!(parse_user_public_key(rsa).is_err());
+    fn only_ed25519_and_ecdsa_keys_are_accepted() {
+        // A real, well-formed 3072-bit RSA key: refused for its algorithm, not its encoding.
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQDoM5Ov8K4bH9QFAFIMsumvFei3RTkI9LK6hwqJ+/C6CEbznBNYPRophtqAl3aD5lN5SpArxA9cRTudZTjRGkpMMVXjfaXp2hZA1wxL9eRiyz0w+E+J4in58esv5GVurDEUHrEvJTPyJb0w3ZzOjNgtEz5foMd/cq/65CPSauoKcNmMtvLGM80XPWitM6UV/tmYBkIfknx58AffQoXJG7RtJAtYa8pmEPDKEc5uQsEZoJOIdhOil8WZVw/W5Md/fPkqPunXbIpf8cGdjDB5HBJ4aQQ4CqEWIWjmcwm8dccO4+pjhNerhHmwZnrkluFwYy4VchabufPRlKBoq/UZmIpof2RGcrQ7GXlxRoZZ/84Cd1FKxxOcSz+Sq72TuKCYD4rQduG2GG2Zq1/CqiVu2CdCmkEoE0pMLRaHlAkNXEwBEIXCg/hUq0s83sJW9jikTYQAX727e35+YpzdKeNxJwsFB9EGfSemTTBeU9z5J6FTeBRykNkl1gfOihwLx4h3Pj8= old@laptop";
+        let refusal = parse_user_public_key(rsa).err().map(|e| e.to_string());
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|m| m.contains("ssh-rsa keys are not accepted")),
+            "{refusal:?}"
+        );
         assert!(parse_user_public_key("ssh-ed25519 AAAA").is_err());
         assert!(parse_user_public_key(ALICE).is_ok());
+        let ecdsa = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBPXbKAXACuaeUP9BRc7xsQsuF2tB25Ey9i9knvXAOWHpex/gyp90TW+ooIlKTg5KGdPHK6VnCGL1DIOZmvh7rBZm97GKq4PwNAsB1Sc8TqJvrFkhbvG/U06APYAZynRgoA== bob@yubikey";
+        assert!(parse_user_public_key(ecdsa).is_ok());
     }
 
     #[test]

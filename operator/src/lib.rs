@@ -1,9 +1,10 @@
-//! Gatehouse operator library: the decisions and the reconcilers behind `gatehouse-operator`.
+//! Gatehouse operator library: the decisions behind `gatehouse-operator`.
 //!
-//! Data comes from the Kubernetes API (HostGroups, AccessPolicies, AccessRequests, the CA
-//! Secrets) and goes back to it: AccessRequest status (certificate, validity, conditions),
-//! Events, and the ConfigMap that publishes the CA public keys. Pure decisions live in
-//! [`policy`] (who gets what) and [`cert`] (what a certificate says); they do no I/O.
+//! Data comes in as Gatehouse objects already read from the Kubernetes API (an AccessRequest,
+//! the AccessPolicies and HostGroup of its namespace) and a CA key; it goes out as decisions:
+//! which policy governs the request and what it grants ([`policy`]), and the signed OpenSSH
+//! certificate ([`cert`]). Nothing here does I/O; the reconcilers that read and write the API
+//! are not built yet.
 
 pub mod cert;
 pub mod error;

@@ -52,10 +52,10 @@ pub enum Refusal {
         /// Logins the matching policies allow.
         allowed: String,
     },
-    /// The governing policy wants a reason and none was given.
-    #[error("AccessPolicy {policy} requires spec.reason")]
+    /// Every policy that would govern the request wants a reason, and none was given.
+    #[error("spec.reason is required by AccessPolicy {policy}")]
     ReasonRequired {
-        /// The governing policy.
+        /// The policies that would govern the request, comma separated.
         policy: String,
     },
     /// A duration the API server should have refused.
@@ -126,7 +126,7 @@ pub fn govern<'p>(
             policies: names(&for_subject),
         });
     }
-    let mut allowing: Vec<&AccessPolicy> = selecting
+    let allowing: Vec<&AccessPolicy> = selecting
         .iter()
         .copied()
         .filter(|p| p.spec.logins.iter().any(|l| l == ask.login))
@@ -144,19 +144,24 @@ pub fn govern<'p>(
             allowed: allowed.join(", "),
         });
     }
-    allowing.sort_by_key(|p| {
+    // A policy that wants a reason cannot govern a request without one; another may.
+    let has_reason = ask.reason.is_some_and(|r| !r.trim().is_empty());
+    let (mut eligible, wanting_reason): (Vec<&AccessPolicy>, Vec<&AccessPolicy>) = allowing
+        .into_iter()
+        .partition(|p| has_reason || !p.spec.require_reason);
+    if eligible.is_empty() {
+        return Err(Refusal::ReasonRequired {
+            policy: names(&wanting_reason),
+        });
+    }
+    eligible.sort_by_key(|p| {
         (
             p.spec.approval.required,
             std::cmp::Reverse(duration::parse(&p.spec.max_duration).unwrap_or(Duration::ZERO)),
             p.name_any(),
         )
     });
-    let policy = allowing[0];
-    if policy.spec.require_reason && ask.reason.is_none_or(|r| r.trim().is_empty()) {
-        return Err(Refusal::ReasonRequired {
-            policy: policy.name_any(),
-        });
-    }
+    let policy = eligible[0];
     let requested = duration::parse(ask.duration).map_err(|source| Refusal::BadDuration {
         field: "spec.duration".to_owned(),
         source,
@@ -171,7 +176,8 @@ pub fn govern<'p>(
         Grant {
             policy: policy.name_any(),
             duration: clamp_duration(requested, max),
-            required_approvals: u32::try_from(policy.spec.approval.required).unwrap_or(0),
+            // The schema bounds this to 0..=5; anything else fails closed (never issued).
+            required_approvals: u32::try_from(policy.spec.approval.required).unwrap_or(u32::MAX),
         },
     ))
 }
@@ -362,6 +368,23 @@ mod tests {
         );
         a.reason = Some("INC-7");
         assert!(govern(&policies, &a).is_ok());
+
+        // Entitled under a laxer policy too: that one governs a request without a reason,
+        // even though the reason-requiring one needs fewer approvals.
+        let mut lax = policy("lax", group("dev"), &[("env", "prod")], &["ubuntu"]);
+        lax.spec.approval.required = 2;
+        let mut quick = policies[0].clone();
+        quick.spec.approval.required = 0;
+        let both = [quick, lax];
+        a.reason = None;
+        let (p, grant) = govern(&both, &a).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (p.name_any().as_str(), grant.required_approvals),
+            ("lax", 2)
+        );
+        a.reason = Some("INC-8");
+        let (p, _) = govern(&both, &a).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.name_any(), "db");
     }
 
     #[test]
