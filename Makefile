@@ -34,4 +34,5 @@ crds: ## regenerate charts/gatehouse/crds from the Rust types
 	cargo run -q -p gatehouse-crds --bin crdgen
 
 test: deps lint ## everything: lint, unit tests, and end-to-end tests against a real control plane
+	cargo build -p gatehouse-operator
 	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast

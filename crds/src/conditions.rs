@@ -23,3 +23,15 @@ pub mod reasons {
     /// Could not be issued.
     pub const FAILED: &str = "Failed";
 }
+
+/// Reasons of the `Approved` and `Denied` conditions.
+pub mod decision_reasons {
+    /// Enough distinct approvers approved.
+    pub const APPROVED: &str = "Approved";
+    /// The governing policy requires no approval.
+    pub const AUTO_APPROVED: &str = "AutoApproved";
+    /// An approver denied it.
+    pub const DENIED_BY_APPROVER: &str = "DeniedByApprover";
+    /// No AccessPolicy allows it (the message says which rule failed).
+    pub const NO_MATCHING_POLICY: &str = "NoMatchingPolicy";
+}

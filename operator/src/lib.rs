@@ -6,8 +6,17 @@
 //! certificate ([`cert`]). Nothing here does I/O; the reconcilers that read and write the API
 //! are not built yet.
 
+pub mod admission;
 pub mod cert;
+pub mod controller;
 pub mod error;
+pub mod krl;
 pub mod policy;
+pub mod publish;
+pub mod records;
+pub mod secrets;
+pub mod status;
+pub mod telemetry;
+pub mod webhook;
 
 pub use error::{Error, Result};

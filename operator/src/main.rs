@@ -1,27 +1,374 @@
 //! Gatehouse operator.
 //!
-//! Reads HostGroups, AccessPolicies and AccessRequests from the Kubernetes API server and
-//! writes back their status; signs OpenSSH certificates with a CA kept in a Secret.
-//!
-//! This build carries the workspace skeleton only: the reconcilers land with the operator
-//! issue. Until then the binary refuses to start rather than pretend to reconcile.
+//! Reads AccessRequests, AccessPolicies and HostGroups from the Kubernetes API server (a watch
+//! per kind) and AdmissionReviews the API server sends to its webhook; writes request and
+//! HostGroup status, Events, the CA Secrets it creates once, the ConfigMaps hosts and the proxy
+//! read, and admission verdicts. Every replica serves the webhook; one replica, elected through
+//! a Lease, runs the reconcilers. Logs are JSON lines on stderr; `/metrics`, `/healthz` and
+//! `/readyz` are on `--metrics-addr`.
 
-use std::process::ExitCode;
+use std::{future::ready, net::SocketAddr, sync::Arc, time::Duration};
 
-fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") => {
-            println!("gatehouse-operator {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+use anyhow::Context as _;
+use clap::Parser;
+use futures::StreamExt;
+use gatehouse_crds::{AccessPolicy, AccessRequest, HostGroup, Phase, duration};
+use gatehouse_operator::{
+    controller::{self, Context},
+    publish::{Publisher, Revocations},
+    secrets,
+    telemetry::{self, Metrics, Readiness},
+    webhook::{self, WebhookContext},
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource,
+    runtime::{
+        Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::{sync::Notify, task::JoinHandle};
+
+/// Command line (every flag also reads an environment variable).
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Gatehouse operator: certificates for approved AccessRequests, and their admission"
+)]
+struct Args {
+    /// The operator's own namespace: CA Secrets, published ConfigMaps and the leader Lease live here.
+    #[arg(long, env = "GATEHOUSE_NAMESPACE")]
+    namespace: String,
+    /// Reconcile only this namespace's Gatehouse objects (default: all namespaces).
+    #[arg(long, env = "GATEHOUSE_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Plain-HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "GATEHOUSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// HTTPS address of the admission webhook.
+    #[arg(long, env = "GATEHOUSE_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+    /// Names (DNS or IP) in the webhook's serving certificate. Default: the in-cluster Service
+    /// names `gatehouse-webhook.<namespace>.svc[.cluster.local]`, localhost and 127.0.0.1.
+    #[arg(long, env = "GATEHOUSE_WEBHOOK_NAMES", value_delimiter = ',')]
+    webhook_names: Vec<String>,
+    /// MutatingWebhookConfiguration to keep the caBundle injected into ("" = none).
+    #[arg(long, env = "GATEHOUSE_MUTATING_WEBHOOK", default_value = "gatehouse")]
+    mutating_webhook: String,
+    /// ValidatingWebhookConfiguration to keep the caBundle injected into ("" = none).
+    #[arg(
+        long,
+        env = "GATEHOUSE_VALIDATING_WEBHOOK",
+        default_value = "gatehouse"
+    )]
+    validating_webhook: String,
+    /// Do not serve the admission webhook (reconcile only).
+    #[arg(long, env = "GATEHOUSE_NO_WEBHOOK")]
+    no_webhook: bool,
+    /// Pending requests nobody approves expire after this long (Go duration, e.g. 24h).
+    #[arg(long, env = "GATEHOUSE_PENDING_TTL", default_value = "24h", value_parser = parse_duration)]
+    pending_ttl: Duration,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "GATEHOUSE_LEASE_NAME",
+        default_value = "gatehouse-operator"
+    )]
+    lease_name: String,
+    /// Seconds a leader's Lease stays valid without renewal (failover time).
+    #[arg(long, env = "GATEHOUSE_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// This replica's identity in the Lease (default: the pod name, else random).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_lease_manager=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let health = telemetry::bind(args.metrics_addr).await?;
+    tokio::spawn(telemetry::serve_health(
+        health,
+        metrics.clone(),
+        readiness.clone(),
+    ));
+
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
+    let user_ca = Arc::new(secrets::ensure_ca(&secrets_api, secrets::USER_CA_SECRET).await?);
+    let upstream_ca = secrets::ensure_ca(&secrets_api, secrets::UPSTREAM_CA_SECRET).await?;
+    let upstream_ca_line = upstream_ca.public_key_line()?;
+    drop(upstream_ca);
+    let admission = secrets::ensure_admission(&secrets_api).await?;
+
+    if !args.no_webhook {
+        let names = if args.webhook_names.is_empty() {
+            let ns = &args.namespace;
+            vec![
+                format!("gatehouse-webhook.{ns}.svc"),
+                format!("gatehouse-webhook.{ns}.svc.cluster.local"),
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+            ]
+        } else {
+            args.webhook_names.clone()
+        };
+        let ca_pem = admission.webhook_ca.cert_pem.clone();
+        let acceptor = webhook::tls_acceptor(admission.webhook_ca, names)?;
+        let listener = telemetry::bind(args.webhook_addr).await?;
+        let ctx = WebhookContext {
+            client: client.clone(),
+            seal: admission.seal.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(webhook::serve(listener, acceptor, ctx));
+        webhook::inject_ca_bundle(
+            &client,
+            &ca_pem,
+            &args.mutating_webhook,
+            &args.validating_webhook,
+        )
+        .await?;
+        tokio::spawn(webhook::inject_ca_bundle_forever(
+            client.clone(),
+            ca_pem,
+            args.mutating_webhook.clone(),
+            args.validating_webhook.clone(),
+        ));
+        tracing::info!(address = %args.webhook_addr, "admission webhook serving");
+    }
+    readiness.set_ready();
+
+    let mut lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.namespace)
+        .with_duration(args.lease_seconds)
+        .with_grace(args.lease_seconds.div_ceil(3).max(1));
+    if let Some(identity) = &args.identity {
+        lease = lease.with_identity(identity);
+    }
+    let (mut leader, lease_task) = lease
+        .build()
+        .await
+        .context("creating the leader Lease manager")?
+        .watch()
+        .await;
+    let reporter = Reporter {
+        controller: controller::FIELD_MANAGER.to_owned(),
+        instance: args.identity.clone(),
+    };
+    let mut running: Option<JoinHandle<()>> = None;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let is_leader = *leader.borrow_and_update();
+        metrics.leader.set(i64::from(is_leader));
+        match (is_leader, running.is_some()) {
+            (true, false) => {
+                tracing::info!(lease = %args.lease_name, "became leader; starting reconcilers");
+                let lead = Lead {
+                    client: client.clone(),
+                    namespace: args.namespace.clone(),
+                    watch_namespace: args.watch_namespace.clone(),
+                    user_ca: Arc::clone(&user_ca),
+                    upstream_ca_line: upstream_ca_line.clone(),
+                    seal: admission.seal.clone(),
+                    metrics: metrics.clone(),
+                    pending_ttl: args.pending_ttl,
+                    recorder: Recorder::new(client.clone(), reporter.clone()),
+                };
+                running = Some(tokio::spawn(lead.run()));
+            }
+            (false, true) => {
+                tracing::warn!("lost leadership; stopping reconcilers");
+                if let Some(task) = running.take() {
+                    task.abort();
+                }
+            }
+            _ => {}
         }
-        _ => {
-            eprintln!(
-                "gatehouse-operator {}: not implemented yet; this build only serves {}/{} types",
-                env!("CARGO_PKG_VERSION"),
-                gatehouse_crds::GROUP,
-                gatehouse_crds::VERSION
-            );
-            ExitCode::from(2)
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { anyhow::bail!("leader election stopped") },
+            () = &mut shutdown => break,
         }
+    }
+    tracing::info!("shutting down");
+    if let Some(task) = running.take() {
+        task.abort();
+    }
+    // Dropping the receiver makes the lease task release the Lease, so a standby takes over now.
+    drop(leader);
+    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Everything the leader runs.
+struct Lead {
+    client: Client,
+    namespace: String,
+    watch_namespace: Option<String>,
+    user_ca: Arc<gatehouse_operator::cert::CaKey>,
+    upstream_ca_line: String,
+    seal: gatehouse_operator::records::SealKey,
+    metrics: Metrics,
+    pending_ttl: Duration,
+    recorder: Recorder,
+}
+
+/// Run a reflector for `K` in the background, nudging `nudge` on every change.
+fn reflect<K>(api: Api<K>, nudge: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(move |_| {
+            nudge.notify_one();
+            ready(())
+        });
+    tokio::spawn(stream);
+    store
+}
+
+impl Lead {
+    async fn run(self) {
+        let nudge = Arc::new(Notify::new());
+        let ns = self.watch_namespace.as_deref();
+        let policies = reflect::<AccessPolicy>(scoped(&self.client, ns), Arc::clone(&nudge));
+        let host_groups = reflect::<HostGroup>(scoped(&self.client, ns), Arc::clone(&nudge));
+        for ready_store in [
+            policies.wait_until_ready().await,
+            host_groups.wait_until_ready().await,
+        ] {
+            if let Err(error) = ready_store {
+                tracing::error!(%error, "store never became ready");
+                return;
+            }
+        }
+        let requests_api: Api<AccessRequest> = scoped(&self.client, ns);
+        let controller = Controller::new(requests_api, watcher::Config::default());
+        let requests = controller.store();
+        let revocations = Arc::new(Revocations::new(
+            self.client.clone(),
+            &self.namespace,
+            Arc::clone(&self.user_ca),
+        ));
+        let publisher = Publisher {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            user_ca: Arc::clone(&self.user_ca),
+            upstream_ca_line: self.upstream_ca_line.clone(),
+            host_groups: host_groups.clone(),
+            policies: policies.clone(),
+            requests: requests.clone(),
+            revocations: Arc::clone(&revocations),
+        };
+        tokio::spawn(publisher.run(Arc::clone(&nudge)));
+        tokio::spawn(count_phases(requests, self.metrics.clone()));
+        let ctx = Arc::new(Context {
+            client: self.client.clone(),
+            user_ca: self.user_ca,
+            seal: self.seal,
+            recorder: self.recorder,
+            metrics: self.metrics,
+            pending_ttl: self.pending_ttl,
+            policies,
+            host_groups,
+            revocations,
+        });
+        controller
+            .run(controller::reconcile, controller::error_policy, ctx)
+            .for_each(|_| ready(()))
+            .await;
+    }
+}
+
+/// Keep the requests-by-phase gauge current from the controller's store.
+async fn count_phases(requests: Store<AccessRequest>, metrics: Metrics) {
+    let phases = [
+        Phase::Pending,
+        Phase::Issued,
+        Phase::Denied,
+        Phase::Expired,
+        Phase::Revoked,
+        Phase::Failed,
+    ];
+    loop {
+        let state = requests.state();
+        for phase in phases {
+            let count = state
+                .iter()
+                .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(phase))
+                .count();
+            metrics
+                .requests
+                .with_label_values(&[&format!("{phase:?}")])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

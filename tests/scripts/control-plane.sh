@@ -182,6 +182,13 @@ EOF
 down() {
   local dir="$1"
   [[ -d "$dir" ]] || return 0
+  # Daemons the tests started against this plane (the shared operator) go first.
+  local pidfile name
+  for pidfile in "$dir"/*.pid; do
+    [[ -e "$pidfile" ]] || continue
+    name="$(basename "$pidfile" .pid)"
+    [[ "$name" == apiserver || "$name" == etcd ]] || stop_daemon "$name" "$dir"
+  done
   stop_daemon apiserver "$dir"
   stop_daemon etcd "$dir"
   # Nothing started for this plane may outlive it.

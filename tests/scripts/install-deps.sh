@@ -4,18 +4,19 @@
 set -euo pipefail
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-# command -> Debian package
+# command -> Debian package (sshd lives in /usr/sbin, often not on a user's PATH)
 declare -A wanted=(
   [etcd]=etcd-server
   [openssl]=openssl
   [curl]=curl
   [ssh-keygen]=openssh-client
+  [sshd]=openssh-server
   [python3]=python3
   [setsid]=util-linux
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${wanted[$cmd]}")
 done
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo); else

@@ -21,6 +21,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+pub mod gatehouse;
+pub mod scenario;
+pub mod sshd;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Config,
@@ -121,7 +125,8 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    fn new(program: &Path) -> Self {
+    /// A command running `program`.
+    pub fn new(program: &Path) -> Self {
         Self {
             command: Command::new(program),
             stdin: None,
@@ -346,7 +351,9 @@ impl ControlPlane {
     }
 
     /// `helm install` the chart once per control plane (across test processes, under a file
-    /// lock) and return what helm printed when this process installed it, or `helm status`.
+    /// lock) with its admission webhooks pointing at the shared operator, start that operator
+    /// (see [`gatehouse`]), and return what helm printed when this process installed it, or
+    /// `helm status`.
     pub fn install_gatehouse(&self) -> &'static CmdOutput {
         INSTALL.get_or_init(|| {
             let lock_path = self.dir.join("helm-install.lock");
@@ -362,6 +369,16 @@ impl ControlPlane {
                 .helm()
                 .args(["status", RELEASE, "-n", RELEASE_NAMESPACE])
                 .run();
+            // The webhook port is chosen once per plane: the chart's webhook URL points at it.
+            let port_file = self.dir.join("operator.webhook-port");
+            let webhook_port: u16 = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or_else(|| {
+                    let port = gatehouse::free_port();
+                    std::fs::write(&port_file, port.to_string()).unwrap_or_else(|e| panic!("{e}"));
+                    port
+                });
             let outcome = if status.success {
                 status
             } else {
@@ -371,6 +388,10 @@ impl ControlPlane {
                     .args(["install", RELEASE])
                     .args([&chart])
                     .args(["-n", RELEASE_NAMESPACE, "--create-namespace"])
+                    .args([
+                        "--set",
+                        &format!("admission.url=https://127.0.0.1:{webhook_port}"),
+                    ])
                     .run();
                 install.ok();
                 self.kubectl(User::Admin)
@@ -380,6 +401,8 @@ impl ControlPlane {
                     .ok();
                 install
             };
+            // With the webhooks installed (failurePolicy Fail), AccessRequests need the operator.
+            self.start_shared_operator(webhook_port);
             // The lock is released when `lock` is dropped here.
             drop(lock);
             outcome

@@ -2,7 +2,12 @@
 //! bad ones with messages that name the field and the rule.
 
 use gatehouse_crds::rules;
-use gatehouse_tests::{User, control_plane};
+use std::time::Duration;
+
+use gatehouse_tests::{
+    User, control_plane,
+    gatehouse::{Subject, wait_for},
+};
 use serde_json::{Value, json};
 
 const ALICE_KEY: &str =
@@ -414,12 +419,10 @@ async fn access_request_spec_is_immutable_but_metadata_and_status_are_not() {
     let cp = control_plane();
     cp.install_gatehouse();
     let ns = cp.namespace("immutable").await;
-    let forged = set(
-        request("r"),
-        "spec/requester",
-        json!({"username": "alice", "groups": ["dev"]}),
-    );
-    create(&ns, &forged).ok();
+    cp.bind(&ns, "gatehouse-requester", Subject::Group("dev"));
+    // Created by alice: admission stamps spec.requester from her identity.
+    let forged = request("r");
+    cp.apply_as(User::Alice, &ns, &forged).ok();
     let kubectl = || cp.kubectl(User::Admin).args(["-n", ns.as_str()]);
     for patch in [
         json!({"spec": {"login": "root"}}),
@@ -441,7 +444,11 @@ async fn access_request_spec_is_immutable_but_metadata_and_status_are_not() {
             .fails_with(&["spec: Invalid value", rules::IMMUTABLE_SPEC_MESSAGE]);
     }
     // `kubectl apply` of an edited manifest is refused the same way.
-    let edited = set(forged.clone(), "spec/duration", json!("8h"));
+    let edited = set(
+        set(forged.clone(), "spec/duration", json!("8h")),
+        "spec/requester",
+        json!({"username": "alice", "uid": "uid-alice", "groups": ["dev", "system:authenticated"]}),
+    );
     kubectl()
         .args(["apply", "-f", "-"])
         .stdin(edited.to_string())
@@ -484,34 +491,30 @@ async fn kubectl_get_shows_the_printer_columns() {
     let cp = control_plane();
     cp.install_gatehouse();
     let ns = cp.namespace("columns").await;
+    cp.bind(&ns, "gatehouse-requester", Subject::Group("dev"));
     create(&ns, &host_group("prod")).ok();
-    create(&ns, &policy("p")).ok();
-    let req = set(
-        set(
-            request("alice-db"),
-            "spec/requester",
-            json!({"username": "alice"}),
-        ),
-        "spec/target/host",
-        json!("db1"),
-    );
-    create(&ns, &req).ok();
-    cp.kubectl(User::Admin)
-        .args([
-            "-n",
-            &ns,
-            "patch",
-            "accessrequest",
-            "alice-db",
-            "--subresource=status",
-            "--type=merge",
-        ])
-        .args([
-            "-p",
-            r#"{"status":{"phase":"Issued","validBefore":"2031-01-02T03:04:05Z"}}"#,
-        ])
-        .run()
-        .ok();
+    // Auto-approved, so the operator issues at once and the columns show real status.
+    create(
+        &ns,
+        &set(policy("p"), "spec/approval", json!({"required": 0})),
+    )
+    .ok();
+    let req = set(request("alice-db"), "spec/target/host", json!("db1"));
+    cp.apply_as(User::Alice, &ns, &req).ok();
+    let requests: kube::Api<gatehouse_crds::AccessRequest> =
+        kube::Api::namespaced(cp.client(User::Admin).await, &ns);
+    let valid_before = wait_for(Duration::from_secs(10), "alice-db to be Issued", || async {
+        let r = requests.get("alice-db").await.ok()?;
+        let status = r.status?;
+        (status.phase == Some(gatehouse_crds::Phase::Issued)).then_some(
+            status
+                .valid_before?
+                .0
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string(),
+        )
+    })
+    .await;
     let get = |args: &[&str]| {
         cp.kubectl(User::Admin)
             .args(["-n", &ns, "get"])
@@ -554,7 +557,7 @@ async fn kubectl_get_shows_the_printer_columns() {
             "prod",
             "ubuntu",
             "Issued",
-            "2031-01-02T03:04:05Z"
+            valid_before.as_str()
         ],
         "{table}"
     );

@@ -1,0 +1,307 @@
+//! Admission decisions for AccessRequests: who asked, who may approve, deny or revoke.
+//!
+//! Data comes from the API server's AdmissionReview (the caller's authenticated identity, the
+//! object before and after the change) plus, for approvers, the answer of a
+//! SubjectAccessReview the webhook asks for. It goes out as a verdict: allow unchanged, allow
+//! with the object mutated (requester stamped, a sealed decision record appended, the trigger
+//! annotation removed), or deny with a message that names the rule. Pure functions only; the
+//! HTTPS server in [`crate::webhook`] does the I/O.
+
+use std::collections::BTreeMap;
+
+use gatehouse_crds::{AccessRequest, Requester};
+use k8s_openapi::api::authentication::v1::UserInfo;
+
+use crate::records::{self, DECISIONS_ANNOTATION, DecisionKind, DecisionRecord, SealKey};
+
+/// Longest approve/deny/revoke message admission records (the CRD's limit for status.approvals).
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+/// The three trigger annotations, in a fixed order.
+const TRIGGERS: [DecisionKind; 3] = [
+    DecisionKind::Approve,
+    DecisionKind::Deny,
+    DecisionKind::Revoke,
+];
+
+/// The authenticated caller of an admission request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// User name (`system:serviceaccount:NS:NAME` for ServiceAccounts).
+    pub username: String,
+    /// UID, when the authenticator provides one.
+    pub uid: Option<String>,
+    /// Groups, as authenticated.
+    pub groups: Vec<String>,
+}
+
+impl Caller {
+    /// Read the caller from an AdmissionRequest's userInfo.
+    pub fn from_user_info(info: &UserInfo) -> Self {
+        Self {
+            username: info.username.clone().unwrap_or_default(),
+            uid: info.uid.clone().filter(|uid| !uid.is_empty()),
+            groups: info.groups.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The `spec.requester` admission stamps for this caller.
+    pub fn as_requester(&self) -> Requester {
+        Requester {
+            username: self.username.clone(),
+            uid: self.uid.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// What the caller must additionally be allowed to do before a decision is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// Nothing more (the requester revoking their own request).
+    None,
+    /// Verb `approve` on `accesspolicies/<policy>` in the request's namespace.
+    ApproverOf {
+        /// The governing policy (status.policy).
+        policy: String,
+    },
+}
+
+/// First stage of a decision: what the change asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Nothing Gatehouse guards changed.
+    Allow,
+    /// A create: stamp `spec.requester` from the caller.
+    StampRequester(Requester),
+    /// An approve/deny/revoke annotation was set: record it if `authority` holds.
+    Decide {
+        /// Which decision.
+        kind: DecisionKind,
+        /// The annotation's value (none when empty).
+        message: Option<String>,
+        /// What the caller must be allowed on top of being a Gatehouse user.
+        authority: Authority,
+    },
+    /// Refused, with the message the API server returns to the caller.
+    Deny(String),
+}
+
+fn annotations(object: &AccessRequest) -> Option<&BTreeMap<String, String>> {
+    object.metadata.annotations.as_ref()
+}
+
+fn annotation<'a>(object: &'a AccessRequest, key: &str) -> Option<&'a str> {
+    annotations(object)
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn describe(object: &AccessRequest) -> String {
+    format!(
+        "AccessRequest {}/{}",
+        object.metadata.namespace.as_deref().unwrap_or_default(),
+        object.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Plan a CREATE: the requester is whoever the API server authenticated; decisions cannot be
+/// smuggled in with the object.
+pub fn plan_create(caller: &Caller, object: &AccessRequest) -> Plan {
+    for key in TRIGGERS
+        .iter()
+        .map(|k| k.trigger_annotation())
+        .chain([DECISIONS_ANNOTATION])
+    {
+        if annotation(object, key).is_some() {
+            return Plan::Deny(format!(
+                "metadata.annotations[{key}] cannot be set when an AccessRequest is created: \
+                 approvals, denials and revocations are recorded after it exists, by someone with the right to make them"
+            ));
+        }
+    }
+    let stamped = caller.as_requester();
+    match &object.spec.requester {
+        None => Plan::StampRequester(stamped),
+        Some(given) if *given == stamped => Plan::Allow,
+        Some(given) => Plan::Deny(format!(
+            "spec.requester is set by admission from the authenticated user and must be left empty: \
+             it says {:?} but you are {:?}",
+            given.username, caller.username
+        )),
+    }
+}
+
+/// Plan an UPDATE of the main resource (the status subresource is not sent to the webhook).
+pub fn plan_update(
+    caller: &Caller,
+    old: &AccessRequest,
+    new: &AccessRequest,
+    key: &SealKey,
+) -> Plan {
+    if annotation(old, DECISIONS_ANNOTATION) != annotation(new, DECISIONS_ANNOTATION) {
+        return Plan::Deny(format!(
+            "metadata.annotations[{DECISIONS_ANNOTATION}] is written by Gatehouse admission only and cannot be \
+             set, changed or removed: annotate with gatehouse.dev/approve, gatehouse.dev/deny or gatehouse.dev/revoke instead"
+        ));
+    }
+    // A trigger counts when it is new or its value changed; admission removes accepted ones.
+    let set: Vec<(DecisionKind, &str)> = TRIGGERS
+        .iter()
+        .filter_map(|kind| {
+            let value = annotation(new, kind.trigger_annotation())?;
+            (annotation(old, kind.trigger_annotation()) != Some(value)).then_some((*kind, value))
+        })
+        .collect();
+    let (kind, value) = match set.as_slice() {
+        [] => return Plan::Allow,
+        [one] => *one,
+        _ => {
+            return Plan::Deny(
+                "set only one of gatehouse.dev/approve, gatehouse.dev/deny and gatehouse.dev/revoke at a time".to_owned(),
+            );
+        }
+    };
+    if value.chars().count() > MAX_MESSAGE_LEN {
+        return Plan::Deny(format!(
+            "metadata.annotations[{}] must be at most {MAX_MESSAGE_LEN} characters",
+            kind.trigger_annotation()
+        ));
+    }
+    let what = describe(old);
+    let phase = old.status.as_ref().and_then(|s| s.phase);
+    let uid = old.metadata.uid.as_deref().unwrap_or_default();
+    let requester = old.spec.requester.as_ref().map(|r| r.username.as_str());
+    let decisions = records::tally(key, uid, requester, annotation(old, DECISIONS_ANNOTATION));
+    let ended = if decisions.revoked.is_some() {
+        Some("Revoked".to_owned())
+    } else if decisions.denied.is_some() {
+        Some("Denied".to_owned())
+    } else {
+        phase.filter(|p| p.is_terminal()).map(|p| format!("{p:?}"))
+    };
+    if let Some(ended) = ended {
+        return Plan::Deny(format!(
+            "{what} is already {ended}: it accepts no further {} (create a new AccessRequest)",
+            kind.verb()
+        ));
+    }
+    let is_requester = requester == Some(caller.username.as_str());
+    if is_requester && kind != DecisionKind::Revoke {
+        return Plan::Deny(format!(
+            "{} requested {what} and cannot {} it: another approver must (four-eyes)",
+            caller.username,
+            kind.verb()
+        ));
+    }
+    if kind == DecisionKind::Approve
+        && decisions
+            .approvals
+            .iter()
+            .any(|a| a.user == caller.username)
+    {
+        return Plan::Deny(format!(
+            "{} has already approved {what}; each approval must come from a different approver",
+            caller.username
+        ));
+    }
+    let message = (!value.is_empty()).then(|| value.to_owned());
+    if is_requester {
+        return Plan::Decide {
+            kind,
+            message,
+            authority: Authority::None,
+        };
+    }
+    match old.status.as_ref().and_then(|s| s.policy.clone()) {
+        Some(policy) => Plan::Decide {
+            kind,
+            message,
+            authority: Authority::ApproverOf { policy },
+        },
+        None => Plan::Deny(format!(
+            "{what} has no governing policy yet (status.policy is empty), so nobody can be authorized to {} it: \
+             wait until `kubectl get accessrequest` shows it Pending and retry",
+            kind.verb()
+        )),
+    }
+}
+
+/// The message for a caller the SubjectAccessReview refused.
+pub fn not_an_approver(
+    caller: &Caller,
+    namespace: &str,
+    policy: &str,
+    kind: DecisionKind,
+) -> String {
+    format!(
+        "{} may not {} this request: that needs verb \"approve\" on accesspolicies.gatehouse.dev \"{policy}\" \
+         in namespace {namespace:?} (the policy that governs it)",
+        caller.username,
+        kind.verb()
+    )
+}
+
+/// The object after an accepted decision: the trigger annotation removed and a sealed record
+/// appended to the decisions annotation.
+pub fn record_decision(
+    object: &AccessRequest,
+    caller: &Caller,
+    kind: DecisionKind,
+    message: Option<&str>,
+    now_rfc3339: &str,
+    key: &SealKey,
+) -> AccessRequest {
+    let mut out = object.clone();
+    let uid = object.metadata.uid.as_deref().unwrap_or_default();
+    let annotations = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.remove(kind.trigger_annotation());
+    // Admission already refused a changed annotation, so the old list is still the trusted one.
+    let mut list: Vec<DecisionRecord> =
+        records::parse(annotations.get(DECISIONS_ANNOTATION).map(String::as_str))
+            .unwrap_or_default();
+    list.push(key.seal(uid, kind, &caller.username, now_rfc3339, message));
+    annotations.insert(DECISIONS_ANNOTATION.to_owned(), records::render(&list));
+    out
+}
+
+/// The validating webhook's check, after every mutating webhook ran: the final object must be
+/// what the mutating stage would have produced. Returns a denial message on violation.
+pub fn validate(
+    caller: &Caller,
+    old: Option<&AccessRequest>,
+    new: &AccessRequest,
+    key: &SealKey,
+) -> Option<String> {
+    let Some(old) = old else {
+        return match &new.spec.requester {
+            Some(r) if *r == caller.as_requester() => None,
+            _ => Some(format!(
+                "spec.requester must be the authenticated user {:?} (stamped by the Gatehouse mutating webhook)",
+                caller.username
+            )),
+        };
+    };
+    let before = annotation(old, DECISIONS_ANNOTATION);
+    let after = annotation(new, DECISIONS_ANNOTATION);
+    if before == after {
+        return None;
+    }
+    let uid = old.metadata.uid.as_deref().unwrap_or_default();
+    let (Ok(before), Ok(after)) = (records::parse(before), records::parse(after)) else {
+        return Some(format!(
+            "metadata.annotations[{DECISIONS_ANNOTATION}] is not a valid decisions list"
+        ));
+    };
+    let appended_one = after.len() == before.len() + 1 && after.starts_with(&before);
+    match after.last() {
+        Some(last) if appended_one && last.user == caller.username && key.verify(uid, last) => None,
+        _ => Some(format!(
+            "metadata.annotations[{DECISIONS_ANNOTATION}] is written by Gatehouse admission only and cannot be set, changed or removed"
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod tests;

@@ -1,0 +1,255 @@
+//! The operator's key material, kept in Secrets in its own namespace.
+//!
+//! Data comes from the Kubernetes API (existing Secrets) or, only when a Secret is absent, from
+//! fresh randomness; it goes out as in-memory keys: the user CA (signs engineers'
+//! certificates), the upstream CA (the proxy signs per-session certificates with it; the operator
+//! only publishes its public half), and admission's keys (the HMAC key sealing decision records,
+//! the webhook serving CA).
+//!
+//! Every Secret is created with create-if-absent semantics: a `create` that loses a race (409)
+//! re-reads the winner's Secret, and an existing Secret is never replaced, even when it is
+//! unreadable — a replaced CA would lock every engineer out. Key material is never logged.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api,
+    api::{ObjectMeta, PostParams},
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+
+use crate::{
+    cert::CaKey,
+    error::{Error, Result},
+    records::SealKey,
+};
+
+/// Secret holding the user CA.
+pub const USER_CA_SECRET: &str = "gatehouse-user-ca";
+/// Secret holding the upstream CA (mounted by the proxy only).
+pub const UPSTREAM_CA_SECRET: &str = "gatehouse-upstream-ca";
+/// Secret holding admission's seal key and webhook serving CA.
+pub const ADMISSION_SECRET: &str = "gatehouse-admission";
+/// Key of the OpenSSH private key in a CA Secret.
+pub const CA_PRIVATE_KEY: &str = "ca";
+/// Key of the OpenSSH public key line in a CA Secret.
+pub const CA_PUBLIC_KEY: &str = "ca.pub";
+const SEAL_KEY: &str = "seal.key";
+const WEBHOOK_CA_CERT: &str = "webhook-ca.crt";
+const WEBHOOK_CA_KEY: &str = "webhook-ca.key";
+
+/// The webhook serving CA: its certificate (the caBundle) and key (signs serving certificates).
+pub struct WebhookCa {
+    /// PEM certificate, injected as the webhook configurations' caBundle.
+    pub cert_pem: String,
+    key_pem: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for WebhookCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookCa")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Admission's keys.
+#[derive(Debug)]
+pub struct AdmissionKeys {
+    /// Seals decision records.
+    pub seal: SealKey,
+    /// Signs the webhook's serving certificates.
+    pub webhook_ca: WebhookCa,
+}
+
+fn labels() -> BTreeMap<String, String> {
+    [(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "gatehouse-operator".to_owned(),
+    )]
+    .into()
+}
+
+/// Read Secret `name`, or create it from `make()` if absent. Never replaces an existing Secret.
+async fn ensure_secret(
+    api: &Api<Secret>,
+    name: &str,
+    make: impl FnOnce() -> Result<BTreeMap<String, ByteString>>,
+) -> Result<Secret> {
+    let read = |source| Error::ReadSecret {
+        name: name.to_owned(),
+        source,
+    };
+    if let Some(existing) = api.get_opt(name).await.map_err(read)? {
+        return Ok(existing);
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(labels()),
+            ..ObjectMeta::default()
+        },
+        data: Some(make()?),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(created) => {
+            tracing::info!(secret = name, "created Secret");
+            Ok(created)
+        }
+        // Another replica created it first: its key wins, ours is dropped unused.
+        Err(kube::Error::Api(status)) if status.code == 409 => api.get(name).await.map_err(read),
+        Err(source) => Err(Error::CreateSecret {
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn field<'a>(secret: &'a Secret, name: &str, key: &str) -> Result<&'a [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|bytes| bytes.0.as_slice())
+        .ok_or_else(|| Error::SecretContent {
+            name: name.to_owned(),
+            problem: format!("has no data key {key:?}"),
+        })
+}
+
+fn text<'a>(secret: &'a Secret, name: &str, key: &str) -> Result<&'a str> {
+    std::str::from_utf8(field(secret, name, key)?).map_err(|_| Error::SecretContent {
+        name: name.to_owned(),
+        problem: format!("data key {key:?} is not UTF-8"),
+    })
+}
+
+/// Ensure the CA Secret `name` exists and return its key.
+pub async fn ensure_ca(api: &Api<Secret>, name: &str) -> Result<CaKey> {
+    let secret = ensure_secret(api, name, || {
+        let ca = CaKey::generate(name)?;
+        Ok([
+            (
+                CA_PRIVATE_KEY.to_owned(),
+                ByteString(ca.to_openssh()?.as_bytes().to_vec()),
+            ),
+            (
+                CA_PUBLIC_KEY.to_owned(),
+                ByteString(ca.public_key_line()?.into_bytes()),
+            ),
+        ]
+        .into())
+    })
+    .await?;
+    let key = CaKey::from_openssh(text(&secret, name, CA_PRIVATE_KEY)?, name)?;
+    tracing::info!(secret = name, fingerprint = %key.fingerprint(), "CA ready");
+    Ok(key)
+}
+
+fn webhook_ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "gatehouse-webhook-ca");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    params
+}
+
+fn new_admission_data() -> Result<BTreeMap<String, ByteString>> {
+    let tls = |source| Error::IssueServingCertificate { source };
+    let mut seal = vec![0u8; SealKey::LEN];
+    getrandom_fill(&mut seal);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(tls)?;
+    let cert = webhook_ca_params().self_signed(&key).map_err(tls)?;
+    Ok([
+        (SEAL_KEY.to_owned(), ByteString(seal)),
+        (
+            WEBHOOK_CA_CERT.to_owned(),
+            ByteString(cert.pem().into_bytes()),
+        ),
+        (
+            WEBHOOK_CA_KEY.to_owned(),
+            ByteString(key.serialize_pem().into_bytes()),
+        ),
+    ]
+    .into())
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    use ssh_key::rand_core::{Rng as _, UnwrapErr};
+    UnwrapErr(ssh_key::getrandom::SysRng).fill_bytes(buf);
+}
+
+/// Ensure admission's Secret exists and return its keys.
+pub async fn ensure_admission(api: &Api<Secret>) -> Result<AdmissionKeys> {
+    let secret = ensure_secret(api, ADMISSION_SECRET, new_admission_data).await?;
+    let seal = field(&secret, ADMISSION_SECRET, SEAL_KEY)?;
+    if seal.len() < SealKey::LEN {
+        return Err(Error::SecretContent {
+            name: ADMISSION_SECRET.to_owned(),
+            problem: format!("{SEAL_KEY} must hold at least {} bytes", SealKey::LEN),
+        });
+    }
+    Ok(AdmissionKeys {
+        seal: SealKey::new(seal.to_vec()),
+        webhook_ca: WebhookCa {
+            cert_pem: text(&secret, ADMISSION_SECRET, WEBHOOK_CA_CERT)?.to_owned(),
+            key_pem: zeroize::Zeroizing::new(
+                text(&secret, ADMISSION_SECRET, WEBHOOK_CA_KEY)?.to_owned(),
+            ),
+        },
+    })
+}
+
+/// A serving certificate and its key, both DER.
+pub struct ServingCertificate {
+    /// The leaf certificate.
+    pub cert_der: Vec<u8>,
+    /// PKCS#8 private key.
+    pub key_der: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServingCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCertificate")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookCa {
+    /// Issue a serving certificate for `names` (DNS names or IP addresses), valid for `days`.
+    /// Each replica issues its own at start and again before it expires; only the CA is shared.
+    pub fn issue(&self, names: &[String], days: i64) -> Result<ServingCertificate> {
+        let tls = |source| Error::IssueServingCertificate { source };
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(tls)?;
+        let issuer = rcgen::Issuer::new(webhook_ca_params(), ca_key);
+        let mut params = CertificateParams::new(names.to_vec()).map_err(tls)?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gatehouse-webhook");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        // Starts an hour back for clock skew; rotated long before the end.
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(days);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(tls)?;
+        let cert = params.signed_by(&key, &issuer).map_err(tls)?;
+        Ok(ServingCertificate {
+            cert_der: cert.der().to_vec(),
+            key_der: zeroize::Zeroizing::new(key.serialize_der()),
+        })
+    }
+}
