@@ -11,6 +11,7 @@ declare -A wanted=(
   [curl]=curl
   [ssh-keygen]=openssh-client
   [sshd]=openssh-server
+  [faketime]=faketime
   [python3]=python3
   [setsid]=util-linux
 )

@@ -67,6 +67,9 @@ pub struct SshdConfig {
     pub log_level: String,
     /// Further `sshd_config` lines, appended verbatim (for example `ExposeAuthInfo yes`).
     pub extra_config: Vec<String>,
+    /// Extra environment for sshd, like libfaketime's `LD_PRELOAD` + `FAKETIME` to run the
+    /// host's clock ahead and see certificates expire without waiting.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for SshdConfig {
@@ -77,6 +80,7 @@ impl Default for SshdConfig {
             revoked_keys: None,
             log_level: "VERBOSE".to_owned(),
             extra_config: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -214,6 +218,7 @@ impl Sshd {
             let log = File::create(&log_path)
                 .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
             let mut child = Command::new(&sshd)
+                .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .arg("-D")
                 .arg("-e")
                 .arg("-f")
