@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_crds::{AccessRequest, Requester};
+use gatehouse_crds::{AccessRequest, Phase, Requester};
 use k8s_openapi::api::authentication::v1::UserInfo;
 
 use crate::records::{self, DECISIONS_ANNOTATION, DecisionKind, DecisionRecord, SealKey};
@@ -183,6 +183,13 @@ pub fn plan_update(
     if let Some(ended) = ended {
         return Plan::Deny(format!(
             "{what} is already {ended}: it accepts no further {} (create a new AccessRequest)",
+            kind.verb()
+        ));
+    }
+    // Once issued, only revocation changes anything: a "deny" would leave a valid certificate.
+    if phase == Some(Phase::Issued) && kind != DecisionKind::Revoke {
+        return Plan::Deny(format!(
+            "{what} is already Issued: it takes no further {}; use gatehouse.dev/revoke to end it",
             kind.verb()
         ));
     }

@@ -223,6 +223,44 @@ fn self_approval_and_self_denial_are_refused_but_self_revoke_is_allowed() {
 }
 
 #[test]
+fn issued_requests_take_only_revocation() {
+    let old = request(&[], Some(Phase::Issued), Some("oncall"));
+    for (annotation, verb) in [
+        ("gatehouse.dev/approve", "approve"),
+        ("gatehouse.dev/deny", "deny"),
+    ] {
+        let message = denial(plan_update(
+            &caller("bob"),
+            &old,
+            &with_annotation(&old, annotation, ""),
+            &key(),
+        ));
+        assert_eq!(
+            message,
+            format!(
+                "AccessRequest team/r1 is already Issued: it takes no further {verb}; use gatehouse.dev/revoke to end it"
+            )
+        );
+    }
+    let revoke = plan_update(
+        &caller("bob"),
+        &old,
+        &with_annotation(&old, "gatehouse.dev/revoke", "x"),
+        &key(),
+    );
+    assert!(
+        matches!(
+            revoke,
+            Plan::Decide {
+                kind: DecisionKind::Revoke,
+                ..
+            }
+        ),
+        "{revoke:?}"
+    );
+}
+
+#[test]
 fn double_approval_is_refused() {
     let old = approved_by(&["bob"]);
     let message = denial(plan_update(

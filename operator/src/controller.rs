@@ -286,8 +286,9 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
                 "Pending",
                 next.conditions
                     .iter()
+                    .find(|c| c.type_ == gatehouse_crds::conditions::READY)
                     .map(|c| c.message.clone())
-                    .collect::<String>(),
+                    .unwrap_or_default(),
             ))
         } else if next.approvals.len() > previous.approvals.len() {
             Some((

@@ -31,7 +31,10 @@ use kube::{
     },
 };
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::{
+    sync::Notify,
+    task::{JoinHandle, JoinSet},
+};
 
 /// Command line (every flag also reads an environment variable).
 #[derive(Debug, Parser)]
@@ -276,8 +279,8 @@ struct Lead {
     recorder: Recorder,
 }
 
-/// Run a reflector for `K` in the background, nudging `nudge` on every change.
-fn reflect<K>(api: Api<K>, nudge: Arc<Notify>) -> Store<K>
+/// Run a reflector for `K` in `tasks`, nudging `nudge` on every change.
+fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>, nudge: Arc<Notify>) -> Store<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -290,16 +293,21 @@ where
             nudge.notify_one();
             ready(())
         });
-    tokio::spawn(stream);
+    tasks.spawn(stream);
     store
 }
 
 impl Lead {
+    /// Run the reconcilers until the controller stops. Everything runs in one JoinSet owned by
+    /// this future, so aborting the leader task (lost leadership) stops all of it.
     async fn run(self) {
+        let mut tasks = JoinSet::new();
         let nudge = Arc::new(Notify::new());
         let ns = self.watch_namespace.as_deref();
-        let policies = reflect::<AccessPolicy>(scoped(&self.client, ns), Arc::clone(&nudge));
-        let host_groups = reflect::<HostGroup>(scoped(&self.client, ns), Arc::clone(&nudge));
+        let policies =
+            reflect::<AccessPolicy>(&mut tasks, scoped(&self.client, ns), Arc::clone(&nudge));
+        let host_groups =
+            reflect::<HostGroup>(&mut tasks, scoped(&self.client, ns), Arc::clone(&nudge));
         for ready_store in [
             policies.wait_until_ready().await,
             host_groups.wait_until_ready().await,
@@ -327,8 +335,8 @@ impl Lead {
             requests: requests.clone(),
             revocations: Arc::clone(&revocations),
         };
-        tokio::spawn(publisher.run(Arc::clone(&nudge)));
-        tokio::spawn(count_phases(requests, self.metrics.clone()));
+        tasks.spawn(publisher.run(Arc::clone(&nudge)));
+        tasks.spawn(count_phases(requests, self.metrics.clone()));
         let ctx = Arc::new(Context {
             client: self.client.clone(),
             user_ca: self.user_ca,

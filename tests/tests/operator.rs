@@ -162,6 +162,97 @@ async fn auto_approve_issues_with_no_approver() {
         approved.message,
         format!("AccessPolicy {POLICY} requires no approval")
     );
+    // The operator also keeps the HostGroup's status.
+    let groups: Api<gatehouse_crds::HostGroup> =
+        Api::namespaced(cp.client(User::Admin).await, &s.ns);
+    let group = wait_for(Duration::from_secs(10), "HostGroup status", || async {
+        let g = groups.get(HOST_GROUP).await.ok()?;
+        let status = g.status?;
+        (status.host_count == Some(1)).then_some(status)
+    })
+    .await;
+    let ready = group
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap_or_else(|| panic!("Ready"));
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_str()),
+        ("True", "1 host(s), mode Proxied")
+    );
+}
+
+#[tokio::test]
+async fn issued_requests_expire_at_valid_before() {
+    let cp = control_plane();
+    let s = Scenario::new(
+        cp,
+        "expire",
+        &Setup {
+            approvals: 0,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (_key, public) = keypair(dir.path(), "alice");
+    s.apply(cp, User::Alice, &scenario::request("r1", "ubuntu", &public))
+        .ok();
+    let issued = s
+        .wait_phase("r1", Phase::Issued, Duration::from_secs(10))
+        .await;
+    let valid_before = issued
+        .status
+        .unwrap_or_default()
+        .valid_before
+        .unwrap_or_else(|| panic!("validBefore"))
+        .0;
+    // An operator whose clock runs 31 minutes ahead (libfaketime) sees the 30m certificate expired.
+    let system = cp.namespace("expire-system").await;
+    let _later = Operator::start(&OperatorConfig {
+        kubeconfig: cp.kubeconfig(User::Admin),
+        namespace: system.clone(),
+        watch_namespace: Some(s.ns.clone()),
+        webhook_port: None,
+        pending_ttl: None,
+        lease_name: None,
+        env: vec![
+            ("LD_PRELOAD".to_owned(), libfaketime_mt()),
+            ("FAKETIME".to_owned(), "+31m".to_owned()),
+        ],
+        log: cp.dir().join(format!("operator-{system}.log")),
+    });
+    let expired = s
+        .wait_phase("r1", Phase::Expired, Duration::from_secs(15))
+        .await;
+    let ready = expired
+        .status
+        .unwrap_or_default()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready");
+    assert_eq!(
+        ready.map(|c| (c.reason, c.message)),
+        Some((
+            "Expired".into(),
+            format!("certificate expired at {valid_before}")
+        ))
+    );
+    assert!(s.event_reasons(cp, "r1").contains(&"Expired".to_owned()));
+}
+
+fn libfaketime_mt() -> String {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|arch| arch.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| {
+            panic!("libfaketime is not installed (apt-get install faketime; make deps does)")
+        })
+        .display()
+        .to_string()
 }
 
 #[tokio::test]

@@ -1,0 +1,431 @@
+//! Real OpenSSH target hosts for end-to-end tests.
+//!
+//! [`Sshd::start`] runs Debian's `/usr/sbin/sshd` (package `openssh-server`, installed by
+//! `tests/scripts/install-deps.sh`) in the foreground, on a free loopback port, from a config
+//! the harness writes into a temporary directory together with a fresh Ed25519 host key, the
+//! trusted user-CA keys and the authorized principals. Only OpenSSH certificates can log in:
+//! there are no authorized_keys and no passwords. sshd logs to `<tmp>/sshd.log`, which tests read
+//! back with [`Sshd::log`] and [`Sshd::wait_for_log`].
+//!
+//! The real `ssh`, `scp` and `sftp` clients ([`Sshd::ssh`], [`Sshd::scp`], [`Sshd::sftp`]) log
+//! into it with a private key and a certificate, ignore every ssh_config and pin the host key
+//! through a generated known_hosts file. [`ssh_keygen`] and its helpers make the keys,
+//! certificates and KRLs. Everything is thrown away when the [`Sshd`] is dropped, which also
+//! kills sshd and its per-connection children. No Kubernetes control plane is involved.
+//!
+//! When the tests run as root (as in CI), sshd needs its privilege-separation directory
+//! `/run/sshd`; [`Sshd::start`] creates it when missing.
+//!
+//! The code is split along that flow: this file turns an [`SshdConfig`] into the files in the
+//! temporary directory and a running, then stopped, sshd; `client.rs` turns a login, key and
+//! certificate into an `ssh`/`scp`/`sftp` command line and runs it; `keys.rs` drives
+//! `ssh-keygen` for keys, certificates, KRLs and fingerprints; `process.rs` finds the sshd
+//! binary, picks a port, waits for sshd to listen and stops its whole process tree on drop.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    fs::{self, File},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+mod client;
+mod keys;
+mod process;
+
+pub use client::SshCommand;
+pub use keys::{
+    CertSpec, current_login, fingerprint, generate_key, sign_user_key, ssh_keygen, write_krl,
+};
+
+use client::{Client, run_process};
+use keys::{public_path, read_key_line};
+use process::{
+    ensure_privsep_dir, free_port, signal, sshd_binary, stop_tree, wait_until_listening,
+};
+
+/// The address every test sshd listens on.
+pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// How long [`Sshd::start`] waits for sshd to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a port is retried when another process grabbed it first.
+const START_ATTEMPTS: usize = 5;
+
+/// What a test sshd trusts. [`Default`] trusts nothing, logs at `VERBOSE`.
+#[derive(Debug, Clone)]
+pub struct SshdConfig {
+    /// User-CA public key lines (`ssh-ed25519 AAAA… comment`), written to the file named by
+    /// `TrustedUserCAKeys`.
+    pub trusted_user_ca_keys: Vec<String>,
+    /// Login → principals accepted for it, written to `<tmp>/principals/<login>` and named by
+    /// `AuthorizedPrincipalsFile <tmp>/principals/%u`. `None` leaves the directive out, so
+    /// sshd's default applies: a certificate must list the login itself as a principal.
+    /// Logins missing from the map accept no certificate at all.
+    pub authorized_principals: Option<BTreeMap<String, Vec<String>>>,
+    /// A KRL or revoked-keys file for `RevokedKeys`. sshd reads it at every authentication, so
+    /// tests may rewrite it while sshd runs; it must exist by then, or sshd refuses every key.
+    pub revoked_keys: Option<PathBuf>,
+    /// sshd's `LogLevel`: `VERBOSE` (default) names key ids and serials; `DEBUG2` also says
+    /// why a CA was not trusted.
+    pub log_level: String,
+    /// Further `sshd_config` lines, appended verbatim (for example `ExposeAuthInfo yes`).
+    pub extra_config: Vec<String>,
+    /// Extra environment for sshd, like libfaketime's `LD_PRELOAD` + `FAKETIME` to run the
+    /// host's clock ahead and see certificates expire without waiting.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for SshdConfig {
+    fn default() -> Self {
+        Self {
+            trusted_user_ca_keys: Vec::new(),
+            authorized_principals: None,
+            revoked_keys: None,
+            log_level: "VERBOSE".to_owned(),
+            extra_config: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl SshdConfig {
+    /// A config trusting one user CA (its public key line) and nothing else.
+    pub fn trusting(ca_public_key: impl Into<String>) -> Self {
+        Self {
+            trusted_user_ca_keys: vec![ca_public_key.into()],
+            ..Self::default()
+        }
+    }
+
+    /// Accept `principals` for `login` through `AuthorizedPrincipalsFile`.
+    pub fn authorize(mut self, login: &str, principals: &[&str]) -> Self {
+        self.authorized_principals
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                login.to_owned(),
+                principals.iter().map(|p| (*p).to_owned()).collect(),
+            );
+        self
+    }
+}
+
+/// A running sshd, killed (with its per-connection children) when dropped.
+#[derive(Debug)]
+pub struct Sshd {
+    child: Child,
+    dir: TempDir,
+    port: u16,
+    host_key: String,
+    log_path: PathBuf,
+    known_hosts: PathBuf,
+    principals_dir: Option<PathBuf>,
+}
+
+impl Sshd {
+    /// Write the config, validate it with `sshd -t`, start `sshd -D -e` on a free loopback
+    /// port and wait until the port accepts connections.
+    ///
+    /// Panics, with the end of sshd's log, when sshd is not installed, refuses the config or
+    /// does not come up within 15 seconds.
+    #[track_caller]
+    pub fn start(cfg: &SshdConfig) -> Self {
+        let sshd = sshd_binary();
+        ensure_privsep_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-sshd-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temp dir for sshd: {e}"));
+        let root = dir.path().to_path_buf();
+        let host_key_path = root.join("ssh_host_ed25519_key");
+        ssh_keygen([
+            OsStr::new("-q"),
+            OsStr::new("-t"),
+            OsStr::new("ed25519"),
+            OsStr::new("-N"),
+            OsStr::new(""),
+            OsStr::new("-C"),
+            OsStr::new("gatehouse-test-host"),
+            OsStr::new("-f"),
+            host_key_path.as_os_str(),
+        ])
+        .ok();
+        let host_key = read_key_line(&public_path(&host_key_path));
+
+        let ca_path = root.join("trusted_user_ca_keys");
+        let mut cas = cfg.trusted_user_ca_keys.join("\n");
+        cas.push('\n');
+        write_file(&ca_path, &cas);
+
+        let principals_dir = cfg.authorized_principals.as_ref().map(|map| {
+            let pdir = root.join("principals");
+            fs::create_dir(&pdir).unwrap_or_else(|e| panic!("creating {}: {e}", pdir.display()));
+            for (login, principals) in map {
+                write_principals(&pdir, login, principals);
+            }
+            pdir
+        });
+
+        let log_path = root.join("sshd.log");
+        let config_path = root.join("sshd_config");
+        let mut last_failure = String::new();
+        for _attempt in 0..START_ATTEMPTS {
+            let port = free_port();
+            let mut lines = vec![
+                "# Written by gatehouse-tests (tests/src/sshd/mod.rs).".to_owned(),
+                format!("ListenAddress {LOOPBACK}:{port}"),
+                format!("HostKey {}", quote(&host_key_path)),
+                "PidFile none".to_owned(),
+                "UsePAM no".to_owned(),
+                // The temp dir and the keys the tests write are not root-owned 0700 trees.
+                "StrictModes no".to_owned(),
+                "PermitRootLogin prohibit-password".to_owned(),
+                format!("LogLevel {}", cfg.log_level),
+                "AuthenticationMethods publickey".to_owned(),
+                "PubkeyAuthentication yes".to_owned(),
+                "PasswordAuthentication no".to_owned(),
+                "KbdInteractiveAuthentication no".to_owned(),
+                "HostbasedAuthentication no".to_owned(),
+                "AuthorizedKeysFile none".to_owned(),
+                format!("TrustedUserCAKeys {}", quote(&ca_path)),
+                "Subsystem sftp internal-sftp".to_owned(),
+                "PrintMotd no".to_owned(),
+                "PrintLastLog no".to_owned(),
+                "UseDNS no".to_owned(),
+                "X11Forwarding no".to_owned(),
+            ];
+            if let Some(pdir) = &principals_dir {
+                lines.push(format!(
+                    "AuthorizedPrincipalsFile {}",
+                    quote(&pdir.join("%u"))
+                ));
+            }
+            if let Some(krl) = &cfg.revoked_keys {
+                lines.push(format!("RevokedKeys {}", quote(krl)));
+            }
+            lines.extend(cfg.extra_config.iter().cloned());
+            let mut text = lines.join("\n");
+            text.push('\n');
+            write_file(&config_path, &text);
+
+            let check = run_process(
+                Command::new(&sshd).arg("-t").arg("-f").arg(&config_path),
+                None,
+                Duration::from_secs(30),
+            );
+            assert!(
+                check.success,
+                "sshd refuses the generated config ({:?})\n{}\nconfig:\n{text}\nstdout:\n{}",
+                check.code, check.stderr, check.stdout
+            );
+
+            let log = File::create(&log_path)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
+            let mut child = Command::new(&sshd)
+                .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", sshd.display()));
+            match wait_until_listening(&mut child, port, &log_path) {
+                Ok(()) => {
+                    let known_hosts = root.join("known_hosts");
+                    write_file(
+                        &known_hosts,
+                        &format!("{} {host_key}\n", host_pattern(port)),
+                    );
+                    return Self {
+                        child,
+                        dir,
+                        port,
+                        host_key,
+                        log_path,
+                        known_hosts,
+                        principals_dir,
+                    };
+                }
+                Err(failure) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = read_log(&log_path);
+                    // Someone took the port between our probe and sshd's bind: try another.
+                    if failure.retry && log.contains("Address already in use") {
+                        last_failure = format!("{}\n{}", failure.message, tail(&log, 40));
+                        continue;
+                    }
+                    panic!(
+                        "{}\nsshd log ({}):\n{}\nconfig:\n{text}",
+                        failure.message,
+                        log_path.display(),
+                        tail(&log, 40)
+                    );
+                }
+            }
+        }
+        panic!("sshd could not bind a loopback port in {START_ATTEMPTS} attempts:\n{last_failure}")
+    }
+
+    /// The loopback port sshd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The listening sshd's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address sshd listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((LOOPBACK, self.port))
+    }
+
+    /// The host's public key line (`ssh-ed25519 AAAA… gatehouse-test-host`).
+    pub fn host_key(&self) -> &str {
+        &self.host_key
+    }
+
+    /// The host as known_hosts names it: `[127.0.0.1]:<port>`.
+    pub fn host_pattern(&self) -> String {
+        host_pattern(self.port)
+    }
+
+    /// A known_hosts file pinning this host's key (what the clients use by default).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.known_hosts.clone()
+    }
+
+    /// The temporary directory holding the config, host key, log and known_hosts; removed on
+    /// drop. Tests may put their own keys here.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replace the principals accepted for `login` (sshd rereads the file at every login).
+    ///
+    /// Panics when the config had no `authorized_principals`.
+    #[track_caller]
+    pub fn set_authorized_principals(&self, login: &str, principals: &[String]) {
+        let pdir = self
+            .principals_dir
+            .as_ref()
+            .unwrap_or_else(|| panic!("this sshd was started without authorized_principals"));
+        write_principals(pdir, login, principals);
+    }
+
+    /// Everything sshd has logged so far.
+    pub fn log(&self) -> String {
+        read_log(&self.log_path)
+    }
+
+    /// Poll the log until it contains `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Like [`Self::wait_for_log`], but panics with the log's end when `needle` never shows up.
+    #[track_caller]
+    pub fn expect_log(&self, needle: &str, timeout: Duration) {
+        if !self.wait_for_log(needle, timeout) {
+            panic!(
+                "sshd never logged {needle:?} within {timeout:?}; log:\n{}",
+                tail(&self.log(), 40)
+            );
+        }
+    }
+
+    /// `ssh` as `login`, authenticating with `identity` (private key) and `certificate`.
+    /// Remote command words go in with [`SshCommand::arg`].
+    pub fn ssh(&self, login: &str, identity: &Path, certificate: &Path) -> SshCommand {
+        SshCommand::new(Client::Ssh, self, login, identity, certificate)
+    }
+
+    /// `scp` as `login`; give sources and target with [`SshCommand::arg`], naming remote
+    /// files with [`Self::remote_path`]. (OpenSSH ≥ 9 copies over the SFTP subsystem.)
+    pub fn scp(&self, login: &str, identity: &Path, certificate: &Path) -> SshCommand {
+        SshCommand::new(Client::Scp, self, login, identity, certificate)
+    }
+
+    /// `sftp -b -` as `login`: the batch of sftp commands comes from [`SshCommand::stdin`].
+    pub fn sftp(&self, login: &str, identity: &Path, certificate: &Path) -> SshCommand {
+        SshCommand::new(Client::Sftp, self, login, identity, certificate)
+    }
+
+    /// A remote path for `scp`: `<login>@127.0.0.1:<path>`.
+    pub fn remote_path(&self, login: &str, path: &str) -> String {
+        format!("{login}@{LOOPBACK}:{path}")
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        // Per-connection sshd processes call setsid(), so no process group covers them, and
+        // once the listener dies they are reparented. So: freeze the whole tree (a stopped
+        // process cannot fork a child we would miss), then kill everything in it.
+        let tree = stop_tree(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        signal("KILL", &tree);
+    }
+}
+
+#[track_caller]
+fn write_file(path: &Path, text: &str) {
+    fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn write_principals(dir: &Path, login: &str, principals: &[String]) {
+    assert!(
+        !login.is_empty() && !login.contains('/'),
+        "bad login name {login:?}"
+    );
+    let mut text = principals.join("\n");
+    text.push('\n');
+    write_file(&dir.join(login), &text);
+}
+
+fn read_log(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A path as one sshd_config argument.
+fn quote(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    assert!(
+        !s.contains('"') && !s.contains('\n'),
+        "path unusable in sshd_config: {s:?}"
+    );
+    format!("\"{s}\"")
+}
+
+fn host_pattern(port: u16) -> String {
+    format!("[{LOOPBACK}]:{port}")
+}
