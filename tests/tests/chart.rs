@@ -98,7 +98,15 @@ async fn helm_lint_and_server_dry_run_pass() {
         .helm()
         .args(["template", "gatehouse"])
         .args([&chart])
-        .args(["--include-crds"])
+        .args(["--include-crds", "-n", RELEASE_NAMESPACE])
+        // The values the harness installed with: the webhooks call the shared operator by URL.
+        .args([
+            "--set",
+            &format!(
+                "admission.url=https://127.0.0.1:{}",
+                cp.shared_operator().webhook_port
+            ),
+        ])
         .run();
     cp.kubectl(User::Admin)
         .args(["apply", "--dry-run=server", "-f", "-"])
