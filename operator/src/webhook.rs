@@ -19,7 +19,9 @@ use hyper::body::Incoming;
 use k8s_openapi::{
     ByteString,
     api::{
-        admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+        admissionregistration::v1::{
+            MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+        },
         authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
     },
 };
@@ -384,51 +386,70 @@ pub async fn inject_ca_bundle(
     validating: &str,
 ) -> Result<()> {
     let bundle = ByteString(ca_pem.as_bytes().to_vec());
-    if !mutating.is_empty() {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        let err = |source| Error::InjectCaBundle {
-            kind: "MutatingWebhookConfiguration",
-            name: mutating.to_owned(),
-            source,
-        };
-        if let Some(mut config) = api.get_opt(mutating).await.map_err(err)? {
-            let hooks = config.webhooks.get_or_insert_with(Vec::new);
-            if hooks
-                .iter()
-                .any(|h| h.client_config.ca_bundle.as_ref() != Some(&bundle))
-            {
-                for hook in hooks.iter_mut() {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                }
-                api.replace(mutating, &PostParams::default(), &config)
-                    .await
-                    .map_err(err)?;
-                tracing::info!(configuration = mutating, "injected caBundle");
-            }
-        }
+    inject_into(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        "MutatingWebhookConfiguration",
+        mutating,
+        &bundle,
+        |config| {
+            config
+                .webhooks
+                .iter_mut()
+                .flatten()
+                .map(|h| &mut h.client_config)
+                .collect()
+        },
+    )
+    .await?;
+    inject_into(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        "ValidatingWebhookConfiguration",
+        validating,
+        &bundle,
+        |config| {
+            config
+                .webhooks
+                .iter_mut()
+                .flatten()
+                .map(|h| &mut h.client_config)
+                .collect()
+        },
+    )
+    .await
+}
+
+/// Set `bundle` in every client config of configuration `name` of kind `K`, if any differs.
+async fn inject_into<K>(
+    api: Api<K>,
+    kind: &'static str,
+    name: &str,
+    bundle: &ByteString,
+    client_configs: fn(&mut K) -> Vec<&mut WebhookClientConfig>,
+) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    if name.is_empty() {
+        return Ok(());
     }
-    if !validating.is_empty() {
-        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        let err = |source| Error::InjectCaBundle {
-            kind: "ValidatingWebhookConfiguration",
-            name: validating.to_owned(),
-            source,
-        };
-        if let Some(mut config) = api.get_opt(validating).await.map_err(err)? {
-            let hooks = config.webhooks.get_or_insert_with(Vec::new);
-            if hooks
-                .iter()
-                .any(|h| h.client_config.ca_bundle.as_ref() != Some(&bundle))
-            {
-                for hook in hooks.iter_mut() {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                }
-                api.replace(validating, &PostParams::default(), &config)
-                    .await
-                    .map_err(err)?;
-                tracing::info!(configuration = validating, "injected caBundle");
-            }
-        }
+    let err = |source| Error::InjectCaBundle {
+        kind,
+        name: name.to_owned(),
+        source,
+    };
+    let Some(mut config) = api.get_opt(name).await.map_err(err)? else {
+        return Ok(());
+    };
+    let mut configs = client_configs(&mut config);
+    if configs.iter().all(|c| c.ca_bundle.as_ref() == Some(bundle)) {
+        return Ok(());
     }
+    for client_config in &mut configs {
+        client_config.ca_bundle = Some(bundle.clone());
+    }
+    api.replace(name, &PostParams::default(), &config)
+        .await
+        .map_err(err)?;
+    tracing::info!(configuration = name, kind, "injected caBundle");
     Ok(())
 }

@@ -392,3 +392,41 @@ impl ControlPlane {
         self.apply_as(User::Admin, namespace, &binding).ok();
     }
 }
+
+impl OperatorConfig {
+    /// An extra operator authenticated as admin, with its own namespace `system` (CA Secrets,
+    /// Lease, ConfigMaps), reconciling only `watch`, without a webhook.
+    pub fn extra(cp: &ControlPlane, system: &str, watch: &str) -> Self {
+        Self {
+            kubeconfig: cp.kubeconfig(User::Admin),
+            namespace: system.to_owned(),
+            watch_namespace: Some(watch.to_owned()),
+            webhook_port: None,
+            pending_ttl: None,
+            lease_name: None,
+            env: Vec::new(),
+            log: cp.dir().join(format!("operator-{system}.log")),
+        }
+    }
+}
+
+/// Path of Debian's libfaketime (`multithreaded` for programs with threads, like the operator),
+/// to run a process with its clock shifted (`LD_PRELOAD` + `FAKETIME=+31m`).
+pub fn libfaketime(multithreaded: bool) -> String {
+    let name = if multithreaded {
+        "libfaketimeMT.so.1"
+    } else {
+        "libfaketime.so.1"
+    };
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|arch| arch.path().join("faketime").join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| {
+            panic!("libfaketime is not installed (apt-get install faketime; make deps does)")
+        })
+        .display()
+        .to_string()
+}

@@ -2,30 +2,18 @@
 //! only from what the operator publishes (the user CA, the AuthorizedPrincipalsFile content for
 //! the HostGroup and login, the KRL), and the real `ssh` client.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
     User, control_plane,
-    gatehouse::{SYSTEM_NAMESPACE, wait_for},
+    gatehouse::{SYSTEM_NAMESPACE, libfaketime, wait_for},
     scenario::{self, HOST_GROUP, Scenario, Setup, keypair},
     sshd::{Sshd, SshdConfig, current_login},
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use serde_json::json;
-
-fn libfaketime() -> PathBuf {
-    let found = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|arch| arch.path().join("faketime/libfaketime.so.1"))
-        .find(|path| path.exists());
-    found.unwrap_or_else(|| {
-        panic!("libfaketime is not installed (apt-get install faketime; make deps does)")
-    })
-}
 
 #[tokio::test]
 async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
@@ -175,7 +163,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     // The same host 31 minutes from now (the request was for 30m): the certificate has expired.
     let later = Sshd::start(&SshdConfig {
         env: vec![
-            ("LD_PRELOAD".to_owned(), libfaketime().display().to_string()),
+            ("LD_PRELOAD".to_owned(), libfaketime(false)),
             ("FAKETIME".to_owned(), "+31m".to_owned()),
         ],
         ..config.clone()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
     Cmd, User, control_plane,
-    gatehouse::{Operator, OperatorConfig, SYSTEM_NAMESPACE, wait_for},
+    gatehouse::{Operator, OperatorConfig, SYSTEM_NAMESPACE, libfaketime, wait_for},
     scenario::{self, HOST_GROUP, POLICY, Scenario, Setup, keypair},
     unique_name,
 };
@@ -210,17 +210,11 @@ async fn issued_requests_expire_at_valid_before() {
     // An operator whose clock runs 31 minutes ahead (libfaketime) sees the 30m certificate expired.
     let system = cp.namespace("expire-system").await;
     let _later = Operator::start(&OperatorConfig {
-        kubeconfig: cp.kubeconfig(User::Admin),
-        namespace: system.clone(),
-        watch_namespace: Some(s.ns.clone()),
-        webhook_port: None,
-        pending_ttl: None,
-        lease_name: None,
         env: vec![
-            ("LD_PRELOAD".to_owned(), libfaketime_mt()),
+            ("LD_PRELOAD".to_owned(), libfaketime(true)),
             ("FAKETIME".to_owned(), "+31m".to_owned()),
         ],
-        log: cp.dir().join(format!("operator-{system}.log")),
+        ..OperatorConfig::extra(cp, &system, &s.ns)
     });
     let expired = s
         .wait_phase("r1", Phase::Expired, Duration::from_secs(15))
@@ -239,20 +233,6 @@ async fn issued_requests_expire_at_valid_before() {
         ))
     );
     assert!(s.event_reasons(cp, "r1").contains(&"Expired".to_owned()));
-}
-
-fn libfaketime_mt() -> String {
-    std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|arch| arch.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| {
-            panic!("libfaketime is not installed (apt-get install faketime; make deps does)")
-        })
-        .display()
-        .to_string()
 }
 
 #[tokio::test]
@@ -482,14 +462,8 @@ async fn unapproved_requests_expire_after_the_pending_ttl() {
     // A second operator for this namespace only, with a 3 s pending TTL (the shared one uses 24h).
     let system = cp.namespace("pendingttl-system").await;
     let _short = Operator::start(&OperatorConfig {
-        kubeconfig: cp.kubeconfig(User::Admin),
-        namespace: system.clone(),
-        watch_namespace: Some(s.ns.clone()),
-        webhook_port: None,
         pending_ttl: Some("3s".to_owned()),
-        lease_name: None,
-        env: Vec::new(),
-        log: cp.dir().join(format!("operator-{system}.log")),
+        ..OperatorConfig::extra(cp, &system, &s.ns)
     });
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (_key, public) = keypair(dir.path(), "alice");
@@ -538,14 +512,8 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
     let system = cp.namespace("ca-system").await;
     let quiet = cp.namespace("ca-watch").await;
     let config = |n: usize| OperatorConfig {
-        kubeconfig: cp.kubeconfig(User::Admin),
-        namespace: system.clone(),
-        watch_namespace: Some(quiet.clone()),
-        webhook_port: None,
-        pending_ttl: None,
-        lease_name: None,
-        env: Vec::new(),
         log: cp.dir().join(format!("operator-{system}-{n}.log")),
+        ..OperatorConfig::extra(cp, &system, &quiet)
     };
     // Two replicas start at the same moment: both race to create the CA Secrets.
     let (first, second) = std::thread::scope(|scope| {
