@@ -87,7 +87,7 @@ fn to_duration(span: jiff::SignedDuration) -> Duration {
 fn end(
     previous: &AccessRequestStatus,
     phase: Phase,
-    denied: Option<&str>,
+    denied: Option<&'static str>,
     message: String,
     now: &Time,
     g: Option<i64>,
@@ -98,7 +98,7 @@ fn end(
         EventType::Warning
     };
     let reason = match (phase, denied) {
-        (Phase::Denied, Some(reason)) => reason_static(reason),
+        (Phase::Denied, Some(reason)) => reason,
         (Phase::Denied, None) => "Denied",
         (Phase::Expired, _) => "Expired",
         (Phase::Revoked, _) => "Revoked",
@@ -108,13 +108,6 @@ fn end(
         status: status::ended(previous, phase, denied, &message, now, g),
         event: Some((event_type, reason, message)),
         requeue: None,
-    }
-}
-
-fn reason_static(reason: &str) -> &'static str {
-    match reason {
-        decision_reasons::NO_MATCHING_POLICY => decision_reasons::NO_MATCHING_POLICY,
-        _ => decision_reasons::DENIED_BY_APPROVER,
     }
 }
 

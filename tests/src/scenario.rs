@@ -4,7 +4,7 @@
 //! Data goes into the real API server as the users themselves (alice requests, bob and carol
 //! approve, through their own kubeconfigs); it comes back as typed AccessRequests read as admin.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use gatehouse_crds::{AccessRequest, Phase};
 use kube::Api;
@@ -101,17 +101,7 @@ pub fn request(name: &str, login: &str, public_key: &str) -> Value {
 }
 
 /// A fresh Ed25519 key pair from the real `ssh-keygen`: (private key path, public key line).
-pub fn keypair(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let path = dir.join(name);
-    crate::Cmd::new(Path::new("ssh-keygen"))
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .args([&path])
-        .run()
-        .ok();
-    let public =
-        std::fs::read_to_string(path.with_extension("pub")).unwrap_or_else(|e| panic!("{e}"));
-    (path, public.trim().to_owned())
-}
+pub use crate::sshd::generate_key as keypair;
 
 impl Scenario {
     /// Create the namespace: alice and bob's group may request, `sre-leads` (bob, carol) may

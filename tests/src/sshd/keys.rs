@@ -137,14 +137,14 @@ pub fn fingerprint(public_key: &Path) -> String {
 }
 
 /// `path` + `.pub`.
-pub(super) fn public_path(private: &Path) -> PathBuf {
+fn public_path(private: &Path) -> PathBuf {
     let mut p = private.as_os_str().to_owned();
     p.push(".pub");
     PathBuf::from(p)
 }
 
 #[track_caller]
-pub(super) fn read_key_line(path: &Path) -> String {
+fn read_key_line(path: &Path) -> String {
     fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .trim()

@@ -24,7 +24,6 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::OsStr,
     fs::{self, File},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -45,7 +44,6 @@ pub use keys::{
 };
 
 use client::{Client, run_process};
-use keys::{public_path, read_key_line};
 use process::{
     ensure_privsep_dir, free_port, signal, sshd_binary, stop_tree, wait_until_listening,
 };
@@ -143,20 +141,7 @@ impl Sshd {
             .tempdir()
             .unwrap_or_else(|e| panic!("creating a temp dir for sshd: {e}"));
         let root = dir.path().to_path_buf();
-        let host_key_path = root.join("ssh_host_ed25519_key");
-        ssh_keygen([
-            OsStr::new("-q"),
-            OsStr::new("-t"),
-            OsStr::new("ed25519"),
-            OsStr::new("-N"),
-            OsStr::new(""),
-            OsStr::new("-C"),
-            OsStr::new("gatehouse-test-host"),
-            OsStr::new("-f"),
-            host_key_path.as_os_str(),
-        ])
-        .ok();
-        let host_key = read_key_line(&public_path(&host_key_path));
+        let (host_key_path, host_key) = generate_key(&root, "ssh_host_ed25519_key");
 
         let ca_path = root.join("trusted_user_ca_keys");
         let mut cas = cfg.trusted_user_ca_keys.join("\n");
