@@ -7,7 +7,7 @@ SCRIPTS  := tests/scripts
 UP_DIR   ?= $(CURDIR)/.gatehouse/control-plane
 TEST_DIR ?= $(CURDIR)/target/gatehouse/test-control-plane
 
-.PHONY: help deps up down status test lint crds unit
+.PHONY: help deps up down status test lint crds unit bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,5 +34,12 @@ crds: ## regenerate charts/gatehouse/crds from the Rust types
 	cargo run -q -p gatehouse-crds --bin crdgen
 
 test: deps lint ## everything: lint, unit tests, and end-to-end tests against a real control plane
-	cargo build -p gatehouse-operator
+	cargo build -p gatehouse-operator -p gatehouse-proxy
 	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast
+
+bench: deps ## proxy vs direct sshd: 1 GiB transfer, connect latency, memory of 200 idle sessions
+	cargo build --release -p gatehouse-operator -p gatehouse-proxy -p gatehouse-tests --bin bench-proxy
+	GATEHOUSE_OPERATOR_BIN=$(CURDIR)/target/release/gatehouse-operator \
+	GATEHOUSE_PROXY_BIN=$(CURDIR)/target/release/gatehouse-proxy \
+	$(SCRIPTS)/control-plane.sh run $(CURDIR)/target/gatehouse/bench-control-plane -- \
+	  $(CURDIR)/target/release/bench-proxy

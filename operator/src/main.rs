@@ -138,16 +138,19 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let health = telemetry::bind(args.metrics_addr).await?;
-    tokio::spawn(telemetry::serve_health(
-        health,
-        metrics.clone(),
-        readiness.clone(),
-    ));
+    let render = {
+        let metrics = metrics.clone();
+        move || metrics.render()
+    };
+    tokio::spawn(telemetry::serve_health(health, render, readiness.clone()));
 
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
     let user_ca = Arc::new(secrets::ensure_ca(&secrets_api, secrets::USER_CA_SECRET).await?);
     let upstream_ca = secrets::ensure_ca(&secrets_api, secrets::UPSTREAM_CA_SECRET).await?;
     let upstream_ca_line = upstream_ca.public_key_line()?;
+    let proxy_host_key_line = secrets::ensure_proxy_host_key(&secrets_api)
+        .await?
+        .public_key_line()?;
     drop(upstream_ca);
     let admission = secrets::ensure_admission(&secrets_api).await?;
 
@@ -221,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
                     watch_namespace: args.watch_namespace.clone(),
                     user_ca: Arc::clone(&user_ca),
                     upstream_ca_line: upstream_ca_line.clone(),
+                    proxy_host_key_line: proxy_host_key_line.clone(),
                     seal: admission.seal.clone(),
                     metrics: metrics.clone(),
                     pending_ttl: args.pending_ttl,
@@ -273,6 +277,7 @@ struct Lead {
     watch_namespace: Option<String>,
     user_ca: Arc<gatehouse_operator::cert::CaKey>,
     upstream_ca_line: String,
+    proxy_host_key_line: String,
     seal: gatehouse_operator::records::SealKey,
     metrics: Metrics,
     pending_ttl: Duration,
@@ -330,6 +335,7 @@ impl Lead {
             namespace: self.namespace.clone(),
             user_ca: Arc::clone(&self.user_ca),
             upstream_ca_line: self.upstream_ca_line.clone(),
+            proxy_host_key_line: self.proxy_host_key_line.clone(),
             host_groups: host_groups.clone(),
             policies: policies.clone(),
             requests: requests.clone(),

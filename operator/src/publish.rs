@@ -99,6 +99,22 @@ pub fn ssh_data(
     data
 }
 
+/// The host key alias engineers' `ssh_config` uses for the proxy (`HostKeyAlias`), so one
+/// known_hosts line works whatever address the proxy is reached at.
+pub const PROXY_HOST_KEY_ALIAS: &str = "gatehouse-proxy";
+
+/// The proxy host key, as a public key and as a known_hosts line for [`PROXY_HOST_KEY_ALIAS`].
+pub fn proxy_host_key_data(line: &str) -> BTreeMap<String, String> {
+    [
+        ("proxy_host_key.pub".to_owned(), format!("{line}\n")),
+        (
+            "proxy_known_hosts".to_owned(),
+            format!("{PROXY_HOST_KEY_ALIAS} {line}\n"),
+        ),
+    ]
+    .into()
+}
+
 /// One revoked certificate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -149,6 +165,8 @@ pub struct Publisher {
     pub user_ca: Arc<CaKey>,
     /// Upstream CA public key line.
     pub upstream_ca_line: String,
+    /// The proxy's host key line (published for clients' known_hosts).
+    pub proxy_host_key_line: String,
     /// HostGroups.
     pub host_groups: Store<HostGroup>,
     /// AccessPolicies.
@@ -201,7 +219,8 @@ impl Publisher {
             .map(|p| (**p).clone())
             .collect();
         let user_ca = self.user_ca.public_key_line()?;
-        let data = ssh_data(&user_ca, &self.upstream_ca_line, &groups, &policies);
+        let mut data = ssh_data(&user_ca, &self.upstream_ca_line, &groups, &policies);
+        data.extend(proxy_host_key_data(&self.proxy_host_key_line));
         if last != Some(&data) {
             let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
             apply_config_map(&api, SSH_CONFIGMAP, Some(data.clone()), None).await?;

@@ -37,6 +37,13 @@ pub const ADMISSION_SECRET: &str = "gatehouse-admission";
 pub const CA_PRIVATE_KEY: &str = "ca";
 /// Key of the OpenSSH public key line in a CA Secret.
 pub const CA_PUBLIC_KEY: &str = "ca.pub";
+/// The proxy's SSH host key (the proxy reads it; the operator creates it once so every proxy
+/// replica presents the same key and the operator can publish it).
+pub const PROXY_HOST_KEY_SECRET: &str = "gatehouse-proxy-host-key";
+/// Data key of the proxy host key's private half.
+pub const HOST_PRIVATE_KEY: &str = "ssh_host_ed25519_key";
+/// Data key of the proxy host key's public half.
+pub const HOST_PUBLIC_KEY: &str = "ssh_host_ed25519_key.pub";
 const SEAL_KEY: &str = "seal.key";
 const WEBHOOK_CA_CERT: &str = "webhook-ca.crt";
 const WEBHOOK_CA_KEY: &str = "webhook-ca.key";
@@ -131,24 +138,47 @@ fn text<'a>(secret: &'a Secret, name: &str, key: &str) -> Result<&'a str> {
 
 /// Ensure the CA Secret `name` exists and return its key.
 pub async fn ensure_ca(api: &Api<Secret>, name: &str) -> Result<CaKey> {
+    let key = ensure_ed25519(api, name, CA_PRIVATE_KEY, CA_PUBLIC_KEY).await?;
+    tracing::info!(secret = name, fingerprint = %key.fingerprint(), "CA ready");
+    Ok(key)
+}
+
+/// Ensure the proxy host key Secret exists and return the key.
+pub async fn ensure_proxy_host_key(api: &Api<Secret>) -> Result<CaKey> {
+    let key = ensure_ed25519(
+        api,
+        PROXY_HOST_KEY_SECRET,
+        HOST_PRIVATE_KEY,
+        HOST_PUBLIC_KEY,
+    )
+    .await?;
+    tracing::info!(secret = PROXY_HOST_KEY_SECRET, fingerprint = %key.fingerprint(), "proxy host key ready");
+    Ok(key)
+}
+
+/// An Ed25519 key kept in Secret `name` under `private`/`public`, created once.
+async fn ensure_ed25519(
+    api: &Api<Secret>,
+    name: &str,
+    private: &str,
+    public: &str,
+) -> Result<CaKey> {
     let secret = ensure_secret(api, name, || {
-        let ca = CaKey::generate(name)?;
+        let key = CaKey::generate(name)?;
         Ok([
             (
-                CA_PRIVATE_KEY.to_owned(),
-                ByteString(ca.to_openssh()?.as_bytes().to_vec()),
+                private.to_owned(),
+                ByteString(key.to_openssh()?.as_bytes().to_vec()),
             ),
             (
-                CA_PUBLIC_KEY.to_owned(),
-                ByteString(ca.public_key_line()?.into_bytes()),
+                public.to_owned(),
+                ByteString(key.public_key_line()?.into_bytes()),
             ),
         ]
         .into())
     })
     .await?;
-    let key = CaKey::from_openssh(text(&secret, name, CA_PRIVATE_KEY)?, name)?;
-    tracing::info!(secret = name, fingerprint = %key.fingerprint(), "CA ready");
-    Ok(key)
+    CaKey::from_openssh(text(&secret, name, private)?, name)
 }
 
 fn webhook_ca_params() -> CertificateParams {

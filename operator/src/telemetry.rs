@@ -212,17 +212,22 @@ where
     }
 }
 
-/// Serve `/metrics`, `/healthz` and `/readyz` on `listener`.
-pub async fn serve_health(listener: TcpListener, metrics: Metrics, readiness: Readiness) {
+/// Serve `/metrics` (whatever `render` produces), `/healthz` and `/readyz` on `listener`.
+/// Shared by the operator and the proxy.
+pub async fn serve_health<R, E>(listener: TcpListener, render: R, readiness: Readiness)
+where
+    R: Fn() -> std::result::Result<String, E> + Clone + Send + Sync + 'static,
+    E: std::fmt::Display,
+{
     let handler = move |request: Request<Incoming>| {
-        let metrics = metrics.clone();
+        let render = render.clone();
         let readiness = readiness.clone();
         async move {
             match request.uri().path() {
                 "/healthz" | "/livez" => text(StatusCode::OK, "ok\n"),
                 "/readyz" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
                 "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-                "/metrics" => match metrics.render() {
+                "/metrics" => match render() {
                     Ok(body) => text(StatusCode::OK, body),
                     Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
                 },

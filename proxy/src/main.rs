@@ -1,27 +1,301 @@
-//! Gatehouse SSH proxy.
+//! `gatehouse-proxy`: the recording SSH proxy.
 //!
-//! Accepts engineers' SSH connections authenticated by Gatehouse certificates, checks them
-//! against live AccessRequests, bridges them to target hosts and records the sessions.
-//!
-//! This build carries the workspace skeleton only: the SSH server lands with the proxy issue.
-//! Until then the binary refuses to start rather than accept connections it cannot check.
+//! Reads its keys from the Gatehouse namespace (the user CA's public key from ConfigMap
+//! `gatehouse-ssh`, the upstream CA and its own host key from Secrets the operator creates),
+//! watches AccessRequests, HostGroups and AccessPolicies, accepts engineers' certificate
+//! logins on `--listen`, bridges them to targets and uploads recordings to the configured
+//! store. Metrics and health on `--metrics-addr`.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") => {
-            println!("gatehouse-proxy {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!(
-                "gatehouse-proxy {}: not implemented yet; this build only serves {}/{} types",
-                env!("CARGO_PKG_VERSION"),
-                gatehouse_crds::GROUP,
-                gatehouse_crds::VERSION
-            );
-            ExitCode::from(2)
-        }
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use gatehouse_operator::{
+    cert::CaKey,
+    publish::SSH_CONFIGMAP,
+    secrets::{CA_PRIVATE_KEY, HOST_PRIVATE_KEY, PROXY_HOST_KEY_SECRET, UPSTREAM_CA_SECRET},
+    telemetry::{self, Readiness},
+};
+use gatehouse_proxy::{
+    inventory::Inventory,
+    ratelimit::{Limits, RateLimiter},
+    recording::{
+        Store, Uploader,
+        store::{LocalStore, S3Config, S3Store},
+    },
+    server::{Proxy, RecordingSettings, Shared},
+    status::SessionStatus,
+    telemetry::Metrics,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{Api, Client};
+use russh::{
+    MethodKind, MethodSet,
+    keys::{HashAlg, PrivateKey, PublicKey},
+    server::{self, Server as _},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StorageKind {
+    /// A local directory (`--storage-dir`); the default for local runs.
+    Local,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// Gatehouse SSH proxy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address engineers connect to.
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:2222")]
+    listen: SocketAddr,
+    /// Namespace Gatehouse is installed in (CA Secrets and the published ConfigMap).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "gatehouse")]
+    namespace: String,
+    /// Only serve AccessRequests of this namespace (default: every namespace).
+    #[arg(long, env = "GATEHOUSE_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "GATEHOUSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Where recordings are written while sessions run and kept until uploaded.
+    #[arg(
+        long,
+        env = "GATEHOUSE_SPOOL_DIR",
+        default_value = "/var/lib/gatehouse/spool"
+    )]
+    spool_dir: PathBuf,
+    /// Recording store.
+    #[arg(long, env = "GATEHOUSE_STORAGE", value_enum, default_value = "local")]
+    storage: StorageKind,
+    /// Directory of the local recording store.
+    #[arg(
+        long,
+        env = "GATEHOUSE_STORAGE_DIR",
+        default_value = "/var/lib/gatehouse/recordings"
+    )]
+    storage_dir: PathBuf,
+    /// S3 endpoint URL (empty: AWS's regional endpoint).
+    #[arg(long, env = "GATEHOUSE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 bucket.
+    #[arg(long, env = "GATEHOUSE_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "GATEHOUSE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Path-style S3 URLs (MinIO and most self-hosted servers).
+    #[arg(long, env = "GATEHOUSE_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// Prefix for object keys.
+    #[arg(long, env = "GATEHOUSE_S3_PREFIX", default_value = "")]
+    s3_prefix: String,
+    /// S3 access key id (the chart reads it from a Secret).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+    /// S3 secret access key (the chart reads it from a Secret).
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// Failed logins from one address (or for one user name) before it is blocked.
+    #[arg(long, env = "GATEHOUSE_MAX_AUTH_FAILURES", default_value_t = 10)]
+    max_auth_failures: u32,
+    /// How long a blocked address or user name stays blocked.
+    #[arg(long, env = "GATEHOUSE_AUTH_BLOCK", default_value = "5m", value_parser = parse_duration)]
+    auth_block: Duration,
+    /// This replica's name in Events (default: the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "gatehouse-proxy")]
+    identity: String,
+    /// Log format.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    gatehouse_crds::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
     }
+}
+
+/// Read `key` of Secret or ConfigMap data, waiting for the operator to create it.
+async fn wait_for<T>(
+    what: &str,
+    mut read: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let mut warned = false;
+    loop {
+        if let Some(value) = read().await? {
+            return Ok(value);
+        }
+        if !warned {
+            tracing::info!("waiting for {what} (the operator creates it)");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn secret_text(api: &Api<Secret>, name: &str, key: &str) -> anyhow::Result<Option<String>> {
+    let Some(secret) = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading Secret {name}"))?
+    else {
+        return Ok(None);
+    };
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(key).cloned())
+        .with_context(|| format!("Secret {name} has no data key {key:?}"))?;
+    Ok(Some(String::from_utf8(bytes.0).with_context(|| {
+        format!("Secret {name} key {key:?} is not UTF-8")
+    })?))
+}
+
+fn store(args: &Args) -> anyhow::Result<Store> {
+    Ok(match args.storage {
+        StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
+        StorageKind::S3 => {
+            let Some(bucket) = args.s3_bucket.clone().filter(|b| !b.is_empty()) else {
+                bail!("--storage s3 needs --s3-bucket (GATEHOUSE_S3_BUCKET)");
+            };
+            let (Some(access_key_id), Some(secret_access_key)) = (
+                args.s3_access_key_id.clone(),
+                args.s3_secret_access_key.clone(),
+            ) else {
+                bail!(
+                    "--storage s3 needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                );
+            };
+            Store::S3(S3Store::new(S3Config {
+                endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
+                bucket,
+                region: args.s3_region.clone(),
+                access_key_id,
+                secret_access_key,
+                path_style: args.s3_path_style,
+                prefix: args.s3_prefix.clone(),
+            }))
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let store = store(&args)?;
+    std::fs::create_dir_all(&args.spool_dir)
+        .with_context(|| format!("creating spool directory {}", args.spool_dir.display()))?;
+
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let health = telemetry::bind(args.metrics_addr).await?;
+    let render = {
+        let metrics = metrics.clone();
+        move || metrics.render()
+    };
+    tokio::spawn(telemetry::serve_health(health, render, readiness.clone()));
+
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &args.namespace);
+    let user_ca_line = wait_for("the user CA public key", async || {
+        Ok(config_maps
+            .get_opt(SSH_CONFIGMAP)
+            .await
+            .context("reading ConfigMap gatehouse-ssh")?
+            .and_then(|c| c.data)
+            .and_then(|d| d.get("user_ca.pub").cloned()))
+    })
+    .await?;
+    let user_ca = PublicKey::from_openssh(user_ca_line.trim())
+        .context("ConfigMap gatehouse-ssh user_ca.pub is not an OpenSSH public key")?
+        .fingerprint(HashAlg::Sha256);
+    let upstream_ca = wait_for("the upstream CA", async || {
+        secret_text(&secrets, UPSTREAM_CA_SECRET, CA_PRIVATE_KEY).await
+    })
+    .await?;
+    let upstream_ca = CaKey::from_openssh(&upstream_ca, UPSTREAM_CA_SECRET)?;
+    let host_key = wait_for("the proxy host key", async || {
+        secret_text(&secrets, PROXY_HOST_KEY_SECRET, HOST_PRIVATE_KEY).await
+    })
+    .await?;
+    let host_key = PrivateKey::from_openssh(&host_key)
+        .with_context(|| format!("Secret {PROXY_HOST_KEY_SECRET} holds no OpenSSH private key"))?;
+    tracing::info!(
+        user_ca = %user_ca,
+        upstream_ca = %upstream_ca.fingerprint(),
+        host_key = %host_key.fingerprint(HashAlg::Sha256),
+        "keys loaded"
+    );
+
+    let (inventory, watches) =
+        Inventory::start(client.clone(), args.watch_namespace.as_deref()).await;
+    tokio::spawn(watches);
+    inventory
+        .ready()
+        .await
+        .context("waiting for the first lists")?;
+
+    let status = SessionStatus::new(client.clone(), args.identity.clone());
+    let (uploader, queue) = Uploader::new(store, status.clone(), metrics.clone());
+    tokio::spawn(uploader.run(args.spool_dir.clone()));
+
+    let shared = Arc::new(Shared {
+        inventory,
+        user_ca,
+        upstream_ca,
+        limiter: std::sync::Mutex::new(RateLimiter::new(Limits {
+            failures: args.max_auth_failures,
+            block: args.auth_block,
+            ..Limits::default()
+        })),
+        metrics,
+        recording: RecordingSettings {
+            spool_dir: args.spool_dir.clone(),
+            queue,
+        },
+        status,
+    });
+    let config = server::Config {
+        keys: vec![host_key],
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        nodelay: true,
+        ..server::Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "proxy ready");
+    readiness.set_ready();
+    let mut proxy = Proxy { shared };
+    let running = proxy.run_on_socket(Arc::new(config), &listener);
+    tokio::select! {
+        result = running => result.context("SSH server failed")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+    }
+    Ok(())
 }

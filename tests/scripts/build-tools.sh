@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (once) the real Kubernetes and Helm binaries the tests run, from the Go module proxy, and
+# Build (once) the real Kubernetes, Helm and MinIO binaries the tests run, from the Go module proxy, and
 # cache them by version outside the git tree. Prints the cache directory on success.
 #
 #   tests/scripts/build-tools.sh            # build whatever is missing
@@ -79,10 +79,21 @@ build_helm() {
   log "helm $v: built into $dest"
 }
 
+build_minio() {
+  local v="$MINIO_VERSION" dest="$TOOLS_DIR/minio-$MINIO_VERSION"
+  if [[ -x "$dest/minio" ]]; then log "minio $v: cached in $dest"; return; fi
+  log "minio $v: building (several minutes on 2 cores)"
+  mkdir -p "$dest.partial"
+  GOBIN="$dest.partial" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$v"
+  rm -rf "$dest"; mv "$dest.partial" "$dest"
+  log "minio $v: built into $dest"
+}
+
 case "${1:-all}" in
-  all) build_kubernetes; build_helm ;;
+  all) build_kubernetes; build_helm; build_minio ;;
   kubernetes) build_kubernetes ;;
   helm) build_helm ;;
-  *) echo "usage: $0 [all|kubernetes|helm]" >&2; exit 2 ;;
+  minio) build_minio ;;
+  *) echo "usage: $0 [all|kubernetes|helm|minio]" >&2; exit 2 ;;
 esac
 echo "$TOOLS_DIR"

@@ -174,6 +174,7 @@ export GATEHOUSE_CP_DIR=$dir
 export GATEHOUSE_KUBE_SERVER=https://127.0.0.1:$api_port
 export GATEHOUSE_KUBECTL=$K8S_BIN/kubectl
 export GATEHOUSE_HELM=$TOOLS_DIR/helm-$HELM_VERSION/helm
+export GATEHOUSE_MINIO=$TOOLS_DIR/minio-$MINIO_VERSION/minio
 export GATEHOUSE_KUBERNETES_VERSION=$KUBERNETES_VERSION
 EOF
   log "ready: https://127.0.0.1:$api_port  (kubeconfigs in $dir/kubeconfigs; source $dir/env)"

@@ -14,6 +14,7 @@ declare -A wanted=(
   [faketime]=faketime
   [python3]=python3
   [setsid]=util-linux
+  [asciinema]=asciinema
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -21,7 +21,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+pub mod engineer;
 pub mod gatehouse;
+pub mod minio;
+pub mod proxy;
 pub mod scenario;
 pub mod sshd;
 

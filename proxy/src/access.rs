@@ -1,0 +1,433 @@
+//! Who may log in through the proxy, to what. Pure: a certificate, the SSH user name, the
+//! peer address, the clock and a view of the live objects in; a [`Grant`] or a [`Refusal`]
+//! out.
+//!
+//! russh has already checked the certificate's signature, its validity window and the
+//! client's possession of the key. Everything else is checked here: the signing CA, the
+//! certificate type, the proxy principal, critical options, and that the AccessRequest the
+//! certificate was issued for is still Issued, with this serial and key id, for this login
+//! and a host of its HostGroup.
+
+use std::{net::IpAddr, sync::Arc};
+
+use gatehouse_crds::{
+    AccessPolicy, AccessRequest, CertificateExtension, Host, HostGroup, HostGroupMode, Phase,
+};
+use gatehouse_operator::cert;
+use kube::ResourceExt;
+use russh::keys::{
+    Certificate, HashAlg,
+    ssh_key::{Fingerprint, certificate::CertType},
+};
+
+use crate::target::{self, TargetName};
+
+/// The live objects the decision reads (reflector stores in the proxy, plain values in tests).
+pub trait Lookup {
+    /// An AccessRequest by namespace and name.
+    fn request(&self, namespace: &str, name: &str) -> Option<Arc<AccessRequest>>;
+    /// A HostGroup by namespace and name.
+    fn host_group(&self, namespace: &str, name: &str) -> Option<Arc<HostGroup>>;
+    /// An AccessPolicy by namespace and name.
+    fn policy(&self, namespace: &str, name: &str) -> Option<Arc<AccessPolicy>>;
+}
+
+/// The request a grant rests on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID: a re-created request with the same name is a different request.
+    pub uid: String,
+}
+
+impl std::fmt::Display for RequestRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What an accepted login may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// The AccessRequest.
+    pub request: RequestRef,
+    /// The certificate's serial.
+    pub serial: u64,
+    /// The requester's Kubernetes user name.
+    pub requester: String,
+    /// Who approved, in order.
+    pub approvers: Vec<String>,
+    /// The request's reason.
+    pub reason: Option<String>,
+    /// Unix login on the target.
+    pub login: String,
+    /// HostGroup name.
+    pub host_group: String,
+    /// The target host.
+    pub host: Host,
+    /// The HostGroup's host CA keys.
+    pub host_ca_keys: Vec<String>,
+    /// Unix seconds after which access ends.
+    pub valid_before: u64,
+    /// Certificate extensions, passed on to the upstream certificate.
+    pub extensions: Vec<CertificateExtension>,
+    /// `force-command`, passed on to the upstream certificate.
+    pub force_command: Option<String>,
+    /// Record what the engineer types.
+    pub record_input: bool,
+    /// Refuse or end sessions that cannot be recorded.
+    pub recording_required: bool,
+}
+
+impl Grant {
+    /// Whether the certificate grants an extension.
+    pub fn permits(&self, extension: CertificateExtension) -> bool {
+        self.extensions.contains(&extension)
+    }
+}
+
+/// Why a login was refused: a short metric label and a message for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Metric label (`untrusted_ca`, `not_issued`, …).
+    pub reason: &'static str,
+    /// What was wrong, naming the object and the rule.
+    pub message: String,
+}
+
+fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Critical options the proxy understands; any other makes the certificate unusable, as in
+/// OpenSSH.
+const KNOWN_CRITICAL_OPTIONS: [&str; 2] = ["force-command", "source-address"];
+
+/// Decide a certificate login for SSH user name `user` from `peer` at unix time `now`.
+pub fn authorize(
+    cert: &Certificate,
+    user: &str,
+    peer: IpAddr,
+    now: u64,
+    user_ca: &Fingerprint,
+    lookup: &dyn Lookup,
+) -> Result<Grant, Refusal> {
+    // Signature and validity again (cheap), but against the user CA only.
+    cert.validate_at(now, [user_ca]).map_err(|e| {
+        refuse(
+            "untrusted_ca",
+            format!(
+                "certificate signed by {} is not valid for the Gatehouse user CA {user_ca}: {e}",
+                cert.signature_key().fingerprint(HashAlg::Sha256)
+            ),
+        )
+    })?;
+    if cert.cert_type() != CertType::User {
+        return Err(refuse("cert_type", "a host certificate cannot log in"));
+    }
+    for (name, value) in cert.critical_options().iter() {
+        if !KNOWN_CRITICAL_OPTIONS.contains(&name.as_str()) {
+            return Err(refuse(
+                "critical_option",
+                format!("unsupported critical option {name:?}"),
+            ));
+        }
+        if name == "source-address" && !source_address_allows(value, peer) {
+            return Err(refuse(
+                "source_address",
+                format!("source-address {value:?} does not allow {peer}"),
+            ));
+        }
+    }
+    let (namespace, name) = cert
+        .valid_principals()
+        .iter()
+        .find_map(|p| p.strip_prefix("gatehouse-proxy:")?.split_once('/'))
+        .ok_or_else(|| {
+            refuse(
+                "principal",
+                format!(
+                    "certificate principals {:?} include no gatehouse-proxy:<namespace>/<request>",
+                    cert.valid_principals()
+                ),
+            )
+        })?;
+    let request = lookup.request(namespace, name).ok_or_else(|| {
+        refuse(
+            "no_request",
+            format!("AccessRequest {namespace}/{name} does not exist"),
+        )
+    })?;
+    let status = request.status.clone().unwrap_or_default();
+    if status.phase != Some(Phase::Issued) {
+        return Err(refuse(
+            "not_issued",
+            format!(
+                "AccessRequest {namespace}/{name} is {}, not Issued",
+                status
+                    .phase
+                    .map(|p| format!("{p:?}"))
+                    .unwrap_or_else(|| "new".into())
+            ),
+        ));
+    }
+    // The certificate must be the one this request issued, not one of a deleted namesake.
+    if status.serial.as_deref() != Some(cert.serial().to_string().as_str())
+        || status.key_id.as_deref() != Some(cert.key_id())
+    {
+        return Err(refuse(
+            "stale_certificate",
+            format!(
+                "certificate serial {} is not the one AccessRequest {namespace}/{name} issued",
+                cert.serial()
+            ),
+        ));
+    }
+    let valid_before = status
+        .valid_before
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(0)
+        .min(cert.valid_before());
+    if valid_before <= now {
+        return Err(refuse(
+            "expired",
+            format!("AccessRequest {namespace}/{name} expired"),
+        ));
+    }
+    let TargetName {
+        login,
+        host: wanted_host,
+    } = target::parse(user).map_err(|e| refuse("user_name", e.0))?;
+    if login != request.spec.login {
+        return Err(refuse(
+            "login",
+            format!(
+                "login {login:?} is not the login {:?} AccessRequest {namespace}/{name} grants",
+                request.spec.login
+            ),
+        ));
+    }
+    let group_name = &request.spec.target.host_group;
+    let group = lookup.host_group(namespace, group_name).ok_or_else(|| {
+        refuse(
+            "no_host_group",
+            format!("HostGroup {namespace}/{group_name} does not exist"),
+        )
+    })?;
+    if group.spec.mode != HostGroupMode::Proxied {
+        return Err(refuse(
+            "not_proxied",
+            format!("HostGroup {namespace}/{group_name} is not mode Proxied"),
+        ));
+    }
+    let host = choose_host(
+        &group,
+        wanted_host.as_deref(),
+        request.spec.target.host.as_deref(),
+    )?;
+    let (record_input, recording_required) = status
+        .policy
+        .as_deref()
+        .and_then(|p| lookup.policy(namespace, p))
+        .map(|p| (p.spec.recording.record_input, p.spec.recording.required))
+        // A deleted policy cannot relax recording: record, fail closed.
+        .unwrap_or((false, true));
+    Ok(Grant {
+        request: RequestRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: request.uid().unwrap_or_default(),
+        },
+        serial: cert.serial(),
+        requester: request
+            .spec
+            .requester
+            .as_ref()
+            .map(|r| r.username.clone())
+            .unwrap_or_default(),
+        approvers: status.approvals.iter().map(|a| a.user.clone()).collect(),
+        reason: request.spec.reason.clone(),
+        login,
+        host_group: group_name.clone(),
+        host,
+        host_ca_keys: group.spec.host_ca_keys.clone(),
+        valid_before,
+        extensions: extensions(cert),
+        force_command: cert
+            .critical_options()
+            .get("force-command")
+            .map(|c| c.to_string()),
+        record_input,
+        recording_required,
+    })
+}
+
+fn choose_host(
+    group: &HostGroup,
+    wanted: Option<&str>,
+    requested: Option<&str>,
+) -> Result<Host, Refusal> {
+    let names = || {
+        group
+            .spec
+            .hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let name = match (wanted, requested) {
+        (Some(w), Some(r)) if w != r => {
+            return Err(refuse(
+                "host",
+                format!("host {w:?} is not the host {r:?} the AccessRequest is for"),
+            ));
+        }
+        (Some(w), _) => w,
+        (None, Some(r)) => r,
+        (None, None) => match group.spec.hosts.as_slice() {
+            [only] => only.name.as_str(),
+            _ => {
+                return Err(refuse(
+                    "host",
+                    format!(
+                        "name a host as LOGIN@HOST; HostGroup {} has {}",
+                        group.name_any(),
+                        names()
+                    ),
+                ));
+            }
+        },
+    };
+    group
+        .spec
+        .hosts
+        .iter()
+        .find(|h| h.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            refuse(
+                "host",
+                format!(
+                    "host {name:?} is not in HostGroup {} (hosts: {})",
+                    group.name_any(),
+                    names()
+                ),
+            )
+        })
+}
+
+fn extensions(cert: &Certificate) -> Vec<CertificateExtension> {
+    use CertificateExtension::*;
+    [
+        PermitPty,
+        PermitPortForwarding,
+        PermitAgentForwarding,
+        PermitX11Forwarding,
+        PermitUserRc,
+    ]
+    .into_iter()
+    .filter(|e| cert.extensions().contains_key(e.openssh_name()))
+    .collect()
+}
+
+/// Whether `peer` is inside one of the comma-separated addresses or CIDR blocks.
+pub fn source_address_allows(list: &str, peer: IpAddr) -> bool {
+    list.split(',').map(str::trim).any(|entry| {
+        let (addr, bits) = match entry.split_once('/') {
+            Some((a, b)) => (a, b.parse::<u32>().ok()),
+            None => (entry, None),
+        };
+        let Ok(net) = addr.parse::<IpAddr>() else {
+            return false;
+        };
+        let peer = match (net, peer) {
+            // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+            _ => peer,
+        };
+        match (net, peer) {
+            (IpAddr::V4(n), IpAddr::V4(p)) => {
+                prefix_match(u128::from(u32::from(n)), u128::from(u32::from(p)), bits, 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(p)) => prefix_match(u128::from(n), u128::from(p), bits, 128),
+            _ => false,
+        }
+    })
+}
+
+fn prefix_match(net: u128, peer: u128, bits: Option<u32>, width: u32) -> bool {
+    let bits = bits.unwrap_or(width);
+    if bits > width {
+        return false;
+    }
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - bits;
+    (net >> shift) == (peer >> shift)
+}
+
+/// Whether a grant still holds: the request still exists with the same UID, is Issued with
+/// the same serial, and has not reached validBefore. The error is the message shown to the
+/// engineer when the proxy ends the session, and a metric label.
+pub fn still_valid(grant: &Grant, lookup: &dyn Lookup, now: u64) -> Result<(), Refusal> {
+    let RequestRef {
+        namespace, name, ..
+    } = &grant.request;
+    let Some(request) = lookup.request(namespace, name) else {
+        return Err(refuse(
+            "revoked",
+            format!("AccessRequest {namespace}/{name} was deleted"),
+        ));
+    };
+    if request.uid().as_deref() != Some(grant.request.uid.as_str()) {
+        return Err(refuse(
+            "revoked",
+            format!("AccessRequest {namespace}/{name} was deleted"),
+        ));
+    }
+    let status = request.status.clone().unwrap_or_default();
+    match status.phase {
+        Some(Phase::Issued) if status.serial == Some(grant.serial.to_string()) => {}
+        Some(Phase::Expired) => {
+            return Err(refuse(
+                "expired",
+                format!("AccessRequest {namespace}/{name} expired"),
+            ));
+        }
+        phase => {
+            return Err(refuse(
+                "revoked",
+                format!(
+                    "AccessRequest {namespace}/{name} is {}",
+                    phase.map(|p| format!("{p:?}")).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    if grant.valid_before <= now {
+        return Err(refuse(
+            "expired",
+            format!("AccessRequest {namespace}/{name} reached its validBefore"),
+        ));
+    }
+    Ok(())
+}
+
+/// The principal the operator puts in proxied certificates (re-exported for tests).
+pub fn proxy_principal(namespace: &str, name: &str) -> String {
+    cert::proxied_principal(namespace, name)
+}
+
+#[cfg(test)]
+#[path = "access_tests.rs"]
+mod tests;

@@ -1,0 +1,105 @@
+//! The proxy's one error type: each variant names the operation that failed.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the proxy (refused logins are not errors: see
+/// [`crate::access::Refusal`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading a Secret or ConfigMap the proxy needs failed.
+    #[error("reading {kind} {name}: {source}")]
+    ReadObject {
+        /// `Secret` or `ConfigMap`.
+        kind: &'static str,
+        /// namespace/name.
+        name: String,
+        /// API error.
+        source: kube::Error,
+    },
+    /// A Secret or ConfigMap the proxy needs is missing a key or holds something unusable.
+    #[error("{kind} {name}: {problem}")]
+    ObjectContent {
+        /// `Secret` or `ConfigMap`.
+        kind: &'static str,
+        /// namespace/name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Generating the per-session upstream key failed.
+    #[error("generating upstream session key: {0}")]
+    GenerateKey(russh::keys::ssh_key::Error),
+    /// Signing the upstream certificate failed.
+    #[error("signing upstream certificate: {0}")]
+    SignUpstreamCertificate(Box<gatehouse_operator::Error>),
+    /// Connecting or authenticating to the target host failed.
+    #[error("connecting to {target}: {message}")]
+    ConnectUpstream {
+        /// host:port.
+        target: String,
+        /// What failed.
+        message: String,
+    },
+    /// Listening for SSH connections failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// Listen address.
+        addr: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// Writing a session's spool file failed.
+    #[error("writing recording spool {path}: {source}")]
+    WriteSpool {
+        /// Spool file.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// Reading a spooled recording (for upload) failed.
+    #[error("reading recording spool {path}: {source}")]
+    ReadSpool {
+        /// Spool file.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// A spool metadata file could not be parsed.
+    #[error("parsing recording metadata {path}: {source}")]
+    ParseSpoolMeta {
+        /// Metadata file.
+        path: PathBuf,
+        /// JSON error.
+        source: serde_json::Error,
+    },
+    /// Uploading a recording to the store failed.
+    #[error("uploading recording {key}: {message}")]
+    Upload {
+        /// Object key.
+        key: String,
+        /// What failed.
+        message: String,
+    },
+    /// Writing a session record into the AccessRequest status failed.
+    #[error("writing session record to AccessRequest {request}: {source}")]
+    WriteSessionStatus {
+        /// namespace/name.
+        request: String,
+        /// API error.
+        source: kube::Error,
+    },
+    /// Registering or rendering metrics failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Serving HTTP (metrics, health) failed.
+    #[error("serving {what}: {source}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// Cause.
+        source: Box<gatehouse_operator::Error>,
+    },
+}
+
+/// Result with the proxy's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,213 @@
+//! asciinema v2 lines (<https://docs.asciinema.org/manual/asciicast/v2/>). Data comes from a
+//! [`SessionMeta`] (the header) and raw terminal bytes from the session (events); it goes out
+//! as newline-free JSON text lines that the [`spool`](super::spool) writes to disk.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::SessionMeta;
+
+/// The header line: version, size, start time, `TERM`, a title and Gatehouse's own metadata
+/// under `"gatehouse"` (players ignore unknown keys). No trailing newline.
+pub fn header_line(meta: &SessionMeta) -> String {
+    let mut header = Map::new();
+    header.insert("version".to_owned(), json!(2));
+    header.insert("width".to_owned(), json!(meta.width));
+    header.insert("height".to_owned(), json!(meta.height));
+    header.insert("timestamp".to_owned(), json!(meta.start.as_second()));
+    // SHELL is the target's business and unknown to the proxy, so only TERM goes in.
+    if let Some(term) = &meta.term {
+        header.insert("env".to_owned(), json!({ "TERM": term }));
+    }
+    header.insert(
+        "title".to_owned(),
+        json!(format!(
+            "{} → {}@{} ({}/{})",
+            meta.requester, meta.login, meta.host, meta.request_namespace, meta.request_name
+        )),
+    );
+    header.insert(
+        "gatehouse".to_owned(),
+        json!({
+            "requestNamespace": meta.request_namespace,
+            "requestName": meta.request_name,
+            "requestUid": meta.request_uid,
+            "requester": meta.requester,
+            "approvers": meta.approvers,
+            "reason": meta.reason,
+            "hostGroup": meta.host_group,
+            "host": meta.host,
+            "login": meta.login,
+            "sessionId": meta.session_id,
+            "kind": meta.kind,
+        }),
+    );
+    Value::Object(header).to_string()
+}
+
+/// One event line `[seconds, code, data]`, seconds with microsecond precision. `code` is `"o"`
+/// (output), `"i"` (input) or `"r"` (resize, data `"{w}x{h}"`). No trailing newline.
+pub fn event_line(elapsed: Duration, code: &str, data: &str) -> String {
+    // Formatted from integers so the time is exact and never in exponent notation.
+    format!(
+        "[{}.{:06}, {}, {}]",
+        elapsed.as_secs(),
+        elapsed.subsec_micros(),
+        Value::from(code),
+        Value::from(data)
+    )
+}
+
+/// Turns arbitrary byte chunks into valid UTF-8: a multi-byte character split across chunks
+/// comes out whole with the later chunk, bytes that can never be UTF-8 become U+FFFD.
+#[derive(Debug, Default, Clone)]
+pub struct Utf8Stream {
+    /// The start of a character cut off at the end of the previous chunk (at most 3 bytes).
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// A stream with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The text of `chunk` (preceded by any bytes carried over), minus an incomplete character
+    /// at its end, which is kept for the next call.
+    pub fn push(&mut self, chunk: &[u8]) -> String {
+        let joined;
+        let mut rest: &[u8] = if self.pending.is_empty() {
+            chunk
+        } else {
+            let mut carried = std::mem::take(&mut self.pending);
+            carried.extend_from_slice(chunk);
+            joined = carried;
+            &joined
+        };
+        let mut out = String::with_capacity(rest.len());
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    out.push_str(valid);
+                    return out;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    // `valid_up_to` guarantees this prefix is UTF-8, so this borrows it unchanged.
+                    out.push_str(&String::from_utf8_lossy(valid));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        None => {
+                            // Incomplete but possibly valid: wait for the next chunk.
+                            self.pending = after.to_vec();
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is still pending, as U+FFFD (the stream ended mid-character); empty if nothing
+    /// is pending.
+    pub fn finish(&mut self) -> String {
+        let pending = std::mem::take(&mut self.pending);
+        String::from_utf8_lossy(&pending).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::recording::SessionKind;
+    use crate::recording::tests::meta;
+
+    #[test]
+    fn header_is_one_json_line_with_every_field() {
+        let mut m = meta("00112233aabbccdd");
+        m.kind = SessionKind::Subsystem {
+            name: "sftp".to_owned(),
+        };
+        let line = header_line(&m);
+        assert!(!line.contains('\n'));
+        let h: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(h["version"], 2);
+        assert_eq!(h["width"], 120);
+        assert_eq!(h["height"], 40);
+        assert_eq!(h["timestamp"], 1_710_028_798);
+        assert_eq!(h["env"], json!({ "TERM": "xterm-256color" }));
+        assert_eq!(
+            h["title"],
+            "oidc:alice@example.com → ubuntu@prod-db-01 (team-a/req-1)"
+        );
+        let g = &h["gatehouse"];
+        assert_eq!(g["requestNamespace"], "team-a");
+        assert_eq!(g["requestName"], "req-1");
+        assert_eq!(g["requestUid"], "0b6c2f4e-1111-2222-3333-444455556666");
+        assert_eq!(g["requester"], "oidc:alice@example.com");
+        assert_eq!(g["approvers"], json!(["bob"]));
+        assert_eq!(g["reason"], "INC-42 disk full");
+        assert_eq!(g["hostGroup"], "prod-db");
+        assert_eq!(g["host"], "prod-db-01");
+        assert_eq!(g["login"], "ubuntu");
+        assert_eq!(g["sessionId"], "00112233aabbccdd");
+        assert_eq!(g["kind"], json!({ "type": "subsystem", "name": "sftp" }));
+    }
+
+    #[test]
+    fn header_without_term_has_no_env() {
+        let mut m = meta("00112233aabbccdd");
+        m.term = None;
+        let h: Value = serde_json::from_str(&header_line(&m)).unwrap();
+        assert!(h.get("env").is_none(), "{h}");
+    }
+
+    #[test]
+    fn character_split_across_chunks_comes_out_whole() {
+        let text = "a€b😀";
+        let bytes = text.as_bytes();
+        // Every split point, including inside the 3-byte € and the 4-byte emoji.
+        for cut in 0..=bytes.len() {
+            let mut s = Utf8Stream::new();
+            let mut out = s.push(&bytes[..cut]);
+            out += &s.push(&bytes[cut..]);
+            out += &s.finish();
+            assert_eq!(out, text, "cut at {cut}");
+        }
+        // One byte at a time.
+        let mut s = Utf8Stream::new();
+        let out: String = bytes.iter().map(|b| s.push(&[*b])).collect();
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_characters() {
+        let mut s = Utf8Stream::new();
+        // 0xff is never UTF-8; 0xe2 0x28 is a broken 3-byte start followed by '('.
+        assert_eq!(s.push(b"a\xffb\xe2\x28c"), "a\u{fffd}b\u{fffd}(c");
+        // A truncated character at the very end is reported by finish, not lost or invented.
+        assert_eq!(s.push(b"x\xf0\x9f"), "x");
+        assert_eq!(s.finish(), "\u{fffd}");
+        assert_eq!(s.finish(), "");
+    }
+
+    #[test]
+    fn event_line_escapes_like_json() {
+        let data = "say \"hi\"\\\r\n\x1b[0m\x07\u{0}";
+        let line = event_line(Duration::from_micros(1_234_567), "o", data);
+        assert!(line.starts_with("[1.234567, \"o\", "), "{line}");
+        assert!(!line.contains('\n') && !line.contains('\r') && !line.contains('\x1b'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v, json!([1.234567, "o", data]));
+        assert_eq!(
+            event_line(Duration::from_millis(5), "r", "100x30"),
+            "[0.005000, \"r\", \"100x30\"]"
+        );
+    }
+}

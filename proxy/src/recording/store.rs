@@ -1,0 +1,535 @@
+//! Where finished recordings live. Data comes from spool files (read in chunks and hashed on
+//! the way); it goes to an S3 bucket (any S3-compatible server) or a local directory, under the
+//! keys from [`SessionMeta::object_key`](super::SessionMeta::object_key).
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use sha2::{Digest, Sha256};
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+
+/// The MIME type asciinema players expect.
+const CONTENT_TYPE: &str = "application/x-asciicast";
+/// Files up to this size go up in one PutObject; larger ones in parts of this size.
+const PART_BYTES: usize = 16 * 1024 * 1024;
+/// Read size while hashing and copying: big enough to be cheap, small enough to stream.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A recording safely in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecording {
+    /// The key it was stored under (as passed to [`Store::put`], without any S3 prefix).
+    pub key: String,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Where it is: `s3://bucket/prefixed-key`, or the file path.
+    pub location: String,
+}
+
+/// The recording store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// An S3 bucket.
+    S3(S3Store),
+    /// A directory (development, tests, or a mounted volume).
+    Local(LocalStore),
+}
+
+impl Store {
+    /// Copy the file at `path` to `key`, returning its hash and size.
+    pub async fn put(&self, key: &str, path: &Path) -> Result<StoredRecording> {
+        match self {
+            Store::S3(s3) => s3.put(key, path).await,
+            Store::Local(local) => local.put(key, path).await,
+        }
+    }
+
+    /// The content stored under `key` (the same key given to [`put`](Self::put)).
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        match self {
+            Store::S3(s3) => s3.get(key).await,
+            Store::Local(local) => local.get(key).await,
+        }
+    }
+}
+
+/// How to reach the S3 bucket.
+#[derive(Clone)]
+pub struct S3Config {
+    /// Endpoint URL for S3-compatible servers (MinIO and the like); AWS when unset.
+    pub endpoint: Option<String>,
+    /// Bucket name.
+    pub bucket: String,
+    /// Region (any value for most S3-compatible servers).
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key; never printed.
+    pub secret_access_key: String,
+    /// Path-style URLs (`endpoint/bucket/key`), which most S3-compatible servers need.
+    pub path_style: bool,
+    /// Prepended to every key; may be empty.
+    pub prefix: String,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("path_style", &self.path_style)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// An S3 bucket holding recordings.
+#[derive(Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client's own Debug is long and says nothing useful here.
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    /// A client for `config`. Nothing is contacted until the first upload.
+    pub fn new(config: S3Config) -> S3Store {
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region))
+            .credentials_provider(Credentials::new(
+                config.access_key_id,
+                config.secret_access_key,
+                None,
+                None,
+                "gatehouse",
+            ))
+            .force_path_style(config.path_style)
+            // Newer SDKs add CRC trailers by default, which many S3-compatible servers reject.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // The uploader retries with its own backoff; one SDK retry only smooths over a
+            // transient error in the middle of a large multipart upload.
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            // An unreachable server fails in seconds instead of hanging the upload queue; a
+            // 16 MiB part still has two minutes on a slow link.
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: config.bucket,
+            prefix: config.prefix,
+        }
+    }
+
+    async fn put(&self, key: &str, path: &Path) -> Result<StoredRecording> {
+        let object_key = format!("{}{key}", self.prefix);
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(read_spool(path))?
+            .len();
+        let (sha256, bytes) = if size <= PART_BYTES as u64 {
+            let data = tokio::fs::read(path).await.map_err(read_spool(path))?;
+            let sha256 = hex(&Sha256::digest(&data));
+            let bytes = data.len() as u64;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object_key)
+                .content_type(CONTENT_TYPE)
+                // Stored with the object so it can be verified without the AccessRequest.
+                .metadata("sha256", &sha256)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(sdk_error(&object_key, "PutObject"))?;
+            (sha256, bytes)
+        } else {
+            // The hash goes into the object's metadata, which is fixed when the upload starts.
+            let (sha256, bytes) = hash_file(path, None).await?;
+            self.put_multipart(&object_key, path, &sha256).await?;
+            (sha256, bytes)
+        };
+        Ok(StoredRecording {
+            key: key.to_owned(),
+            sha256,
+            bytes,
+            location: format!("s3://{}/{object_key}", self.bucket),
+        })
+    }
+
+    async fn put_multipart(&self, object_key: &str, path: &Path, sha256: &str) -> Result<()> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .content_type(CONTENT_TYPE)
+            .metadata("sha256", sha256)
+            .send()
+            .await
+            .map_err(sdk_error(object_key, "CreateMultipartUpload"))?;
+        let Some(upload_id) = created.upload_id() else {
+            return Err(upload_error(
+                object_key,
+                "CreateMultipartUpload returned no upload id",
+            ));
+        };
+        let result = self.upload_parts(object_key, upload_id, path, sha256).await;
+        if result.is_err() {
+            // Otherwise the parts stay in the bucket (and are billed) until a lifecycle rule
+            // removes them; the upload error is the one to report either way.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(object_key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    key = object_key,
+                    error = %DisplayErrorContext(&e),
+                    "aborting a failed multipart upload failed",
+                );
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        object_key: &str,
+        upload_id: &str,
+        path: &Path,
+        sha256: &str,
+    ) -> Result<()> {
+        let mut file = File::open(path).await.map_err(read_spool(path))?;
+        // Hashed again as sent, so a file that changed since the first pass is caught.
+        let mut hasher = Sha256::new();
+        let mut parts = Vec::new();
+        for part_number in 1.. {
+            let mut part = Vec::with_capacity(PART_BYTES);
+            (&mut file)
+                .take(PART_BYTES as u64)
+                .read_to_end(&mut part)
+                .await
+                .map_err(read_spool(path))?;
+            if part.is_empty() {
+                break;
+            }
+            hasher.update(&part);
+            let uploaded = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(object_key)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .body(ByteStream::from(part))
+                .send()
+                .await
+                .map_err(sdk_error(object_key, "UploadPart"))?;
+            let Some(e_tag) = uploaded.e_tag() else {
+                return Err(upload_error(object_key, "UploadPart returned no ETag"));
+            };
+            parts.push(
+                CompletedPart::builder()
+                    .e_tag(e_tag)
+                    .part_number(part_number)
+                    .build(),
+            );
+        }
+        if hex(&hasher.finalize()) != sha256 {
+            return Err(upload_error(
+                object_key,
+                &format!("{} changed while it was being uploaded", path.display()),
+            ));
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(sdk_error(object_key, "CompleteMultipartUpload"))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let object_key = format!("{}{key}", self.prefix);
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .send()
+            .await
+            .map_err(sdk_error(&object_key, "GetObject"))?;
+        let data = object
+            .body
+            .collect()
+            .await
+            .map_err(sdk_error(&object_key, "GetObject body"))?;
+        Ok(data.into_bytes().to_vec())
+    }
+}
+
+/// A directory holding recordings at `<dir>/<key>`.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `dir` (created on the first upload if missing).
+    pub fn new(dir: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { dir: dir.into() }
+    }
+
+    /// `<dir>/<key>`, refusing keys that would leave the directory.
+    fn path_for(&self, key: &str) -> Result<PathBuf> {
+        let relative = Path::new(key);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if key.is_empty() || !plain {
+            return Err(upload_error(key, "key is not a plain relative path"));
+        }
+        Ok(self.dir.join(relative))
+    }
+
+    async fn put(&self, key: &str, path: &Path) -> Result<StoredRecording> {
+        let dest = self.path_for(key)?;
+        let parent = dest.parent().unwrap_or(&self.dir).to_owned();
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        // Unique per call, so concurrent puts of one key never share a temporary file.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = parent.join(format!(
+            ".{name}.{}-{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(write_store(key, &parent))?;
+        let copied = hash_file(path, Some((key, &tmp))).await;
+        let (sha256, bytes) = match copied {
+            Ok(done) => done,
+            Err(e) => {
+                // Best effort: the copy error is what matters, a stray temp file is harmless.
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(write_store(key, &dest))?;
+        // The rename is only durable once the directory is.
+        File::open(&parent)
+            .await
+            .map_err(write_store(key, &parent))?
+            .sync_all()
+            .await
+            .map_err(write_store(key, &parent))?;
+        Ok(StoredRecording {
+            key: key.to_owned(),
+            sha256,
+            bytes,
+            location: dest.display().to_string(),
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path_for(key)?;
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| upload_error(key, &format!("reading {}: {e}", path.display())))
+    }
+}
+
+/// SHA-256 and size of the file at `src`, read in chunks; also copied to a new, fsynced file
+/// if `copy` names one (with the key it is stored under, for errors).
+async fn hash_file(src: &Path, copy: Option<(&str, &Path)>) -> Result<(String, u64)> {
+    let mut input = File::open(src).await.map_err(read_spool(src))?;
+    let mut output = match copy {
+        Some((key, dest)) => {
+            let file = File::create(dest).await.map_err(write_store(key, dest))?;
+            Some((file, key, dest))
+        }
+        None => None,
+    };
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut buf = vec![0; CHUNK_BYTES];
+    loop {
+        let n = input.read(&mut buf).await.map_err(read_spool(src))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+        if let Some((file, key, dest)) = &mut output {
+            let written = file.write_all(&buf[..n]).await;
+            written.map_err(write_store(key, dest))?;
+        }
+    }
+    if let Some((file, key, dest)) = &output {
+        file.sync_all().await.map_err(write_store(key, dest))?;
+    }
+    Ok((hex(&hasher.finalize()), bytes))
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_spool(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::ReadSpool { path, source }
+}
+
+fn write_store(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let key = key.to_owned();
+    let path = path.to_owned();
+    move |e| Error::Upload {
+        key,
+        message: format!("writing {}: {e}", path.display()),
+    }
+}
+
+fn upload_error(key: &str, message: &str) -> Error {
+    Error::Upload {
+        key: key.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// An SDK error with its whole source chain: the SDK's own Display is just "service error".
+fn sdk_error<E: std::error::Error + 'static>(
+    key: &str,
+    operation: &'static str,
+) -> impl FnOnce(E) -> Error {
+    let key = key.to_owned();
+    move |e| Error::Upload {
+        key,
+        message: format!("{operation}: {}", DisplayErrorContext(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::recording::tests::sha256_hex;
+
+    #[tokio::test]
+    async fn local_put_copies_and_hashes_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.cast");
+        // Larger than one read chunk and not a multiple of it.
+        let content: Vec<u8> = (0..CHUNK_BYTES * 2 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&src, &content).unwrap();
+        let store = Store::Local(LocalStore::new(dir.path().join("store")));
+
+        let key = "recordings/2024-03-09/alice_host_00.cast";
+        let stored = store.put(key, &src).await.unwrap();
+        let dest = dir.path().join("store").join(key);
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        assert_eq!(stored.key, key);
+        assert_eq!(stored.bytes, content.len() as u64);
+        assert_eq!(stored.sha256, sha256_hex(&content));
+        assert_eq!(stored.location, dest.display().to_string());
+        assert_eq!(store.get(key).await.unwrap(), content);
+        // No temporary files are left next to the object.
+        let names: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [dest.file_name().unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn local_put_refuses_escaping_keys_and_reports_missing_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.cast");
+        std::fs::write(&src, b"x").unwrap();
+        let store = Store::Local(LocalStore::new(dir.path().join("store")));
+        for key in ["", "../escape.cast", "/etc/escape.cast", "a/../../b.cast"] {
+            let err = store.put(key, &src).await.unwrap_err();
+            assert!(matches!(err, Error::Upload { .. }), "{key}: {err}");
+        }
+        let err = store
+            .put("ok.cast", &dir.path().join("missing.cast"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ReadSpool { .. }), "{err}");
+    }
+
+    #[test]
+    fn s3_config_debug_redacts_the_secret() {
+        let config = S3Config {
+            endpoint: Some("http://minio:9000".to_owned()),
+            bucket: "recordings".to_owned(),
+            region: "us-east-1".to_owned(),
+            access_key_id: "AKIAEXAMPLE".to_owned(),
+            secret_access_key: "very-secret-key".to_owned(),
+            path_style: true,
+            prefix: "gatehouse/".to_owned(),
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("very-secret-key"), "{printed}");
+        assert!(printed.contains("AKIAEXAMPLE"));
+        let store = S3Store::new(config);
+        let printed = format!("{store:?}");
+        assert!(!printed.contains("very-secret-key"), "{printed}");
+        assert!(printed.contains("recordings"));
+    }
+}

@@ -1,0 +1,652 @@
+//! One task per engineer connection and one per session channel. Data comes from the
+//! engineer's channel (forwarded by [`crate::server`]) and the target's channel (opened by
+//! [`crate::upstream`]); it goes to the other side unchanged, and to the session's
+//! [`Recorder`]. A connection task ends every session of a request whose access ends
+//! (revoked, deleted, expired) within a second, with a message to the engineer.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use gatehouse_crds::CertificateExtension;
+use russh::{
+    Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf, Disconnect, client,
+    keys::ssh_key::{
+        getrandom::SysRng,
+        rand_core::{Rng as _, UnwrapErr},
+    },
+    server::{self, ChannelOpenHandle},
+};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
+
+use crate::{
+    access::{self, Grant, Refusal},
+    recording::{Recorder, SessionKind, SessionMeta},
+    server::Shared,
+    upstream::{self, UpstreamHandler},
+};
+
+/// How often a connection re-checks that its request still grants access.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A random session or connection id: 16 lowercase hex digits.
+pub fn new_id() -> String {
+    format!("{:016x}", UnwrapErr(SysRng).next_u64())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the handler forwards to its connection's task.
+pub enum ConnectionEvent {
+    /// The engineer opened a session channel (shell, exec, subsystem).
+    Session {
+        /// The engineer's channel.
+        channel: Channel<server::Msg>,
+        /// Accept or reject the open.
+        reply: ChannelOpenHandle,
+    },
+    /// The engineer asked for a local port forward (`ssh -L`).
+    DirectTcpip {
+        /// The engineer's channel.
+        channel: Channel<server::Msg>,
+        /// Accept or reject the open.
+        reply: ChannelOpenHandle,
+        /// Where to connect, as seen from the target.
+        host: String,
+        /// Port.
+        port: u32,
+        /// The engineer's side of the forward.
+        originator: (String, u32),
+    },
+}
+
+impl std::fmt::Debug for ConnectionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Session { channel, .. } => write!(f, "Session({})", channel.id()),
+            Self::DirectTcpip { host, port, .. } => write!(f, "DirectTcpip({host}:{port})"),
+        }
+    }
+}
+
+type Upstream = Arc<client::Handle<UpstreamHandler>>;
+
+fn rejected(message: String) -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 2, // SSH_OPEN_CONNECT_FAILED: the client prints our reason after it
+        reason: message,
+    }
+}
+
+async fn ensure_upstream(
+    upstream: &mut Option<Upstream>,
+    shared: &Shared,
+    grant: &Arc<Grant>,
+    connection: &str,
+) -> Result<Upstream, String> {
+    if let Some(existing) = upstream.as_ref().filter(|u| !u.is_closed()) {
+        return Ok(existing.clone());
+    }
+    let handle = upstream::connect(grant.clone(), &shared.upstream_ca, connection)
+        .await
+        .map_err(|e| e.to_string())?;
+    let handle = Arc::new(handle);
+    *upstream = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Own one engineer connection after login: open upstream channels for its channels, watch
+/// its request, and end everything when access ends.
+pub async fn run_connection(
+    shared: Arc<Shared>,
+    grant: Arc<Grant>,
+    connection: String,
+    handle: server::Handle,
+    mut events: mpsc::Receiver<ConnectionEvent>,
+) {
+    let (end_tx, end_rx) = watch::channel(None::<Refusal>);
+    let mut upstream: Option<Upstream> = None;
+    let mut sessions = JoinSet::new();
+    let mut check = tokio::time::interval(CHECK_INTERVAL);
+    let ended = loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break None };
+                match event {
+                    ConnectionEvent::Session { channel, reply } => {
+                        let up = match ensure_upstream(&mut upstream, &shared, &grant, &connection).await {
+                            Ok(up) => up,
+                            Err(message) => {
+                                tracing::warn!(%connection, request = %grant.request, "upstream: {message}");
+                                reply.reject(rejected(message)).await;
+                                continue;
+                            }
+                        };
+                        match up.channel_open_session().await {
+                            Ok(target) => {
+                                reply.accept().await;
+                                let ctx = SessionContext {
+                                    shared: shared.clone(),
+                                    grant: grant.clone(),
+                                    connection: connection.clone(),
+                                    handle: handle.clone(),
+                                };
+                                sessions.spawn(run_session(ctx, channel, target, end_rx.clone()));
+                            }
+                            Err(error) => reply.reject(rejected(format!("target refused a session channel: {error}"))).await,
+                        }
+                    }
+                    ConnectionEvent::DirectTcpip { channel, reply, host, port, originator } => {
+                        if !grant.permits(CertificateExtension::PermitPortForwarding) {
+                            tracing::warn!(%connection, request = %grant.request, %host, port, "port forwarding refused: the certificate has no permit-port-forwarding");
+                            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                            continue;
+                        }
+                        let up = match ensure_upstream(&mut upstream, &shared, &grant, &connection).await {
+                            Ok(up) => up,
+                            Err(message) => {
+                                reply.reject(rejected(message)).await;
+                                continue;
+                            }
+                        };
+                        match up.channel_open_direct_tcpip(host.clone(), port, originator.0, originator.1).await {
+                            Ok(target) => {
+                                reply.accept().await;
+                                shared.metrics.sessions_total.with_label_values(&["direct-tcpip"]).inc();
+                                tracing::info!(%connection, request = %grant.request, %host, port, "port forward opened");
+                                sessions.spawn(forward_tcp(channel, target, end_rx.clone()));
+                            }
+                            Err(error) => reply.reject(rejected(format!("target refused the forward to {host}:{port}: {error}"))).await,
+                        }
+                    }
+                }
+            }
+            _ = check.tick() => {
+                while sessions.try_join_next().is_some() {}
+                if let Err(refusal) = access::still_valid(&grant, &shared.inventory, unix_now()) {
+                    break Some(refusal);
+                }
+            }
+        }
+    };
+    if let Some(refusal) = ended {
+        tracing::info!(%connection, request = %grant.request, reason = refusal.reason, "access ended: {}", refusal.message);
+        let _ = end_tx.send(Some(refusal.clone()));
+        // Sessions write the message and close themselves; then the connection goes.
+        let drain = async { while sessions.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        let _ = handle
+            .disconnect(
+                Disconnect::ByApplication,
+                format!("gatehouse: {}", refusal.message),
+                String::new(),
+            )
+            .await;
+    }
+    while sessions.join_next().await.is_some() {}
+    if let Some(up) = upstream {
+        let _ = up
+            .disconnect(Disconnect::ByApplication, "session over", "")
+            .await;
+    }
+}
+
+/// Bridge a forwarded TCP connection; not recorded (it is not a terminal), ended with access.
+async fn forward_tcp(
+    engineer: Channel<server::Msg>,
+    target: Channel<client::Msg>,
+    mut ended: watch::Receiver<Option<Refusal>>,
+) {
+    let mut a = engineer.into_stream();
+    let mut b = target.into_stream();
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+        _ = ended.wait_for(Option::is_some) => {}
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SessionContext {
+    shared: Arc<Shared>,
+    grant: Arc<Grant>,
+    connection: String,
+    handle: server::Handle,
+}
+
+/// A session's recording as both pumps see it.
+#[derive(Debug)]
+enum Recording {
+    NotStarted,
+    /// Recording; `output` is false for subsystems (sftp is a binary protocol, not a terminal).
+    Active {
+        recorder: Box<Recorder>,
+        output: bool,
+    },
+    /// Not recording (failed where the policy allows it, or finished).
+    Off,
+}
+
+type SharedRecording = Arc<Mutex<Recording>>;
+
+/// Apply `write` to the recorder; a failure ends recording and, when the policy requires
+/// recording, returns the message the session ends with.
+fn record(
+    recording: &SharedRecording,
+    required: bool,
+    write: impl FnOnce(&mut Recorder, bool) -> crate::Result<()>,
+) -> Result<(), String> {
+    let Ok(mut state) = recording.lock() else {
+        return Err("recording state poisoned".into());
+    };
+    let Recording::Active { recorder, output } = &mut *state else {
+        return Ok(());
+    };
+    match write(recorder, *output) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            *state = Recording::Off;
+            if required {
+                Err(format!(
+                    "recording failed ({error}) and the policy requires recording"
+                ))
+            } else {
+                tracing::warn!(%error, "recording failed; the policy allows going on unrecorded");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn run_session(
+    ctx: SessionContext,
+    engineer: Channel<server::Msg>,
+    target: Channel<client::Msg>,
+    mut ended: watch::Receiver<Option<Refusal>>,
+) {
+    let id = engineer.id();
+    let session_id = new_id();
+    let started = Instant::now();
+    let metrics = ctx.shared.metrics.clone();
+    metrics.sessions_active.inc();
+    let (engineer_rx, engineer_tx) = engineer.split();
+    let (target_rx, target_tx) = target.split();
+    let engineer_tx = Arc::new(engineer_tx);
+    let target_tx = Arc::new(target_tx);
+    let recording: SharedRecording = Arc::new(Mutex::new(Recording::NotStarted));
+    let exit_status = Arc::new(Mutex::new(None::<u32>));
+    let (fail_tx, mut fail_rx) = mpsc::channel::<String>(2);
+    let mut pumps = JoinSet::new();
+    pumps.spawn(to_target(
+        ctx.clone(),
+        id,
+        session_id.clone(),
+        engineer_rx,
+        target_tx.clone(),
+        recording.clone(),
+        fail_tx.clone(),
+    ));
+    pumps.spawn(to_engineer(
+        ctx.clone(),
+        id,
+        target_rx,
+        engineer_tx.clone(),
+        recording.clone(),
+        exit_status.clone(),
+        fail_tx,
+    ));
+    let both_done = async {
+        if pumps.join_next().await.is_some() {
+            // One side closed; give the other a moment to deliver its close.
+            let _ = tokio::time::timeout(Duration::from_secs(5), pumps.join_next()).await;
+        }
+    };
+    let termination: Option<(&'static str, String)> = tokio::select! {
+        _ = both_done => None,
+        refusal = ended.wait_for(Option::is_some) => refusal
+            .ok()
+            .and_then(|r| r.clone())
+            .map(|r| (r.reason, r.message)),
+        Some(message) = fail_rx.recv() => Some(("recording", message)),
+    };
+    if let Some((reason, message)) = &termination {
+        metrics
+            .sessions_terminated_total
+            .with_label_values(&[reason])
+            .inc();
+        let text = format!("\r\ngatehouse: {message}; session closed\r\n");
+        let _ = record(&recording, false, |r, _| r.note(&text));
+        let goodbye = async {
+            let _ = engineer_tx.extended_data_bytes(1, text.into_bytes()).await;
+            let _ = engineer_tx.exit_status(255).await;
+            let _ = engineer_tx.eof().await;
+            let _ = engineer_tx.close().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), goodbye).await;
+        let _ = target_tx.close().await;
+        pumps.abort_all();
+    }
+    let status = exit_status.lock().ok().and_then(|s| *s);
+    let state = recording
+        .lock()
+        .map(|mut s| std::mem::replace(&mut *s, Recording::Off))
+        .unwrap_or(Recording::Off);
+    if let Recording::Active { recorder, .. } = state {
+        match (*recorder).finish(status) {
+            Ok(spooled) => ctx.shared.recording.queue.submit(spooled),
+            Err(error) => {
+                tracing::error!(%error, session = %session_id, "finishing the recording failed; its spool stays for the next start")
+            }
+        }
+    }
+    metrics.sessions_active.dec();
+    tracing::info!(
+        session = %session_id,
+        connection = %ctx.connection,
+        request = %ctx.grant.request,
+        requester = %ctx.grant.requester,
+        host = %ctx.grant.host.name,
+        login = %ctx.grant.login,
+        exit_status = status,
+        seconds = started.elapsed().as_secs_f64(),
+        ended_by = termination.as_ref().map(|t| t.0).unwrap_or("peer"),
+        "session ended"
+    );
+}
+
+fn session_meta(
+    ctx: &SessionContext,
+    session_id: &str,
+    kind: SessionKind,
+    pty: Option<&(String, u32, u32)>,
+) -> SessionMeta {
+    let grant = &ctx.grant;
+    SessionMeta {
+        session_id: session_id.to_owned(),
+        request_namespace: grant.request.namespace.clone(),
+        request_name: grant.request.name.clone(),
+        request_uid: grant.request.uid.clone(),
+        requester: grant.requester.clone(),
+        approvers: grant.approvers.clone(),
+        reason: grant.reason.clone(),
+        host_group: grant.host_group.clone(),
+        host: grant.host.name.clone(),
+        login: grant.login.clone(),
+        kind,
+        start: jiff::Timestamp::now(),
+        width: pty.map(|p| p.1).unwrap_or(80),
+        height: pty.map(|p| p.2).unwrap_or(24),
+        term: pty.map(|p| p.0.clone()),
+        record_input: grant.record_input,
+    }
+}
+
+/// Start recording at the session's shell/exec/subsystem request. Err: refuse the session.
+fn start_recording(
+    ctx: &SessionContext,
+    recording: &SharedRecording,
+    meta: SessionMeta,
+) -> Result<(), String> {
+    let output = !matches!(meta.kind, SessionKind::Subsystem { .. });
+    let kind = match &meta.kind {
+        SessionKind::Shell => "shell",
+        SessionKind::Exec { .. } => "exec",
+        SessionKind::Subsystem { .. } => "subsystem",
+    };
+    ctx.shared
+        .metrics
+        .sessions_total
+        .with_label_values(&[kind])
+        .inc();
+    tracing::info!(
+        session = %meta.session_id, connection = %ctx.connection, request = %ctx.grant.request,
+        requester = %meta.requester, host = %meta.host, login = %meta.login, kind,
+        key = %meta.object_key(), "session started"
+    );
+    let status = ctx.shared.status.clone();
+    let for_status = meta.clone();
+    tokio::spawn(async move {
+        if let Err(error) = status.started(&for_status).await {
+            tracing::warn!(%error, session = %for_status.session_id, "recording the session start in status failed");
+        }
+    });
+    match Recorder::create(&ctx.shared.recording.spool_dir, meta) {
+        Ok(recorder) => {
+            if let Ok(mut state) = recording.lock() {
+                *state = Recording::Active {
+                    recorder: Box::new(recorder),
+                    output,
+                };
+            }
+            Ok(())
+        }
+        Err(error) if ctx.grant.recording_required => Err(format!(
+            "cannot record this session ({error}) and the policy requires recording"
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "cannot record; the policy allows going on unrecorded");
+            Ok(())
+        }
+    }
+}
+
+async fn to_target(
+    ctx: SessionContext,
+    id: ChannelId,
+    session_id: String,
+    mut engineer: russh::ChannelReadHalf,
+    target: Arc<ChannelWriteHalf<client::Msg>>,
+    recording: SharedRecording,
+    fail: mpsc::Sender<String>,
+) {
+    let required = ctx.grant.recording_required;
+    let bytes = ctx
+        .shared
+        .metrics
+        .bytes_total
+        .with_label_values(&["to_target"]);
+    let mut pty: Option<(String, u32, u32)> = None;
+    let mut started = false;
+    while let Some(message) = engineer.wait().await {
+        let sent = match message {
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                if !ctx.grant.permits(CertificateExtension::PermitPty) {
+                    let _ = ctx.handle.channel_failure(id).await;
+                    continue;
+                }
+                pty = Some((term.clone(), col_width, row_height));
+                target
+                    .request_pty(
+                        true,
+                        &term,
+                        col_width,
+                        row_height,
+                        pix_width,
+                        pix_height,
+                        &terminal_modes,
+                    )
+                    .await
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => target.set_env(false, variable_name, variable_value).await,
+            ChannelMsg::RequestShell { .. }
+            | ChannelMsg::Exec { .. }
+            | ChannelMsg::RequestSubsystem { .. }
+                if started =>
+            {
+                // One program per session channel, as in OpenSSH.
+                let _ = ctx.handle.channel_failure(id).await;
+                continue;
+            }
+            ChannelMsg::RequestShell { .. } => {
+                started = true;
+                let meta = session_meta(&ctx, &session_id, SessionKind::Shell, pty.as_ref());
+                if let Err(message) = start_recording(&ctx, &recording, meta) {
+                    let _ = ctx.handle.channel_failure(id).await;
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                target.request_shell(true).await
+            }
+            ChannelMsg::Exec { command, .. } => {
+                started = true;
+                let kind = SessionKind::Exec {
+                    command: String::from_utf8_lossy(&command).into_owned(),
+                };
+                let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
+                if let Err(message) = start_recording(&ctx, &recording, meta) {
+                    let _ = ctx.handle.channel_failure(id).await;
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                target.exec(true, command).await
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                started = true;
+                let kind = SessionKind::Subsystem { name: name.clone() };
+                let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
+                if let Err(message) = start_recording(&ctx, &recording, meta) {
+                    let _ = ctx.handle.channel_failure(id).await;
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                target.request_subsystem(true, name).await
+            }
+            ChannelMsg::Data { data } => {
+                bytes.inc_by(data.len() as u64);
+                if let Err(message) = record(&recording, required, |r, _| r.input(&data)) {
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                target.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => target.extended_data_bytes(ext, data).await,
+            ChannelMsg::Eof => target.eof().await,
+            ChannelMsg::Close => {
+                let _ = target.close().await;
+                break;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Err(message) =
+                    record(&recording, required, |r, _| r.resize(col_width, row_height))
+                {
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                target
+                    .window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+            }
+            ChannelMsg::Signal { signal } => target.signal(signal).await,
+            ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
+                // Not bridged: an agent or X11 display must not reach a recorded host.
+                let _ = ctx.handle.channel_failure(id).await;
+                continue;
+            }
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+async fn to_engineer(
+    ctx: SessionContext,
+    id: ChannelId,
+    mut target: russh::ChannelReadHalf,
+    engineer: Arc<ChannelWriteHalf<server::Msg>>,
+    recording: SharedRecording,
+    exit_status: Arc<Mutex<Option<u32>>>,
+    fail: mpsc::Sender<String>,
+) {
+    let required = ctx.grant.recording_required;
+    let bytes = ctx
+        .shared
+        .metrics
+        .bytes_total
+        .with_label_values(&["to_client"]);
+    while let Some(message) = target.wait().await {
+        let sent = match message {
+            ChannelMsg::Data { data } => {
+                bytes.inc_by(data.len() as u64);
+                if let Err(message) = record(&recording, required, |r, output| {
+                    if output { r.output(&data) } else { Ok(()) }
+                }) {
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                engineer.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                bytes.inc_by(data.len() as u64);
+                if let Err(message) = record(&recording, required, |r, output| {
+                    if output { r.output(&data) } else { Ok(()) }
+                }) {
+                    let _ = fail.send(message).await;
+                    break;
+                }
+                engineer.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::ExitStatus { exit_status: code } => {
+                if let Ok(mut status) = exit_status.lock() {
+                    *status = Some(code);
+                }
+                engineer.exit_status(code).await
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                let _ = ctx
+                    .handle
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await;
+                Ok(())
+            }
+            ChannelMsg::Eof => engineer.eof().await,
+            ChannelMsg::Close => {
+                let _ = engineer.close().await;
+                break;
+            }
+            ChannelMsg::Success => {
+                let _ = ctx.handle.channel_success(id).await;
+                Ok(())
+            }
+            ChannelMsg::Failure => {
+                let _ = ctx.handle.channel_failure(id).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}

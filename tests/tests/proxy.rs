@@ -1,0 +1,577 @@
+//! The proxy end to end, with real everything: the real `ssh`/`scp`/`sftp` client →
+//! `gatehouse-proxy` (running as the chart's ServiceAccount) → a real Debian `sshd` that trusts
+//! ONLY the upstream CA, recordings in a real MinIO (or a directory), read back with curl and
+//! replayed with Debian's `asciinema`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gatehouse_crds::Phase;
+use gatehouse_tests::{
+    User,
+    engineer::{pty_session, run, sha256_hex, world},
+    gatehouse::{SYSTEM_NAMESPACE, wait_for},
+    minio::Minio,
+    proxy::Storage,
+    repo_root, scenario,
+    sshd::{generate_key, ssh_keygen},
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
+    let mut minio = None;
+    let w = world(
+        "proxy-pty",
+        |dir| {
+            let server = Minio::start(dir);
+            server.create_bucket("recordings");
+            let storage = Storage::s3(&server, "recordings");
+            minio = Some(server);
+            storage
+        },
+        json!({}),
+    )
+    .await;
+    let minio = minio.unwrap_or_else(|| panic!("no MinIO"));
+    let cert = w.issue(w.request("shell")).await;
+    let user = format!("{}@db1", w.login);
+    let out = pty_session(
+        &w,
+        &cert,
+        &user,
+        json!([
+            {"send": "echo gatehouse-$((6*7))\n"},
+            {"expect": "gatehouse-42"},
+            {"resize": [50, 132]},
+            {"sleep": 0.3},
+            {"send": "stty size\n"},
+            {"expect": "50 132"},
+            {"send": "exit 3\n"},
+        ]),
+    );
+    assert_eq!(out.code, Some(3), "{}\n{}", out.stdout, w.proxy.log_tail());
+
+    // The target's log names the human and the request, not just "the proxy".
+    w.sshd.expect_log(
+        &format!(
+            "gatehouse:{}/shell requester=alice via=gatehouse-proxy",
+            w.s.ns
+        ),
+        Duration::from_secs(5),
+    );
+
+    let sessions = w.recorded("shell", 1, Duration::from_secs(20)).await;
+    let recording = sessions[0]
+        .recording
+        .clone()
+        .unwrap_or_else(|| panic!("no recording"));
+    assert_eq!(sessions[0].host, "db1");
+    assert!(sessions[0].end_time.is_some());
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    assert!(
+        recording
+            .key
+            .starts_with(&format!("recordings/{today}/alice_db1_{}", sessions[0].id)),
+        "{}",
+        recording.key
+    );
+    let object = minio
+        .get("recordings", &recording.key)
+        .unwrap_or_else(|| panic!("{} not in MinIO", recording.key));
+    assert_eq!(sha256_hex(&object), recording.sha256);
+    assert_eq!(object.len() as i64, recording.bytes);
+
+    // The header carries Gatehouse's metadata; the resize is an "r" event.
+    let text = String::from_utf8_lossy(&object).into_owned();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("header: {e}\n{text}"));
+    assert_eq!(header["version"], 2);
+    assert_eq!(header["gatehouse"]["requester"], "alice");
+    assert_eq!(header["gatehouse"]["requestName"], "shell");
+    assert_eq!(header["gatehouse"]["host"], "db1");
+    assert!(text.contains(r#""r", "132x50""#), "{text}");
+
+    // asciinema (Debian's) replays it, and the typed command's output is in it. `asciinema
+    // cat` insists on a terminal, so it gets one.
+    let cast = w.dir.path().join("session.cast");
+    std::fs::write(&cast, &object).unwrap_or_else(|e| panic!("{e}"));
+    let replay = run({
+        let mut c = Command::new("python3");
+        c.arg(repo_root().join("tests/scripts/pty-session.py"))
+            .arg("[]")
+            .arg("--")
+            .arg("asciinema")
+            .arg("cat")
+            .arg(&cast);
+        c
+    });
+    assert_eq!(replay.code, Some(0), "{}", replay.stderr);
+    assert!(replay.stdout.contains("gatehouse-42"), "{}", replay.stdout);
+
+    // An Event says where the recording went.
+    let reasons = w.s.event_reasons(w.cp, "shell");
+    assert!(
+        reasons.iter().any(|r| r == "SessionRecorded"),
+        "{reasons:?}"
+    );
+    let metrics = w.proxy.metrics();
+    assert!(
+        metrics.contains("gatehouse_proxy_sessions_total{kind=\"shell\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_proxy_logins_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn exec_returns_exit_codes_and_files_cross_intact() {
+    let w = world(
+        "proxy-exec",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let cert = w.issue(w.request("exec")).await;
+    let user = format!("{}@db1", w.login);
+
+    let out = run(w.ssh(&cert, &user, &["echo out-$((40+2)); echo err >&2; exit 7"]));
+    assert_eq!(out.code, Some(7), "{}\n{}", out.stderr, w.proxy.log_tail());
+    assert_eq!(out.stdout.trim(), "out-42");
+    assert_eq!(out.stderr.trim(), "err");
+
+    // 50 MiB up with scp (SFTP protocol), back down with sftp.
+    let payload: Vec<u8> = (0..50 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let local = w.dir.path().join("payload.bin");
+    std::fs::write(&local, &payload).unwrap_or_else(|e| panic!("{e}"));
+    let remote_dir = w.dir.path().join("remote");
+    std::fs::create_dir_all(&remote_dir).unwrap_or_else(|e| panic!("{e}"));
+    let remote = remote_dir.join("payload.bin");
+    let started = Instant::now();
+    let mut scp = Command::new("scp");
+    scp.args(w.options(&cert))
+        .arg("-P")
+        .arg(w.proxy.port.to_string())
+        .arg(&local)
+        .arg(format!("{user}@127.0.0.1:{}", remote.display()));
+    let out = run(scp);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "scp: {}\n{}",
+        out.stderr,
+        w.proxy.log_tail()
+    );
+    let uploaded = std::fs::read(&remote).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sha256_hex(&uploaded),
+        sha256_hex(&payload),
+        "scp upload corrupted"
+    );
+    let scp_time = started.elapsed();
+
+    let back = w.dir.path().join("back.bin");
+    let batch = w.dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!("get {} {}\n", remote.display(), back.display()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut sftp = Command::new("sftp");
+    sftp.args(w.options(&cert))
+        .arg("-P")
+        .arg(w.proxy.port.to_string())
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{user}@127.0.0.1"));
+    let out = run(sftp);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "sftp: {}\n{}",
+        out.stderr,
+        w.proxy.log_tail()
+    );
+    let downloaded = std::fs::read(&back).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sha256_hex(&downloaded),
+        sha256_hex(&payload),
+        "sftp download corrupted"
+    );
+    eprintln!("50 MiB scp upload through the proxy: {scp_time:?}");
+
+    // Every session is recorded: the exec with its output, the transfers as sftp sessions.
+    let sessions = w.recorded("exec", 3, Duration::from_secs(20)).await;
+    let store = w.dir.path().join("store");
+    let exec = sessions
+        .iter()
+        .filter_map(|s| s.recording.clone())
+        .map(|r| std::fs::read_to_string(store.join(&r.key)).unwrap_or_default())
+        .find(|text| text.contains("\"exec\""))
+        .unwrap_or_else(|| panic!("no exec recording: {sessions:?}"));
+    assert!(exec.contains("out-42"), "{exec}");
+}
+
+#[tokio::test]
+async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_host_key() {
+    let w = world(
+        "proxy-refuse",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let mut one_host = w.request("db1-only");
+    one_host["spec"]["target"]["host"] = json!("db1");
+    let cert = w.issue(one_host).await;
+    let user = |host: &str| format!("{}@{host}", w.login);
+    let refused = |cert: &Path, user: &str, why: &str| {
+        let out = run(w.ssh(cert, user, &["true"]));
+        assert_eq!(
+            out.code,
+            Some(255),
+            "{why}: must be refused: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("Permission denied"),
+            "{why}: {}",
+            out.stderr
+        );
+    };
+    // The granted host works.
+    let out = run(w.ssh(&cert, &user("db1"), &["true"]));
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stderr, w.proxy.log_tail());
+
+    refused(
+        &cert,
+        &user("db2"),
+        "another host of the group than the one requested",
+    );
+    refused(&cert, "postgres@db1", "another login");
+
+    // A certificate with the right principal and key id from a CA that is not Gatehouse's.
+    let status = w.s.get("db1-only").await.status.unwrap_or_default();
+    let (rogue_ca, _) = generate_key(w.dir.path(), "rogue-ca");
+    let principal = format!("gatehouse-proxy:{}/db1-only", w.s.ns);
+    let key_id = status.key_id.clone().unwrap_or_default();
+    let serial = status.serial.clone().unwrap_or_default();
+    let sign = |ca: &Path, validity: &str, name: &str| -> PathBuf {
+        let public = w.dir.path().join(format!("{name}.pub"));
+        std::fs::copy(w.key.with_extension("pub"), &public).unwrap_or_else(|e| panic!("{e}"));
+        ssh_keygen([
+            "-q",
+            "-s",
+            &ca.display().to_string(),
+            "-I",
+            &key_id,
+            "-n",
+            &principal,
+            "-z",
+            &serial,
+            "-V",
+            validity,
+            &public.display().to_string(),
+        ])
+        .ok();
+        w.dir.path().join(format!("{name}-cert.pub"))
+    };
+    refused(
+        &sign(&rogue_ca, "-5m:+1h", "rogue"),
+        &user("db1"),
+        "a certificate from another CA",
+    );
+
+    // The real user CA (read as cluster admin), but a validity window that has ended.
+    let secrets: Api<Secret> = Api::namespaced(w.cp.client(User::Admin).await, SYSTEM_NAMESPACE);
+    let ca_secret = secrets
+        .get("gatehouse-user-ca")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ca_file = w.dir.path().join("user-ca");
+    let ca_key = ca_secret
+        .data
+        .unwrap_or_default()
+        .remove("ca")
+        .unwrap_or_else(|| panic!("no ca"));
+    std::fs::write(&ca_file, ca_key.0).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(
+        &ca_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &sign(&ca_file, "-2h:-1h", "expired"),
+        &user("db1"),
+        "an expired certificate",
+    );
+
+    // A target presenting another host key than the one pinned in its HostGroup.
+    let (_, other_host_key) = generate_key(w.dir.path(), "impostor");
+    let group = scenario::host_group(
+        "impostor",
+        "Proxied",
+        "prod",
+        &[(
+            "db9".into(),
+            "127.0.0.1".into(),
+            w.sshd.port(),
+            other_host_key,
+        )],
+    );
+    w.s.apply(w.cp, User::Admin, &group).ok();
+    let mut to_impostor = w.request("impostor");
+    to_impostor["spec"]["target"] = json!({"hostGroup": "impostor"});
+    let impostor_cert = w.issue(to_impostor).await;
+    let out = run(w.ssh(&impostor_cert, &user("db9"), &["true"]));
+    assert_eq!(out.code, Some(255), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not among its 1 pinned hostKeys"),
+        "{}",
+        out.stderr
+    );
+
+    // Revoked: refused from the moment the request says so.
+    w.s.annotate(
+        w.cp,
+        User::Alice,
+        "db1-only",
+        "gatehouse.dev/revoke",
+        "done",
+    )
+    .ok();
+    w.s.wait_phase("db1-only", Phase::Revoked, Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    refused(&cert, &user("db1"), "a revoked request");
+
+    let log = w.proxy.log_text();
+    for reason in [
+        "is not the host \\\"db1\\\" the AccessRequest is for",
+        "login \\\"postgres\\\" is not the login",
+        "is not valid for the Gatehouse user CA",
+        "is Revoked, not Issued",
+    ] {
+        assert!(log.contains(reason), "proxy log lacks {reason:?}:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn revoking_mid_session_ends_it_within_two_seconds() {
+    let w = world(
+        "proxy-revoke",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let cert = w.issue(w.request("live")).await;
+    let mut ssh = w.ssh(
+        &cert,
+        &format!("{}@db1", w.login),
+        &["echo started; sleep 120"],
+    );
+    let child = ssh
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = child.id();
+    let started = wait_for(
+        Duration::from_secs(15),
+        "the live session in status",
+        || async {
+            let sessions = w.sessions("live").await;
+            sessions.iter().any(|s| s.end_time.is_none()).then_some(())
+        },
+    );
+    started.await;
+    let revoked_at = Instant::now();
+    w.s.annotate(
+        w.cp,
+        User::Bob,
+        "live",
+        "gatehouse.dev/revoke",
+        "incident over",
+    )
+    .ok();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took = revoked_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "session of pid {pid} lasted {took:?} after revoke"
+    );
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(stderr.contains("is Revoked; session closed"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "started");
+    let sessions = w.recorded("live", 1, Duration::from_secs(20)).await;
+    let key = sessions[0]
+        .recording
+        .clone()
+        .map(|r| r.key)
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(w.dir.path().join("store").join(key)).unwrap_or_default();
+    assert!(text.contains("is Revoked; session closed"), "{text}");
+    let metrics = w.proxy.metrics();
+    assert!(
+        metrics.contains("gatehouse_proxy_sessions_terminated_total{reason=\"revoked\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
+    let mut minio_slot = None;
+    let mut w = world(
+        "proxy-outage",
+        |dir| {
+            let server = Minio::start(dir);
+            server.create_bucket("recordings");
+            let storage = Storage::s3(&server, "recordings");
+            minio_slot = Some(server);
+            storage
+        },
+        json!({}),
+    )
+    .await;
+    let mut minio = minio_slot.unwrap_or_else(|| panic!("no MinIO"));
+    let cert = w.issue(w.request("outage")).await;
+    let user = format!("{}@db1", w.login);
+
+    // S3 goes away during a session; the session is unaffected and the recording waits.
+    let mut ssh = w.ssh(&cert, &user, &["echo first-$((1+1)); sleep 1; echo done"]);
+    let child = ssh
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    minio.stop();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", w.proxy.log_tail());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("first-2"));
+    wait_for(
+        Duration::from_secs(20),
+        "a failed upload attempt",
+        || async {
+            w.proxy
+                .metrics()
+                .lines()
+                .any(|l| {
+                    l.starts_with("gatehouse_proxy_upload_failures_total ") && !l.ends_with(" 0")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        w.recorded("outage", 0, Duration::from_secs(1))
+            .await
+            .iter()
+            .all(|s| s.recording.is_none())
+    );
+    minio.restart();
+    let sessions = w.recorded("outage", 1, Duration::from_secs(60)).await;
+    let first = sessions
+        .iter()
+        .find_map(|s| s.recording.clone())
+        .unwrap_or_else(|| panic!("none"));
+    let object = minio
+        .get("recordings", &first.key)
+        .unwrap_or_else(|| panic!("not in MinIO"));
+    assert_eq!(sha256_hex(&object), first.sha256);
+    assert!(String::from_utf8_lossy(&object).contains("first-2"));
+
+    // S3 down again, a session, then the proxy dies hard: the spool outlives it.
+    minio.stop();
+    let out = run(w.ssh(&cert, &user, &["echo second-$((2+1))"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let spool = w.proxy.spool_dir();
+    wait_for(Duration::from_secs(10), "the finished spool", || async {
+        std::fs::read_dir(&spool)
+            .ok()?
+            .filter_map(Result::ok)
+            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("second-3")))
+            .then_some(())
+    })
+    .await;
+    w.proxy.kill();
+    minio.restart();
+    w.proxy.restart();
+    let sessions = w.recorded("outage", 2, Duration::from_secs(60)).await;
+    let uploaded: Vec<String> = sessions
+        .iter()
+        .filter_map(|s| s.recording.as_ref())
+        .map(|r| {
+            String::from_utf8_lossy(&minio.get("recordings", &r.key).unwrap_or_default())
+                .into_owned()
+        })
+        .collect();
+    assert!(
+        uploaded.iter().any(|t| t.contains("second-3")),
+        "{uploaded:?}"
+    );
+    let left = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "spool not emptied");
+}
+
+#[tokio::test]
+async fn eleventh_bad_login_from_one_address_is_blocked() {
+    let w = world(
+        "proxy-ratelimit",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let cert = w.issue(w.request("limited")).await;
+    let (rogue_ca, _) = generate_key(w.dir.path(), "rogue-ca");
+    let public = w.dir.path().join("bad.pub");
+    std::fs::copy(w.key.with_extension("pub"), &public).unwrap_or_else(|e| panic!("{e}"));
+    ssh_keygen([
+        "-q",
+        "-s",
+        &rogue_ca.display().to_string(),
+        "-I",
+        "bad",
+        "-n",
+        &format!("gatehouse-proxy:{}/limited", w.s.ns),
+        "-V",
+        "-5m:+1h",
+        &public.display().to_string(),
+    ])
+    .ok();
+    let bad = w.dir.path().join("bad-cert.pub");
+    for attempt in 1..=10 {
+        let out = run(w.ssh(&bad, &format!("{}@db1", w.login), &["true"]));
+        assert_eq!(out.code, Some(255), "attempt {attempt}: {}", out.stderr);
+    }
+    // The 11th login from this address is refused even with a good certificate.
+    let out = run(w.ssh(&cert, &format!("{}@db1", w.login), &["true"]));
+    assert_eq!(
+        out.code,
+        Some(255),
+        "the 11th login must be blocked: {}",
+        out.stderr
+    );
+    let log = w.proxy.log_text();
+    assert!(log.contains("too many failed logins"), "{log}");
+    let metrics = w.proxy.metrics();
+    assert!(
+        metrics.contains("gatehouse_proxy_auth_failures_total{reason=\"blocked\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_proxy_auth_failures_total{reason=\"untrusted_ca\"} 10"),
+        "{metrics}"
+    );
+}
