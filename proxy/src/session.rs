@@ -438,6 +438,19 @@ fn start_recording(
     }
 }
 
+/// Refuse a session that cannot be recorded. The request is acknowledged and the session then
+/// ended with the reason on stderr and exit status 255: OpenSSH drops stderr that arrives with
+/// a failed request, so a plain failure would hide why.
+async fn refuse_unrecorded(
+    ctx: &SessionContext,
+    id: ChannelId,
+    fail: &mpsc::Sender<String>,
+    message: String,
+) {
+    let _ = ctx.handle.channel_success(id).await;
+    let _ = fail.send(message).await;
+}
+
 async fn to_target(
     ctx: SessionContext,
     id: ChannelId,
@@ -501,8 +514,7 @@ async fn to_target(
                 started = true;
                 let meta = session_meta(&ctx, &session_id, SessionKind::Shell, pty.as_ref());
                 if let Err(message) = start_recording(&ctx, &recording, meta) {
-                    let _ = ctx.handle.channel_failure(id).await;
-                    let _ = fail.send(message).await;
+                    refuse_unrecorded(&ctx, id, &fail, message).await;
                     break;
                 }
                 target.request_shell(true).await
@@ -514,8 +526,7 @@ async fn to_target(
                 };
                 let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
                 if let Err(message) = start_recording(&ctx, &recording, meta) {
-                    let _ = ctx.handle.channel_failure(id).await;
-                    let _ = fail.send(message).await;
+                    refuse_unrecorded(&ctx, id, &fail, message).await;
                     break;
                 }
                 target.exec(true, command).await
@@ -525,8 +536,7 @@ async fn to_target(
                 let kind = SessionKind::Subsystem { name: name.clone() };
                 let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
                 if let Err(message) = start_recording(&ctx, &recording, meta) {
-                    let _ = ctx.handle.channel_failure(id).await;
-                    let _ = fail.send(message).await;
+                    refuse_unrecorded(&ctx, id, &fail, message).await;
                     break;
                 }
                 target.request_subsystem(true, name).await

@@ -575,3 +575,83 @@ async fn eleventh_bad_login_from_one_address_is_blocked() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn port_forwarding_needs_the_certificate_extension() {
+    let w = world(
+        "proxy-forward",
+        |dir| Storage::Local(dir.join("store")),
+        json!({"certificate": {"extensions": ["permit-pty", "permit-port-forwarding"]}}),
+    )
+    .await;
+    let allowed = w.issue(w.request("forward")).await;
+    let user = format!("{}@db1", w.login);
+    // `ssh -W` is a direct-tcpip channel: through the target to its own sshd port.
+    let to = format!("127.0.0.1:{}", w.sshd.port());
+    let mut forward = w.ssh(&allowed, &user, &[]);
+    forward.arg("-W").arg(&to);
+    let out = run_with_timeout(forward, Duration::from_secs(3));
+    assert!(
+        out.stdout.starts_with("SSH-2.0-OpenSSH"),
+        "{out:?}\n{}",
+        w.proxy.log_tail()
+    );
+
+    // The default policy grants permit-pty only: the same forward is refused.
+    let other = world(
+        "proxy-noforward",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let denied = other.issue(other.request("noforward")).await;
+    let mut forward = other.ssh(&denied, &format!("{}@db1", other.login), &[]);
+    forward.arg("-W").arg(&to);
+    let out = run_with_timeout(forward, Duration::from_secs(3));
+    assert!(
+        out.stderr.contains("administratively prohibited"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("SSH-2.0"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_session_that_cannot_be_recorded_is_refused_when_recording_is_required() {
+    let w = world(
+        "proxy-failclosed",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let cert = w.issue(w.request("unrecordable")).await;
+    std::fs::remove_dir_all(w.proxy.spool_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let out = run(w.ssh(&cert, &format!("{}@db1", w.login), &["echo should-not-run"]));
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(!out.stdout.contains("should-not-run"), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot record this session")
+            && out.stderr.contains("requires recording"),
+        "{out:?}"
+    );
+}
+
+/// Run with stdin open (so `ssh -W` keeps its channel) and kill after `timeout`.
+fn run_with_timeout(mut command: Command, timeout: Duration) -> gatehouse_tests::engineer::Ran {
+    let child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    });
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    gatehouse_tests::engineer::Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
