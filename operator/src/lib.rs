@@ -1,10 +1,12 @@
 //! Gatehouse operator library: the decisions behind `gatehouse-operator`.
 //!
-//! Data comes in as Gatehouse objects already read from the Kubernetes API (an AccessRequest,
-//! the AccessPolicies and HostGroup of its namespace) and a CA key; it goes out as decisions:
-//! which policy governs the request and what it grants ([`policy`]), and the signed OpenSSH
-//! certificate ([`cert`]). Nothing here does I/O; the reconcilers that read and write the API
-//! are not built yet.
+//! Data comes in from the Kubernetes API (AccessRequests, AccessPolicies, HostGroups, the CA
+//! Secrets) and from admission reviews; it goes out as AccessRequest status and Events
+//! ([`controller`]), admission verdicts ([`webhook`]), published CA keys, principals and
+//! revocations ([`publish`]) and metrics ([`telemetry`]). The decisions themselves are pure
+//! functions: which policy governs a request ([`policy`]), the certificate ([`cert`]), the
+//! admission rules ([`admission`]). The proxy reuses [`cert`], [`secrets`]' names and
+//! [`telemetry::serve_health`].
 
 pub mod admission;
 pub mod cert;

@@ -6,26 +6,6 @@ use std::path::PathBuf;
 /// [`crate::access::Refusal`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading a Secret or ConfigMap the proxy needs failed.
-    #[error("reading {kind} {name}: {source}")]
-    ReadObject {
-        /// `Secret` or `ConfigMap`.
-        kind: &'static str,
-        /// namespace/name.
-        name: String,
-        /// API error.
-        source: kube::Error,
-    },
-    /// A Secret or ConfigMap the proxy needs is missing a key or holds something unusable.
-    #[error("{kind} {name}: {problem}")]
-    ObjectContent {
-        /// `Secret` or `ConfigMap`.
-        kind: &'static str,
-        /// namespace/name.
-        name: String,
-        /// What is wrong.
-        problem: String,
-    },
     /// Generating the per-session upstream key failed.
     #[error("generating upstream session key: {0}")]
     GenerateKey(russh::keys::ssh_key::Error),
@@ -39,14 +19,6 @@ pub enum Error {
         target: String,
         /// What failed.
         message: String,
-    },
-    /// Listening for SSH connections failed.
-    #[error("listening on {addr}: {source}")]
-    Listen {
-        /// Listen address.
-        addr: String,
-        /// I/O error.
-        source: std::io::Error,
     },
     /// Writing a session's spool file failed.
     #[error("writing recording spool {path}: {source}")]
@@ -91,14 +63,6 @@ pub enum Error {
     /// Registering or rendering metrics failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// Serving HTTP (metrics, health) failed.
-    #[error("serving {what}: {source}")]
-    Serve {
-        /// Which server.
-        what: &'static str,
-        /// Cause.
-        source: Box<gatehouse_operator::Error>,
-    },
 }
 
 /// Result with the proxy's [`Error`].
