@@ -115,23 +115,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     gatehouse_crds::duration::parse(text).map_err(|e| e.to_string())
 }
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Read `key` of Secret or ConfigMap data, waiting for the operator to create it.
 async fn wait_for<T>(
     what: &str,
@@ -198,7 +181,7 @@ fn store(args: &Args) -> anyhow::Result<Store> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_format);
+    telemetry::init_logging(&args.log_format, "info,russh=warn");
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let store = store(&args)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
-    User, control_plane,
+    User, control_plane, engineer,
     gatehouse::{SYSTEM_NAMESPACE, libfaketime, wait_for},
     scenario::{self, HOST_GROUP, Scenario, Setup, keypair},
     sshd::{Sshd, SshdConfig, current_login},
@@ -22,25 +22,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     let login = current_login();
     let config_maps: Api<ConfigMap> =
         Api::namespaced(cp.client(User::Admin).await, SYSTEM_NAMESPACE);
-    let published = |key: String| {
-        let config_maps = config_maps.clone();
-        async move {
-            wait_for(
-                Duration::from_secs(10),
-                &format!("gatehouse-ssh to publish {key}"),
-                || async {
-                    config_maps
-                        .get("gatehouse-ssh")
-                        .await
-                        .ok()?
-                        .data?
-                        .get(&key)
-                        .cloned()
-                },
-            )
-            .await
-        }
-    };
+    let published = |key: String| async move { engineer::published(cp, &key).await };
     let user_ca = published("user_ca.pub".to_owned()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let krl_file = dir.path().join("revoked.krl");
