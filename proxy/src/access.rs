@@ -13,7 +13,6 @@ use std::{net::IpAddr, sync::Arc};
 use gatehouse_crds::{
     AccessPolicy, AccessRequest, CertificateExtension, Host, HostGroup, HostGroupMode, Phase,
 };
-use gatehouse_operator::cert;
 use kube::ResourceExt;
 use russh::keys::{
     Certificate, HashAlg,
@@ -421,11 +420,6 @@ pub fn still_valid(grant: &Grant, lookup: &dyn Lookup, now: u64) -> Result<(), R
         ));
     }
     Ok(())
-}
-
-/// The principal the operator puts in proxied certificates (re-exported for tests).
-pub fn proxy_principal(namespace: &str, name: &str) -> String {
-    cert::proxied_principal(namespace, name)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::{
 
 use gatehouse_operator::cert::CaKey;
 use russh::{
-    Channel, ChannelId,
+    Channel,
     keys::{Certificate, ssh_key::Fingerprint},
     server::{self, Auth, ChannelOpenHandle, Msg, Session},
 };
@@ -165,13 +165,6 @@ impl server::Handler for Connection {
         Ok(Auth::reject())
     }
 
-    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        if !self.blocked(user) {
-            self.failed(user, "password", "passwords are never accepted");
-        }
-        Ok(Auth::reject())
-    }
-
     async fn auth_publickey(
         &mut self,
         user: &str,
@@ -263,14 +256,6 @@ impl server::Handler for Connection {
             originator: (originator_address.to_owned(), originator_port),
         })
         .await;
-        Ok(())
-    }
-
-    async fn channel_close(
-        &mut self,
-        _channel: ChannelId,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
         Ok(())
     }
 }

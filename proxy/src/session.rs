@@ -33,6 +33,9 @@ use crate::{
 /// How often a connection re-checks that its request still grants access.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often a live session's recording is flushed to the spool.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
 /// A random session or connection id: 16 lowercase hex digits.
 pub fn new_id() -> String {
     format!("{:016x}", UnwrapErr(SysRng).next_u64())
@@ -303,19 +306,32 @@ async fn run_session(
         exit_status.clone(),
         fail_tx,
     ));
-    let both_done = async {
-        if pumps.join_next().await.is_some() {
-            // One side closed; give the other a moment to deliver its close.
-            let _ = tokio::time::timeout(Duration::from_secs(5), pumps.join_next()).await;
+    // The recorder writes on events only; a quiet terminal's last output must still reach the
+    // spool soon, or a crash would lose it.
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    let termination: Option<(&'static str, String)> = {
+        let both_done = async {
+            if pumps.join_next().await.is_some() {
+                // One side closed; give the other a moment to deliver its close.
+                let _ = tokio::time::timeout(Duration::from_secs(5), pumps.join_next()).await;
+            }
+        };
+        tokio::pin!(both_done);
+        loop {
+            tokio::select! {
+                _ = &mut both_done => break None,
+                refusal = ended.wait_for(Option::is_some) => break refusal
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .map(|r| (r.reason, r.message)),
+                Some(message) = fail_rx.recv() => break Some(("recording", message)),
+                _ = flush.tick() => {
+                    if let Err(message) = record(&recording, ctx.grant.recording_required, |r, _| r.flush()) {
+                        break Some(("recording", message));
+                    }
+                }
+            }
         }
-    };
-    let termination: Option<(&'static str, String)> = tokio::select! {
-        _ = both_done => None,
-        refusal = ended.wait_for(Option::is_some) => refusal
-            .ok()
-            .and_then(|r| r.clone())
-            .map(|r| (r.reason, r.message)),
-        Some(message) = fail_rx.recv() => Some(("recording", message)),
     };
     if let Some((reason, message)) = &termination {
         metrics
