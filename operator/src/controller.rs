@@ -412,9 +412,39 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     }
     ensure_finalizer(&api, &request).await?;
     let next = decide(&request, &ctx, now)?;
+    if awaits_watch_lag(&request, &previous, &next, now) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let requeue = next.requeue;
     write(&api, &request, &previous, next, &ctx).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// How long a new request may wait for the caches to show the policy or HostGroup it needs.
+pub const WATCH_LAG_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether a first-time "no matching policy" denial should wait: the request, its policy and
+/// its HostGroup arrive on separate watches in no guaranteed order (a GitOps sync applies
+/// them together), and a denial is permanent. A request younger than [`WATCH_LAG_GRACE`] is
+/// judged again shortly instead.
+fn awaits_watch_lag(
+    request: &AccessRequest,
+    previous: &AccessRequestStatus,
+    next: &Next,
+    now: Timestamp,
+) -> bool {
+    let fresh_no_match = previous.policy.is_none()
+        && next.status.phase == Some(Phase::Denied)
+        && next.status.conditions.iter().any(|c| {
+            c.type_ == gatehouse_crds::conditions::DENIED
+                && c.reason == decision_reasons::NO_MATCHING_POLICY
+        });
+    let young = request
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .is_some_and(|created| to_duration(now.duration_since(created.0)) < WATCH_LAG_GRACE);
+    fresh_no_match && young
 }
 
 /// Apply the status if it changed; publish the Event and log line of the transition.
