@@ -38,7 +38,9 @@ test: deps lint ## everything: lint, unit tests, and end-to-end tests against a 
 	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast
 
 bench: deps ## proxy vs direct sshd: 1 GiB transfer, connect latency, memory of 200 idle sessions
-	cargo build --release -p gatehouse-operator -p gatehouse-proxy -p gatehouse-tests --bin bench-proxy
+	# Separate: `--bin` would limit every -p to that one binary.
+	cargo build --release -p gatehouse-operator -p gatehouse-proxy
+	cargo build --release -p gatehouse-tests --bin bench-proxy
 	GATEHOUSE_OPERATOR_BIN=$(CURDIR)/target/release/gatehouse-operator \
 	GATEHOUSE_PROXY_BIN=$(CURDIR)/target/release/gatehouse-proxy \
 	$(SCRIPTS)/control-plane.sh run $(CURDIR)/target/gatehouse/bench-control-plane -- \

@@ -55,6 +55,7 @@ pub mod bytes_body {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    names: Vec<String>,
     /// AccessRequests by phase, as the leader last saw them.
     pub requests: IntGaugeVec,
     /// Certificates signed.
@@ -77,6 +78,7 @@ impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
+        let mut names = Vec::new();
         let requests = IntGaugeVec::new(
             Opts::new("gatehouse_access_requests", "AccessRequests by phase"),
             &["phase"],
@@ -132,6 +134,7 @@ impl Metrics {
             Box::new(admission_duration.clone()),
             Box::new(leader.clone()),
         ] {
+            names.extend(metric.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(metric)?;
         }
         Ok(Self {
@@ -144,7 +147,14 @@ impl Metrics {
             admission_reviews,
             admission_duration,
             leader,
+            names,
         })
+    }
+
+    /// The name of every metric family, as exported (histograms add `_bucket`, `_sum` and
+    /// `_count`). Dashboards and alerts may query only these.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric.
@@ -163,6 +173,11 @@ impl Readiness {
     /// Mark ready.
     pub fn set_ready(&self) {
         self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Mark not ready (shutting down): load balancers stop sending new work.
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 
     /// Whether ready.

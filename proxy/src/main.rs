@@ -109,6 +109,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
+    /// On SIGTERM/SIGINT: how long to wait for sessions to close and recordings to upload
+    /// (keep it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "GATEHOUSE_SHUTDOWN_GRACE", default_value = "50s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -242,7 +246,8 @@ async fn main() -> anyhow::Result<()> {
 
     let status = SessionStatus::new(client.clone(), args.identity.clone());
     let (uploader, queue) = Uploader::new(store, status.clone(), metrics.clone());
-    tokio::spawn(uploader.run(args.spool_dir.clone()));
+    let uploads = tokio::spawn(uploader.run(args.spool_dir.clone()));
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
 
     let shared = Arc::new(Shared {
         inventory,
@@ -253,12 +258,13 @@ async fn main() -> anyhow::Result<()> {
             block: args.auth_block,
             ..Limits::default()
         })),
-        metrics,
+        metrics: metrics.clone(),
         recording: RecordingSettings {
             spool_dir: args.spool_dir.clone(),
             queue,
         },
         status,
+        shutdown,
     });
     let config = server::Config {
         keys: vec![host_key],
@@ -274,11 +280,60 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "proxy ready");
     readiness.set_ready();
+    // Every connection's handler and task hold `shared`, as does `proxy`: a count of one means
+    // every engineer got their goodbye on the wire.
+    let connections = Arc::downgrade(&shared);
     let mut proxy = Proxy { shared };
-    let running = proxy.run_on_socket(Arc::new(config), &listener);
+    let mut running = proxy.run_on_socket(Arc::new(config), &listener);
     tokio::select! {
-        result = running => result.context("SSH server failed")?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        result = &mut running => {
+            result.context("SSH server failed")?;
+            return Ok(());
+        }
+        signal = termination() => tracing::info!("{signal}: stopping"),
+    }
+    // Stop taking logins (the server is no longer polled), end every session with a message,
+    // and upload what they recorded: a pod's spool is an emptyDir, gone once the process exits.
+    // The server must outlive the sessions: dropping it disconnects them without a word.
+    readiness.set_not_ready();
+    let _ = shutdown_tx.send(true);
+    let deadline = tokio::time::Instant::now() + args.shutdown_grace;
+    let closed = tokio::time::timeout_at(deadline, async {
+        while connections.strong_count() > 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    drop(running);
+    drop(proxy);
+    // The uploader returns once nothing holds its queue and nothing is pending.
+    let drained = match closed {
+        Ok(()) => tokio::time::timeout_at(deadline, uploads).await.map(|_| ()),
+        Err(elapsed) => Err(elapsed),
+    };
+    match drained {
+        Ok(()) => tracing::info!("sessions closed and recordings stored; stopped"),
+        Err(_) => tracing::warn!(
+            connections = connections.strong_count(),
+            pending = metrics.recordings_pending.get(),
+            "shutdown grace ran out; what is left in the spool is uploaded by the next start"
+        ),
     }
     Ok(())
+}
+
+/// Wait for SIGTERM (Kubernetes stopping the pod) or SIGINT; name the one that came.
+async fn termination() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the proxy gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
 }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub recording: RecordingSettings,
     /// Session records in AccessRequest status.
     pub status: SessionStatus,
+    /// Becomes true when the proxy shuts down: every connection ends with a message.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Accepts connections; one [`Connection`] handler each.

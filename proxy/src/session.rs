@@ -120,6 +120,7 @@ pub async fn run_connection(
     let mut upstream: Option<Upstream> = None;
     let mut sessions = JoinSet::new();
     let mut check = tokio::time::interval(CHECK_INTERVAL);
+    let mut shutdown = shared.shutdown.clone();
     let ended = loop {
         tokio::select! {
             event = events.recv() => {
@@ -173,6 +174,10 @@ pub async fn run_connection(
                     }
                 }
             }
+            true = async { shutdown.wait_for(|down| *down).await.is_ok() } => break Some(Refusal {
+                reason: "shutdown",
+                message: "the proxy is shutting down; connect again to reach another replica".to_owned(),
+            }),
             _ = check.tick() => {
                 while sessions.try_join_next().is_some() {}
                 if let Err(refusal) = access::still_valid(&grant, &shared.inventory, unix_now()) {

@@ -13,6 +13,7 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    names: Vec<String>,
     /// Sessions (session channels) open right now.
     pub sessions_active: IntGauge,
     /// Sessions opened, by kind (`shell`, `exec`, `subsystem`, `direct-tcpip`).
@@ -37,6 +38,7 @@ impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
+        let mut names = Vec::new();
         let sessions_active = IntGauge::new(
             "gatehouse_proxy_sessions_active",
             "SSH sessions open through the proxy",
@@ -101,6 +103,7 @@ impl Metrics {
             Box::new(upload_duration_seconds.clone()),
             Box::new(recordings_pending.clone()),
         ] {
+            names.extend(metric.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(metric)?;
         }
         Ok(Self {
@@ -114,7 +117,14 @@ impl Metrics {
             upload_failures_total,
             upload_duration_seconds,
             recordings_pending,
+            names,
         })
+    }
+
+    /// The name of every metric family, as exported (histograms add `_bucket`, `_sum` and
+    /// `_count`). Dashboards and alerts may query only these.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric.

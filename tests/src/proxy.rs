@@ -43,6 +43,13 @@ pub enum Storage {
         /// Bucket.
         bucket: String,
     },
+    /// Exactly these storage arguments and environment (e.g. as the chart renders them).
+    Configured {
+        /// Arguments.
+        args: Vec<String>,
+        /// Environment variables.
+        env: Vec<(String, String)>,
+    },
 }
 
 impl Storage {
@@ -138,6 +145,9 @@ impl Proxy {
                     .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
                     .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
             }
+            Storage::Configured { args, env } => {
+                command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+            }
         }
         command.args(&self.config.args);
         let log = OpenOptions::new()
@@ -182,6 +192,34 @@ impl Proxy {
         }
     }
 
+    /// Stop it with SIGTERM, as Kubernetes stops a pod, and wait up to `timeout` for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("the proxy is not running"));
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(sent.success(), "kill -TERM failed: {sent}");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the proxy still ran {timeout:?} after SIGTERM:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -197,6 +235,24 @@ impl Proxy {
             .next()?
             .parse()
             .ok()
+    }
+
+    /// Wait until a live recording in the spool has an output event starting with `text`
+    /// (the header names the command, so a plain substring would match too early).
+    pub async fn await_spooled_output(&self, text: &str, timeout: Duration) {
+        let spool = self.spool_dir();
+        let event = format!(r#""o", {}"#, serde_json::Value::from(text))
+            .trim_end_matches('"')
+            .to_owned();
+        crate::gatehouse::wait_for(timeout, &format!("{event} in the spool"), || async {
+            std::fs::read_dir(&spool)
+                .ok()?
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cast"))
+                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&event)))
+                .then_some(())
+        })
+        .await;
     }
 
     /// The spool directory.

@@ -94,25 +94,39 @@ async fn helm_lint_and_server_dry_run_pass() {
         .args([&chart])
         .run()
         .ok();
-    let rendered = cp
-        .helm()
-        .args(["template", "gatehouse"])
-        .args([&chart])
-        .args(["--include-crds", "-n", RELEASE_NAMESPACE])
-        // The values the harness installed with: the webhooks call the shared operator by URL.
-        .args([
-            "--set",
-            &format!(
-                "admission.url=https://127.0.0.1:{}",
-                cp.shared_operator().webhook_port
-            ),
-        ])
-        .run();
-    cp.kubectl(User::Admin)
-        .args(["apply", "--dry-run=server", "-f", "-"])
-        .stdin(rendered.ok())
-        .run()
-        .ok();
+    // The values the harness installed with (the webhooks call the shared operator by URL),
+    // then every optional part the API server knows (a ServiceMonitor needs the Prometheus
+    // Operator's CRDs, which this API server lacks) with S3 storage and a NodePort.
+    let url = format!(
+        "admission.url=https://127.0.0.1:{}",
+        cp.shared_operator().webhook_port
+    );
+    let everything = [
+        url.as_str(),
+        "networkPolicy.enabled=true",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring",
+        "recording.storage.type=s3",
+        "recording.storage.s3.bucket=ssh-recordings",
+        "recording.storage.s3.credentialsSecret.name=s3-keys",
+        "proxy.service.type=NodePort",
+        "proxy.service.nodePort=32222",
+    ];
+    for sets in [&everything[..1], &everything[..]] {
+        let mut helm = cp
+            .helm()
+            .args(["template", "gatehouse"])
+            .args([&chart])
+            .args(["--include-crds", "-n", RELEASE_NAMESPACE]);
+        for set in sets {
+            helm = helm.args(["--set", set]);
+        }
+        let rendered = helm.run();
+        cp.kubectl(User::Admin)
+            .args(["apply", "--dry-run=server", "-f", "-"])
+            .stdin(rendered.ok())
+            .run()
+            .ok();
+    }
 }
 
 /// `kubectl auth can-i` as `user`: true when allowed.
@@ -275,4 +289,93 @@ async fn approve_can_be_limited_to_one_policy_with_resource_names() {
         "approve",
         "accesspolicies.gatehouse.dev/prod-db-oncall"
     ));
+}
+
+/// `kubectl auth can-i --as=system:serviceaccount:<release ns>:<sa>`: true when allowed.
+/// `resource` may be `plural/status` (the subresource) or `plural/NAME` (one object).
+fn service_account_can(sa: &str, ns: &str, verb: &str, resource: &str) -> bool {
+    let mut args = vec!["auth", "can-i", verb];
+    match resource.split_once('/') {
+        Some((plural, "status")) => args.extend([plural, "--subresource=status"]),
+        _ => args.push(resource),
+    }
+    let subject = format!("--as=system:serviceaccount:{RELEASE_NAMESPACE}:{sa}");
+    let out = control_plane()
+        .kubectl(User::Admin)
+        .args(args)
+        .args([subject.as_str(), "-n", ns])
+        .run();
+    match out.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("unexpected can-i answer {other:?}: {}", out.stderr),
+    }
+}
+
+#[tokio::test]
+async fn service_accounts_can_do_their_job_and_cannot_read_other_namespaces_secrets() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let other = cp.namespace("sa-rbac").await;
+    let own = RELEASE_NAMESPACE;
+    let ar = "accessrequests.gatehouse.dev";
+    #[rustfmt::skip]
+    let expectations: Vec<(&str, &str, &str, &str, bool)> = vec![
+        // operator: its CRDs everywhere, its CA Secrets and ConfigMaps here only
+        ("gatehouse-operator", &other, "watch", ar, true),
+        ("gatehouse-operator", &other, "patch", "accessrequests.gatehouse.dev/status", true),
+        ("gatehouse-operator", &other, "patch", "hostgroups.gatehouse.dev/status", true),
+        ("gatehouse-operator", &other, "list", "accesspolicies.gatehouse.dev", true),
+        ("gatehouse-operator", &other, "create", "events.events.k8s.io", true),
+        ("gatehouse-operator", &other, "create", "subjectaccessreviews.authorization.k8s.io", true),
+        ("gatehouse-operator", own, "create", "secrets", true),
+        ("gatehouse-operator", own, "get", "secrets/gatehouse-user-ca", true),
+        ("gatehouse-operator", own, "get", "secrets/gatehouse-upstream-ca", true),
+        ("gatehouse-operator", own, "patch", "configmaps/gatehouse-ssh", true),
+        ("gatehouse-operator", own, "update", "leases.coordination.k8s.io/gatehouse-operator", true),
+        ("gatehouse-operator", own, "list", "secrets", false),
+        ("gatehouse-operator", own, "get", "secrets/some-app-password", false),
+        ("gatehouse-operator", own, "delete", "secrets/gatehouse-user-ca", false),
+        ("gatehouse-operator", own, "update", "secrets/gatehouse-user-ca", false),
+        ("gatehouse-operator", &other, "get", "secrets/gatehouse-user-ca", false),
+        ("gatehouse-operator", &other, "list", "secrets", false),
+        ("gatehouse-operator", &other, "create", "secrets", false),
+        ("gatehouse-operator", &other, "create", "configmaps", false),
+        ("gatehouse-operator", &other, "create", "leases.coordination.k8s.io", false),
+        ("gatehouse-operator", &other, "create", ar, false),
+        ("gatehouse-operator", &other, "create", "pods", false),
+        // proxy: read what logins are decided on, write session status, its own Secrets only
+        ("gatehouse-proxy", &other, "watch", ar, true),
+        ("gatehouse-proxy", &other, "list", "hostgroups.gatehouse.dev", true),
+        ("gatehouse-proxy", &other, "list", "accesspolicies.gatehouse.dev", true),
+        ("gatehouse-proxy", &other, "patch", "accessrequests.gatehouse.dev/status", true),
+        ("gatehouse-proxy", &other, "create", "events.events.k8s.io", true),
+        ("gatehouse-proxy", own, "get", "secrets/gatehouse-upstream-ca", true),
+        ("gatehouse-proxy", own, "get", "secrets/gatehouse-proxy-host-key", true),
+        ("gatehouse-proxy", own, "get", "configmaps/gatehouse-ssh", true),
+        ("gatehouse-proxy", own, "get", "secrets/gatehouse-user-ca", false),
+        ("gatehouse-proxy", own, "get", "secrets/gatehouse-admission", false),
+        ("gatehouse-proxy", own, "list", "secrets", false),
+        ("gatehouse-proxy", &other, "get", "secrets/gatehouse-upstream-ca", false),
+        ("gatehouse-proxy", &other, "list", "secrets", false),
+        ("gatehouse-proxy", &other, "patch", ar, false),
+        ("gatehouse-proxy", &other, "create", ar, false),
+        ("gatehouse-proxy", &other, "update", "hostgroups.gatehouse.dev/status", false),
+        ("gatehouse-proxy", own, "update", "leases.coordination.k8s.io/gatehouse-operator", false),
+        ("gatehouse-proxy", own, "create", "subjectaccessreviews.authorization.k8s.io", false),
+    ];
+    let wrong: Vec<String> = expectations
+        .iter()
+        .filter(|(sa, ns, verb, resource, expected)| {
+            service_account_can(sa, ns, verb, resource) != *expected
+        })
+        .map(|(sa, ns, verb, resource, expected)| {
+            format!("{sa} {verb} {resource} in {ns}: expected {expected}")
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "ServiceAccount RBAC differs from the chart's promise:\n{}",
+        wrong.join("\n")
+    );
 }

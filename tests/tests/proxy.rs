@@ -395,20 +395,9 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
     );
     started.await;
     // Output of a live, now quiet session is already in the spool (a crash would keep it).
-    let spool = w.proxy.spool_dir();
-    wait_for(
-        Duration::from_secs(2),
-        "live output in the spool",
-        || async {
-            std::fs::read_dir(&spool)
-                .ok()?
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "cast"))
-                .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("started")))
-                .then_some(())
-        },
-    )
-    .await;
+    w.proxy
+        .await_spooled_output("started", Duration::from_secs(2))
+        .await;
     let revoked_at = Instant::now();
     w.s.annotate(
         w.cp,

@@ -184,9 +184,21 @@ async fn main() {
         proxy_connect.as_secs_f64() / direct_connect.as_secs_f64()
     );
 
+    let active_sessions = || {
+        w.proxy
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("gatehouse_proxy_sessions_active "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
     let before = w.proxy.rss_kib().unwrap_or_default();
     let mut sessions = Vec::new();
+    let mut failures = Vec::new();
+    // One at a time: a burst of logins would measure sshd's MaxStartups, not the proxy.
     for i in 0..idle {
+        let err_path = w.dir.path().join(format!("session-{i}.err"));
+        let err = std::fs::File::create(&err_path).unwrap_or_else(|e| panic!("{e}"));
         let mut shell = Command::new("ssh");
         shell
             .arg("-tt")
@@ -194,37 +206,46 @@ async fn main() {
             .arg("-p")
             .arg(w.proxy.port.to_string())
             .arg(format!("{user}@127.0.0.1"));
-        let child = shell
+        let mut child = shell
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("session {i}: {e}"));
-        sessions.push(child);
-        if i % 8 == 7 {
-            // sshd's MaxStartups drops bursts of unauthenticated connections.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        loop {
+            if active_sessions() > sessions.len() {
+                sessions.push(child);
+                break;
+            }
+            if child.try_wait().ok().flatten().is_some()
+                || started.elapsed() > Duration::from_secs(10)
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                failures.push(std::fs::read_to_string(&err_path).unwrap_or_default());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let started = Instant::now();
-    loop {
-        let metrics = w.proxy.metrics();
-        let active = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("gatehouse_proxy_sessions_active "))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        if active >= idle || started.elapsed() > Duration::from_secs(120) {
-            let after = w.proxy.rss_kib().unwrap_or_default();
-            println!(
-                "idle interactive sessions: {active} open; proxy RSS {:.1} MiB before, {:.1} MiB with them ({:.1} KiB per session)",
-                before as f64 / 1024.0,
-                after as f64 / 1024.0,
-                after.saturating_sub(before) as f64 / active.max(1) as f64
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the sessions settle (buffers, first prompt) before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let active = active_sessions();
+    let after = w.proxy.rss_kib().unwrap_or_default();
+    println!(
+        "idle interactive sessions: {active} open; proxy RSS {:.1} MiB before, {:.1} MiB with them ({:.1} KiB per session)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / active.max(1) as f64
+    );
+    if let Some(first) = failures.first() {
+        println!(
+            "{} sessions failed to open; the first: {}\nproxy log:\n{}",
+            failures.len(),
+            first.trim(),
+            w.proxy.log_tail()
+        );
     }
     for mut child in sessions {
         let _ = child.kill();

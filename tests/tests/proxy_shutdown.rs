@@ -1,0 +1,94 @@
+//! The proxy stopped the way Kubernetes stops a pod (SIGTERM): live sessions end with a
+//! message, their recordings are stored before the process exits, and nothing stays spooled
+//! (a pod's spool is an emptyDir that goes with it).
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use gatehouse_tests::{
+    engineer::{sha256_hex, world},
+    gatehouse::wait_for,
+    proxy::Storage,
+};
+use serde_json::json;
+
+#[tokio::test]
+async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before_exit() {
+    let mut w = world(
+        "proxy-sigterm",
+        |dir| Storage::Local(dir.join("store")),
+        json!({}),
+    )
+    .await;
+    let cert = w.issue(w.request("drain")).await;
+    let child = w
+        .ssh(
+            &cert,
+            &format!("{}@db1", w.login),
+            &["echo started; sleep 120"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(
+        Duration::from_secs(15),
+        "the live session in status",
+        || async {
+            let sessions = w.sessions("drain").await;
+            sessions.iter().any(|s| s.end_time.is_none()).then_some(())
+        },
+    )
+    .await;
+    w.proxy
+        .await_spooled_output("started", Duration::from_secs(5))
+        .await;
+
+    let stopping = Instant::now();
+    let status = w.proxy.terminate(Duration::from_secs(20));
+    let took = stopping.elapsed();
+    assert!(status.success(), "the proxy exited with {status}");
+    assert!(took < Duration::from_secs(5), "shutting down took {took:?}");
+
+    let ssh = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&ssh.stderr);
+    assert!(
+        stderr.contains("the proxy is shutting down; connect again to reach another replica"),
+        "{stderr}"
+    );
+    assert_eq!(ssh.status.code(), Some(255), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&ssh.stdout).trim(),
+        "started",
+        "stderr: {stderr}\nproxy: {}",
+        w.proxy.log_tail()
+    );
+
+    // Stored, and named in status, before the process exited: nothing is left to a next start.
+    let log = w.proxy.log_text();
+    assert!(
+        log.contains("sessions closed and recordings stored; stopped"),
+        "{log}"
+    );
+    let spooled: Vec<_> = std::fs::read_dir(w.proxy.spool_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(spooled.is_empty(), "left in the spool: {spooled:?}");
+    let sessions = w.recorded("drain", 1, Duration::from_secs(1)).await;
+    let recording = sessions[0]
+        .recording
+        .clone()
+        .unwrap_or_else(|| panic!("no recording in {sessions:?}"));
+    let bytes = std::fs::read(w.dir.path().join("store").join(&recording.key))
+        .unwrap_or_else(|e| panic!("{}: {e}", recording.key));
+    assert_eq!(sha256_hex(&bytes), recording.sha256);
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains(r#""o", "started"#), "{text}");
+    assert!(text.contains("the proxy is shutting down"), "{text}");
+}
