@@ -7,7 +7,7 @@ SCRIPTS  := tests/scripts
 UP_DIR   ?= $(CURDIR)/.gatehouse/control-plane
 TEST_DIR ?= $(CURDIR)/target/gatehouse/test-control-plane
 
-.PHONY: help deps up down status test lint crds unit bench
+.PHONY: help deps up demo down status test lint crds unit bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -16,10 +16,13 @@ deps: ## install missing system packages and build the pinned kube-apiserver/kub
 	@$(SCRIPTS)/install-deps.sh
 	@$(SCRIPTS)/build-tools.sh >/dev/null
 
-up: deps ## start a local control plane and helm install Gatehouse into it
+up: deps ## a local Gatehouse: control plane, chart, operator, proxy, demo target, recordings dir
 	@$(SCRIPTS)/up.sh $(UP_DIR)
 
-down: ## stop what `make up` started
+demo: deps ## request → approve → certificate → recorded ssh session → replay (runs `up` if needed)
+	@$(SCRIPTS)/demo.sh $(UP_DIR)
+
+down: ## stop everything `make up` started
 	@$(SCRIPTS)/control-plane.sh down $(UP_DIR)
 
 status: ## show whether the `make up` control plane runs

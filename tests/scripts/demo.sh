@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# `make demo`: the story end to end on what `make up` started (it runs `up` first when needed):
+# alice requests access, bob approves, the operator issues a certificate, alice runs a command
+# on prod-db-01 through the proxy, the recording is stored, and asciinema replays it.
+# Prints each step like a transcript and exits non-zero at the first step that fails.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+dir="${1:?usage: demo.sh DIR}"
+"$here/up.sh" "$dir" >/dev/null || { echo "demo: make up failed; run it alone to see why" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$dir/env"
+cd "$repo"
+
+if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
+say() { printf '  %s\n' "$*"; }
+fail() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
+kubectl_as() {
+  local user="$1"; shift
+  "$GATEHOUSE_KUBECTL" --kubeconfig "$dir/kubeconfigs/$user.kubeconfig" "$@"
+}
+field() { kubectl_as admin -n demo get accessrequest "$request" -o "jsonpath=$1"; }
+# Wait up to $1 seconds until field $2 is non-empty; print it.
+await_field() {
+  local seconds="$1" path="$2" value=""
+  for _ in $(seq 1 $((seconds * 10))); do
+    value="$(field "$path" 2>/dev/null || true)"
+    [[ -n "$value" ]] && { echo "$value"; return 0; }
+    sleep 0.1
+  done
+  return 1
+}
+await_phase() {
+  local want="$1" phase=""
+  for _ in $(seq 1 150); do
+    phase="$(field '{.status.phase}' 2>/dev/null || true)"
+    [[ "$phase" == "$want" ]] && return 0
+    sleep 0.1
+  done
+  fail "request $request is ${phase:-without a phase}, not $want: $(field '{.status.conditions}' 2>/dev/null)"
+}
+
+login="$(id -un)"
+request="alice-prod-db-01"
+demo="$dir/demo"
+# Each run tells the whole story: an earlier run's request goes first.
+kubectl_as admin -n demo delete accessrequest "$request" --ignore-not-found --wait=true >/dev/null
+rm -f "$dir/alice/id_ed25519-cert.pub"
+sed -e "s|login: ubuntu|login: $login|" -e "s|duration: 30m|duration: 60m|" \
+    -e "s|publicKey: .*|publicKey: $(cat "$dir/alice/id_ed25519.pub")|" \
+    examples/request.yaml >"$demo/request.yaml"
+
+step "kubectl --kubeconfig alice.kubeconfig -n demo apply -f $demo/request.yaml"
+kubectl_as alice -n demo apply -f "$demo/request.yaml" >/dev/null || fail "alice could not create the request"
+await_phase Pending
+say "AccessRequest $request created by $(field '{.spec.requester.username}') — $(field '{.status.phase}') (policy $(field '{.status.policy}'), needs 1 approval)"
+
+step "kubectl --kubeconfig alice.kubeconfig -n demo annotate accessrequest $request gatehouse.dev/approve=ok"
+if kubectl_as alice -n demo annotate accessrequest "$request" gatehouse.dev/approve=ok 2>"$demo/self-approve.err"; then
+  fail "alice approved her own request"
+fi
+say "refused: $(sed 's/^Error from server[^:]*: //' "$demo/self-approve.err" | head -1)"
+
+step "kubectl --kubeconfig bob.kubeconfig -n demo annotate accessrequest $request gatehouse.dev/approve=\"ok, INC-4711\""
+kubectl_as bob -n demo annotate accessrequest "$request" gatehouse.dev/approve="ok, INC-4711" >/dev/null \
+  || fail "bob could not approve"
+await_phase Issued
+say "Approved by $(field '{.status.approvals[*].user}') — $(field '{.status.phase}')"
+await_field 10 '{.status.certificate}' >"$dir/alice/id_ed25519-cert.pub" || fail "no certificate in status"
+cert="$(ssh-keygen -L -f "$dir/alice/id_ed25519-cert.pub")" || fail "the certificate does not parse"
+principals="$(awk '/Principals:/ {p=1; next} /Critical Options:/ {p=0} p {gsub(/^ +/, ""); printf "%s%s", sep, $0; sep=","}' <<<"$cert")"
+say "certificate issued ttl=$(field '{.status.grantedDuration}') principals=[$principals] serial=$(field '{.status.serial}')"
+say "$(grep -E '^\s+(Key ID|Valid):' <<<"$cert" | sed -E 's/^\s+//' | paste -sd ';' | sed 's/;/; /')"
+
+step "ssh -F $dir/ssh_config prod-db-01 'uname -a; id -un'"
+if ! output="$(ssh -F "$dir/ssh_config" prod-db-01 'uname -a; id -un' 2>"$demo/ssh.err")"; then
+  cat "$demo/ssh.err" >&2
+  fail "ssh through the proxy failed (proxy log: $dir/proxy.log)"
+fi
+sed 's/^/  /' <<<"$output"
+[[ "$(tail -1 <<<"$output")" == "$login" ]] || fail "the command did not run as $login on prod-db-01"
+
+key="$(await_field 30 '{.status.sessions[0].recording.key}')" || fail "no recording in status.sessions (proxy log: $dir/proxy.log)"
+sha="$(field '{.status.sessions[0].recording.sha256}')"
+file="$dir/$key"
+say "recording → $key (sha256 ${sha:0:16}…, $(field '{.status.sessions[0].recording.bytes}') bytes)"
+[[ -f "$file" ]] || fail "$file does not exist"
+[[ "$(sha256sum "$file" | cut -d' ' -f1)" == "$sha" ]] || fail "$file does not match the sha256 in status"
+say "sha256 of $file matches status"
+
+step "asciinema cat $file"
+# `asciinema cat` insists on a terminal; without one (CI, a pipe) it gets a pseudo-terminal.
+if [[ -t 0 && -t 1 ]]; then
+  replay="$(asciinema cat "$file" </dev/tty)" || fail "asciinema cannot read $file"
+else
+  replay="$(python3 "$here/pty-session.py" '[]' -- asciinema cat "$file")" || fail "asciinema cannot read $file"
+fi
+sed 's/^/  /' <<<"$replay"
+grep -q "$(head -1 <<<"$output")" <<<"$replay" || fail "the replay lacks the session's output"
+
+step "kubectl --kubeconfig bob.kubeconfig -n demo annotate accessrequest $request gatehouse.dev/revoke=\"done\""
+kubectl_as bob -n demo annotate accessrequest "$request" gatehouse.dev/revoke="done" >/dev/null || fail "bob could not revoke"
+await_phase Revoked
+if ssh -F "$dir/ssh_config" prod-db-01 true 2>"$demo/ssh-revoked.err"; then
+  fail "ssh still works after the revoke"
+fi
+say "Revoked; ssh now fails: $(tail -1 "$demo/ssh-revoked.err")"
+
+printf '\ndemo passed: request → approve → certificate → recorded session → replay → revoke\n'

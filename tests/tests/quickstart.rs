@@ -1,0 +1,81 @@
+//! The README's quickstart as CI runs it: `make demo` alone (it starts everything with
+//! `make up`: its own control plane, the chart, operator, proxy and demo sshd), its transcript,
+//! and `make down`, which must leave no process behind.
+
+use std::{path::Path, process::Command, time::Instant};
+
+use gatehouse_tests::{gatehouse::operator_binary, proxy::proxy_binary, repo_root};
+
+fn make(target: &str, dir: &Path) -> (bool, String) {
+    let started = Instant::now();
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(repo_root())
+        .arg(target)
+        .arg(format!("UP_DIR={}", dir.display()))
+        // Built by `make test` already; cargo is busy running this test.
+        .env("GATEHOUSE_OPERATOR_BIN", operator_binary())
+        .env("GATEHOUSE_PROXY_BIN", proxy_binary())
+        .output()
+        .unwrap_or_else(|e| panic!("make {target}: {e}"));
+    let text = format!(
+        "{}{}\n(make {target} took {:?})",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        started.elapsed()
+    );
+    (out.status.success(), text)
+}
+
+fn alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid.trim()).exists()
+}
+
+#[test]
+fn make_demo_tells_the_whole_story_and_make_down_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let up_dir = dir.path().join("control-plane");
+    let (ok, transcript) = make("demo", &up_dir);
+    let pids: Vec<(String, String)> = ["etcd", "apiserver", "operator", "proxy", "demo-sshd"]
+        .iter()
+        .map(|name| {
+            let pid =
+                std::fs::read_to_string(up_dir.join(format!("{name}.pid"))).unwrap_or_default();
+            (name.to_string(), pid)
+        })
+        .collect();
+    let (down_ok, down) = make("down", &up_dir);
+    assert!(ok, "make demo failed:\n{transcript}");
+    for needle in [
+        "AccessRequest alice-prod-db-01 created by alice — Pending",
+        "refused:",
+        "Approved by bob — Issued",
+        "certificate issued ttl=1h principals=[gatehouse-proxy:demo/alice-prod-db-01",
+        "$ ssh -F",
+        "recording → recordings/",
+        "matches status",
+        "$ asciinema cat",
+        "Revoked; ssh now fails",
+        "demo passed",
+    ] {
+        assert!(
+            transcript.contains(needle),
+            "no {needle:?} in:\n{transcript}"
+        );
+    }
+    assert!(down_ok, "make down failed:\n{down}");
+    for (name, pid) in &pids {
+        assert!(!pid.is_empty(), "{name} was not started:\n{transcript}");
+        assert!(!alive(pid), "{name} (pid {pid}) still runs after make down");
+    }
+    let leftovers = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("{}/", up_dir.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("pgrep: {e}"));
+    assert!(
+        leftovers.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+}
