@@ -78,7 +78,6 @@ impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
-        let mut names = Vec::new();
         let requests = IntGaugeVec::new(
             Opts::new("gatehouse_access_requests", "AccessRequests by phase"),
             &["phase"],
@@ -124,19 +123,19 @@ impl Metrics {
             "gatehouse_operator_leader",
             "Whether this replica holds the leader Lease (1) or stands by (0)",
         )?;
-        for metric in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(certificates_issued.clone()),
-            Box::new(approval_to_issue.clone()),
-            Box::new(reconcile_errors.clone()),
-            Box::new(reconcile_duration.clone()),
-            Box::new(admission_reviews.clone()),
-            Box::new(admission_duration.clone()),
-            Box::new(leader.clone()),
-        ] {
-            names.extend(metric.desc().iter().map(|d| d.fq_name.clone()));
-            registry.register(metric)?;
-        }
+        let names = register(
+            &registry,
+            vec![
+                Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(certificates_issued.clone()),
+                Box::new(approval_to_issue.clone()),
+                Box::new(reconcile_errors.clone()),
+                Box::new(reconcile_duration.clone()),
+                Box::new(admission_reviews.clone()),
+                Box::new(admission_duration.clone()),
+                Box::new(leader.clone()),
+            ],
+        )?;
         Ok(Self {
             registry,
             requests,
@@ -163,6 +162,20 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+}
+
+/// Register `collectors` in `registry` and return their metric family names (what
+/// `Metrics::names` reports: the contract with dashboards).
+pub fn register(
+    registry: &Registry,
+    collectors: Vec<Box<dyn prometheus::core::Collector>>,
+) -> prometheus::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for collector in collectors {
+        names.extend(collector.desc().iter().map(|d| d.fq_name.clone()));
+        registry.register(collector)?;
+    }
+    Ok(names)
 }
 
 /// Readiness, flipped on once start-up finished.

@@ -38,7 +38,6 @@ impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
-        let mut names = Vec::new();
         let sessions_active = IntGauge::new(
             "gatehouse_proxy_sessions_active",
             "SSH sessions open through the proxy",
@@ -92,20 +91,20 @@ impl Metrics {
             "gatehouse_proxy_recordings_pending",
             "Recordings spooled on disk and not yet uploaded",
         )?;
-        for metric in [
-            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(sessions_total.clone()),
-            Box::new(bytes_total.clone()),
-            Box::new(logins_total.clone()),
-            Box::new(auth_failures_total.clone()),
-            Box::new(sessions_terminated_total.clone()),
-            Box::new(upload_failures_total.clone()),
-            Box::new(upload_duration_seconds.clone()),
-            Box::new(recordings_pending.clone()),
-        ] {
-            names.extend(metric.desc().iter().map(|d| d.fq_name.clone()));
-            registry.register(metric)?;
-        }
+        let names = gatehouse_operator::telemetry::register(
+            &registry,
+            vec![
+                Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(sessions_total.clone()),
+                Box::new(bytes_total.clone()),
+                Box::new(logins_total.clone()),
+                Box::new(auth_failures_total.clone()),
+                Box::new(sessions_terminated_total.clone()),
+                Box::new(upload_failures_total.clone()),
+                Box::new(upload_duration_seconds.clone()),
+                Box::new(recordings_pending.clone()),
+            ],
+        )?;
         Ok(Self {
             registry,
             sessions_active,

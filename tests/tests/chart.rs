@@ -130,13 +130,20 @@ async fn helm_lint_and_server_dry_run_pass() {
 }
 
 /// `kubectl auth can-i` as `user`: true when allowed.
-/// `resource` may end in `/status` for the status subresource (as RBAC writes it).
+/// `resource` may be `plural/status` (the subresource, as RBAC writes it) or `plural/NAME`.
 fn can_i(user: User, ns: &str, verb: &str, resource: &str) -> bool {
+    ask_can_i(user, None, ns, verb, resource)
+}
+
+/// `kubectl auth can-i`, run by `user`, optionally impersonating `as_subject`.
+fn ask_can_i(user: User, as_subject: Option<&str>, ns: &str, verb: &str, resource: &str) -> bool {
     let mut args = vec!["auth", "can-i", verb];
     match resource.split_once('/') {
         Some((plural, "status")) => args.extend([plural, "--subresource=status"]),
         _ => args.push(resource),
     }
+    let impersonate = as_subject.map(|s| format!("--as={s}"));
+    args.extend(impersonate.as_deref());
     let out = control_plane()
         .kubectl(user)
         .args(args)
@@ -291,25 +298,10 @@ async fn approve_can_be_limited_to_one_policy_with_resource_names() {
     ));
 }
 
-/// `kubectl auth can-i --as=system:serviceaccount:<release ns>:<sa>`: true when allowed.
-/// `resource` may be `plural/status` (the subresource) or `plural/NAME` (one object).
+/// `kubectl auth can-i` as the chart's ServiceAccount `sa` (the admin impersonates it).
 fn service_account_can(sa: &str, ns: &str, verb: &str, resource: &str) -> bool {
-    let mut args = vec!["auth", "can-i", verb];
-    match resource.split_once('/') {
-        Some((plural, "status")) => args.extend([plural, "--subresource=status"]),
-        _ => args.push(resource),
-    }
-    let subject = format!("--as=system:serviceaccount:{RELEASE_NAMESPACE}:{sa}");
-    let out = control_plane()
-        .kubectl(User::Admin)
-        .args(args)
-        .args([subject.as_str(), "-n", ns])
-        .run();
-    match out.stdout.trim() {
-        "yes" => true,
-        "no" => false,
-        other => panic!("unexpected can-i answer {other:?}: {}", out.stderr),
-    }
+    let subject = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{sa}");
+    ask_can_i(User::Admin, Some(&subject), ns, verb, resource)
 }
 
 #[tokio::test]
