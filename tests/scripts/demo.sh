@@ -7,7 +7,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 dir="${1:?usage: demo.sh DIR}"
-"$here/up.sh" "$dir" >/dev/null || { echo "demo: make up failed; run it alone to see why" >&2; exit 1; }
+# Its output shows: the first run builds for minutes, and the summary says where things are.
+"$here/up.sh" "$dir" || { echo "demo: make up failed (above); make down && make demo starts clean" >&2; exit 1; }
 # shellcheck disable=SC1091
 source "$dir/env"
 cd "$repo"
