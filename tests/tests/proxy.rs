@@ -525,8 +525,14 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
         uploaded.iter().any(|t| t.contains("second-3")),
         "{uploaded:?}"
     );
-    let left = std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(left, 0, "spool not emptied");
+    // The uploader writes status before it deletes the spool (a crash in between re-uploads
+    // rather than loses), so the spool empties a moment after status shows the recording.
+    wait_for(
+        Duration::from_secs(10),
+        "the spool to be emptied",
+        || async { (std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0) == 0).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
