@@ -191,6 +191,8 @@ async fn main() -> anyhow::Result<()> {
     let store = store(&args)?;
     std::fs::create_dir_all(&args.spool_dir)
         .with_context(|| format!("creating spool directory {}", args.spool_dir.display()))?;
+    // No session runs yet, so every partial file is an earlier run's.
+    gatehouse_proxy::recording::spool::remove_leftovers(&args.spool_dir)?;
 
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();

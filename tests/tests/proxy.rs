@@ -510,6 +510,12 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     })
     .await;
     w.proxy.kill();
+    // What a kill in the middle of writing leaves: a half-written `.json` replacement, and a
+    // `.cast` whose `.json` was never written. The restarted proxy must clear both.
+    std::fs::write(spool.join(".0000000000000001.json.tmp"), "{\"half")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(spool.join("0000000000000002.cast"), "{\"version\": 2}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     minio.restart();
     w.proxy.restart();
     let sessions = w.recorded("outage", 2, Duration::from_secs(60)).await;
@@ -526,13 +532,27 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
         "{uploaded:?}"
     );
     // The uploader writes status before it deletes the spool (a crash in between re-uploads
-    // rather than loses), so the spool empties a moment after status shows the recording.
-    wait_for(
-        Duration::from_secs(10),
-        "the spool to be emptied",
-        || async { (std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0) == 0).then_some(()) },
-    )
-    .await;
+    // rather than loses), so the spool empties a moment after status shows the recording;
+    // the planted partial files are gone from the start.
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(&spool)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listing().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listing().is_empty(),
+        "spool not emptied: {:?}\n{}",
+        listing(),
+        w.proxy.log_tail()
+    );
 }
 
 #[tokio::test]

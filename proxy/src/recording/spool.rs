@@ -268,6 +268,40 @@ fn write_meta(path: &Path, meta: &SpoolMeta) -> Result<()> {
         .map_err(write_err(dir))
 }
 
+/// Delete what a process killed mid-write leaves in `spool_dir` and nothing reads: `write_meta`
+/// temporaries (the `.json` they would have replaced still names the recording), and `.cast`
+/// files without their `.json` ([`Recorder::create`] writes the `.json` before it returns, and
+/// [`SpooledRecording::remove`] deletes the `.cast` first, so such a file holds at most a
+/// header). Call it at start-up, before any session can be writing. Returns what it deleted.
+pub fn remove_leftovers(spool_dir: &Path) -> Result<Vec<PathBuf>> {
+    let read_err = |source| Error::ReadSpool {
+        path: spool_dir.to_owned(),
+        source,
+    };
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(spool_dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let temporary = name.starts_with('.') && name.ends_with(".json.tmp");
+        let orphan_cast = !name.starts_with('.')
+            && name.ends_with(".cast")
+            && !path.with_extension("json").exists();
+        if !(temporary || orphan_cast) {
+            continue;
+        }
+        fs::remove_file(&path).map_err(|source| Error::WriteSpool {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(path = %path.display(), "removed a partial spool file left by an earlier run");
+        removed.push(path);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Every recording in `spool_dir`, finished or not, oldest first. A `.json` that can't be read
 /// or parsed, or whose `.cast` is missing, is skipped with a warning and left in place for a
 /// human to look at.
@@ -477,6 +511,31 @@ mod tests {
         found[0].remove().unwrap();
         assert!(!found[0].cast_path.exists() && !found[0].meta_path.exists());
         assert_eq!(scan(dir.path()).unwrap(), [finished]);
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_process_are_removed_and_recordings_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Killed while marking a recording complete: its `.json` is still the incomplete one.
+        let mut rec = Recorder::create(dir.path(), meta("eeee000000000001")).unwrap();
+        rec.output(b"kept").unwrap();
+        rec.flush().unwrap();
+        drop(rec);
+        let temporary = dir.path().join(".eeee000000000001.json.tmp");
+        fs::write(&temporary, "{\"half").unwrap();
+        // Killed between the header and the `.json`.
+        let orphan = dir.path().join("eeee000000000002.cast");
+        fs::write(&orphan, "{\"version\": 2}\n").unwrap();
+        fs::write(dir.path().join("notes.txt"), "a human's file").unwrap();
+
+        let removed = remove_leftovers(dir.path()).unwrap();
+        assert_eq!(removed, [temporary.clone(), orphan.clone()]);
+        assert!(!temporary.exists() && !orphan.exists());
+        assert!(dir.path().join("notes.txt").exists());
+        let found = scan(dir.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(events(&lines(&found[0].cast_path), "o"), ["kept"]);
+        assert_eq!(remove_leftovers(dir.path()).unwrap(), Vec::<PathBuf>::new());
     }
 
     #[test]
