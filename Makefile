@@ -6,6 +6,8 @@ SCRIPTS  := tests/scripts
 # `make up` keeps its control plane here (git-ignored); tests use their own under target/.
 UP_DIR   ?= $(CURDIR)/.gatehouse/control-plane
 TEST_DIR ?= $(CURDIR)/target/gatehouse/test-control-plane
+# Where `make up` stores recordings: local (a directory), minio (a local MinIO) or s3 (README).
+RECORDINGS ?= local
 
 .PHONY: help deps up demo down status test lint crds unit bench
 
@@ -16,11 +18,11 @@ deps: ## install missing system packages and build the pinned kube-apiserver/kub
 	@$(SCRIPTS)/install-deps.sh
 	@$(SCRIPTS)/build-tools.sh >/dev/null
 
-up: deps ## a local Gatehouse: control plane, chart, operator, proxy, demo target, recordings dir
-	@$(SCRIPTS)/up.sh $(UP_DIR)
+up: deps ## a local Gatehouse: control plane, chart, operator, proxy, demo target, recording store
+	@GATEHOUSE_RECORDINGS=$(RECORDINGS) $(SCRIPTS)/up.sh $(UP_DIR)
 
 demo: deps ## request → approve → certificate → recorded ssh session → replay (runs `up` if needed)
-	@$(SCRIPTS)/demo.sh $(UP_DIR)
+	@GATEHOUSE_RECORDINGS=$(RECORDINGS) $(SCRIPTS)/demo.sh $(UP_DIR)
 
 down: ## stop everything `make up` started
 	@$(SCRIPTS)/control-plane.sh down $(UP_DIR)

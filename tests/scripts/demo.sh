@@ -84,8 +84,25 @@ sed 's/^/  /' <<<"$output"
 
 key="$(await_field 30 '{.status.sessions[0].recording.key}')" || fail "no recording in status.sessions (proxy log: $dir/proxy.log)"
 sha="$(field '{.status.sessions[0].recording.sha256}')"
-file="$dir/$key"
-say "recording → $key (sha256 ${sha:0:16}…, $(field '{.status.sessions[0].recording.bytes}') bytes)"
+GATEHOUSE_RECORDINGS=local
+# shellcheck disable=SC1091
+[[ -f "$dir/recordings.env" ]] && source "$dir/recordings.env"
+if [[ "$GATEHOUSE_RECORDINGS" == local ]]; then
+  file="$dir/$key"
+  say "recording → $key (sha256 ${sha:0:16}…, $(field '{.status.sessions[0].recording.bytes}') bytes)"
+else
+  object="${GATEHOUSE_S3_PREFIX}$key"
+  say "recording → s3://$GATEHOUSE_S3_BUCKET/$object (sha256 ${sha:0:16}…, $(field '{.status.sessions[0].recording.bytes}') bytes)"
+  if [[ "$GATEHOUSE_S3_PATH_STYLE" == true ]]; then
+    url="$GATEHOUSE_S3_ENDPOINT/$GATEHOUSE_S3_BUCKET/$object"
+  else
+    url="${GATEHOUSE_S3_ENDPOINT%%://*}://$GATEHOUSE_S3_BUCKET.${GATEHOUSE_S3_ENDPOINT#*://}/$object"
+  fi
+  file="$demo/$(basename "$key")"
+  step "curl --aws-sigv4 aws:amz:$GATEHOUSE_S3_REGION:s3 --user \$AWS_ACCESS_KEY_ID:… -o $file $url"
+  curl -fsS --aws-sigv4 "aws:amz:$GATEHOUSE_S3_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    -o "$file" "$url" || fail "cannot fetch $url (proxy log: $dir/proxy.log)"
+fi
 [[ -f "$file" ]] || fail "$file does not exist"
 [[ "$(sha256sum "$file" | cut -d' ' -f1)" == "$sha" ]] || fail "$file does not match the sha256 in status"
 say "sha256 of $file matches status"

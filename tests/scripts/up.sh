@@ -5,7 +5,10 @@
 #   - the operator and the proxy as local processes, authenticated as the chart's ServiceAccounts;
 #   - a demo target: Debian's sshd on loopback trusting only the upstream CA, in HostGroup
 #     demo/prod-db (the examples/ manifests, with this machine's address, port, host key, login);
-#   - recordings in a local directory;
+#   - recordings in a local directory, or in S3: GATEHOUSE_RECORDINGS=minio starts a local MinIO
+#     (built once into the tool cache), GATEHOUSE_RECORDINGS=s3 uses the store named by
+#     GATEHOUSE_S3_ENDPOINT, GATEHOUSE_S3_BUCKET (and optional _REGION, _PATH_STYLE, _PREFIX) with
+#     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY;
 #   - kubeconfigs per demo user and an ssh_config snippet for alice.
 # `make down` stops all of it. Running `make up` again while it runs only prints the summary.
 set -euo pipefail
@@ -13,14 +16,31 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 dir="${1:?usage: up.sh DIR}"
 summary="$dir/summary.txt"
+fail() { echo "make up: $*" >&2; exit 1; }
 alive() { [[ -f "$dir/$1.pid" ]] && kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
-if alive apiserver && alive operator && alive proxy && alive demo-sshd && [[ -f "$summary" ]]; then
+recordings="${GATEHOUSE_RECORDINGS:-local}"
+# Checked before anything starts.
+case "$recordings" in
+  local | minio) ;;
+  s3)
+    for var in GATEHOUSE_S3_ENDPOINT GATEHOUSE_S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
+      [[ -n "${!var:-}" ]] || fail "RECORDINGS=s3 needs $var"
+    done
+    [[ "${GATEHOUSE_S3_PATH_STYLE:-true}" =~ ^(true|false)$ ]] \
+      || fail "GATEHOUSE_S3_PATH_STYLE must be true or false (got '$GATEHOUSE_S3_PATH_STYLE')"
+    ;;
+  *) fail "RECORDINGS must be local, minio or s3 (got '$recordings')" ;;
+esac
+if alive apiserver && alive operator && alive proxy && alive demo-sshd && [[ -f "$summary" ]] \
+  && { [[ ! -f "$dir/minio.pid" ]] || alive minio; }; then
+  running="$(sed -n 's/^GATEHOUSE_RECORDINGS=//p' "$dir/recordings.env" 2>/dev/null || true)"
+  [[ "${running:-local}" == "$recordings" ]] \
+    || fail "Gatehouse runs with RECORDINGS=${running:-local}; run make down first to switch to $recordings"
   cat "$summary"; exit 0
 fi
 # A half-started or crashed earlier run: start clean (its recordings and keys stay).
 "$here/control-plane.sh" down "$dir" >/dev/null 2>&1 || true
 
-fail() { echo "make up: $*" >&2; exit 1; }
 # Prebuilt binaries may be named (the quickstart test does, running inside `cargo test`).
 operator_bin="${GATEHOUSE_OPERATOR_BIN:-$repo/target/debug/gatehouse-operator}"
 proxy_bin="${GATEHOUSE_PROXY_BIN:-$repo/target/debug/gatehouse-proxy}"
@@ -84,12 +104,72 @@ published() { kubectl -n gatehouse-system get configmap gatehouse-ssh -o "jsonpa
 has_ssh_keys() { [[ -n "$(published proxy_known_hosts 2>/dev/null)" && -n "$(published 'upstream_ca\.pub')" ]]; }
 retry 300 has_ssh_keys || fail "the operator did not publish ConfigMap gatehouse-ssh (log: $dir/operator.log)"
 
-# Object keys start with recordings/: the store root is $dir, recordings land in $dir/recordings.
-echo "[up] starting the proxy (recordings in $dir/recordings)"
+# Where recordings go. What the demo needs to fetch them again is kept in recordings.env
+# (mode 600: it may hold S3 credentials, like the kubeconfigs hold tokens).
+store_env="$dir/recordings.env"
+s3_env() {
+  (umask 077; {
+    printf 'GATEHOUSE_RECORDINGS=%q\n' "$recordings"
+    printf 'GATEHOUSE_S3_ENDPOINT=%q\nGATEHOUSE_S3_BUCKET=%q\nGATEHOUSE_S3_REGION=%q\n' \
+      "$GATEHOUSE_S3_ENDPOINT" "$GATEHOUSE_S3_BUCKET" "$GATEHOUSE_S3_REGION"
+    printf 'GATEHOUSE_S3_PATH_STYLE=%q\nGATEHOUSE_S3_PREFIX=%q\n' "$GATEHOUSE_S3_PATH_STYLE" "$GATEHOUSE_S3_PREFIX"
+    printf 'AWS_ACCESS_KEY_ID=%q\nAWS_SECRET_ACCESS_KEY=%q\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
+  } >"$store_env")
+}
+case "$recordings" in
+  local)
+    # Object keys start with recordings/: the store root is $dir, recordings land in $dir/recordings.
+    store_args=(--storage local --storage-dir "$dir")
+    where="$dir/recordings"
+    printf 'GATEHOUSE_RECORDINGS=local\n' >"$store_env"
+    ;;
+  minio)
+    [[ -x "$GATEHOUSE_MINIO" ]] || "$here/build-tools.sh" minio || fail "building MinIO failed"
+    # The root credentials are made once and kept with MinIO's data.
+    if [[ ! -f "$dir/minio/credentials" ]]; then
+      mkdir -p "$dir/minio"
+      (umask 077; printf 'gatehouse-%s %s\n' "$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')" \
+        "$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')" >"$dir/minio/credentials")
+    fi
+    read -r AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY <"$dir/minio/credentials"
+    minio_port="$(free_port)"
+    echo "[up] starting MinIO on 127.0.0.1:$minio_port (data in $dir/minio/data)"
+    daemon minio env MINIO_ROOT_USER="$AWS_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$AWS_SECRET_ACCESS_KEY" \
+      MINIO_BROWSER=off MINIO_UPDATE=off \
+      "$GATEHOUSE_MINIO" server --quiet --address "127.0.0.1:$minio_port" \
+      --console-address "127.0.0.1:$(free_port)" "$dir/minio/data"
+    retry 600 curl -fsS "http://127.0.0.1:$minio_port/minio/health/live" \
+      || { tail -20 "$dir/minio.log" >&2; fail "MinIO did not become live (log: $dir/minio.log)"; }
+    GATEHOUSE_S3_ENDPOINT="http://127.0.0.1:$minio_port" GATEHOUSE_S3_BUCKET=gatehouse-recordings
+    GATEHOUSE_S3_REGION=us-east-1 GATEHOUSE_S3_PATH_STYLE=true GATEHOUSE_S3_PREFIX=
+    # 409 (the bucket exists, from an earlier run) is fine.
+    code="$(curl -sS -o "$dir/minio/create-bucket.out" -w '%{http_code}' -X PUT \
+      --aws-sigv4 "aws:amz:$GATEHOUSE_S3_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+      "$GATEHOUSE_S3_ENDPOINT/$GATEHOUSE_S3_BUCKET")"
+    [[ "$code" == 200 || "$code" == 409 ]] \
+      || fail "creating bucket $GATEHOUSE_S3_BUCKET in MinIO answered $code: $(cat "$dir/minio/create-bucket.out")"
+    s3_env
+    ;;
+  s3)
+    GATEHOUSE_S3_REGION="${GATEHOUSE_S3_REGION:-us-east-1}"
+    GATEHOUSE_S3_PATH_STYLE="${GATEHOUSE_S3_PATH_STYLE:-true}"
+    GATEHOUSE_S3_PREFIX="${GATEHOUSE_S3_PREFIX:-}"
+    s3_env
+    ;;
+esac
+if [[ "$recordings" != local ]]; then
+  store_args=(--storage s3 --s3-endpoint "$GATEHOUSE_S3_ENDPOINT" --s3-bucket "$GATEHOUSE_S3_BUCKET"
+    --s3-region "$GATEHOUSE_S3_REGION" --s3-prefix "$GATEHOUSE_S3_PREFIX")
+  [[ "$GATEHOUSE_S3_PATH_STYLE" == true ]] && store_args+=(--s3-path-style)
+  where="s3://$GATEHOUSE_S3_BUCKET/${GATEHOUSE_S3_PREFIX}recordings/ at $GATEHOUSE_S3_ENDPOINT"
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+fi
+
+echo "[up] starting the proxy (recordings in $where)"
 KUBECONFIG="$(service_account_kubeconfig gatehouse-proxy)" POD_NAME=gatehouse-proxy-local daemon proxy \
   "$proxy_bin" --namespace gatehouse-system \
   --listen "127.0.0.1:$proxy_port" --metrics-addr "127.0.0.1:$proxy_metrics" \
-  --spool-dir "$dir/spool" --storage local --storage-dir "$dir" --log-format text
+  --spool-dir "$dir/spool" "${store_args[@]}" --log-format text
 retry 600 curl -fsS "http://127.0.0.1:$proxy_metrics/readyz" \
   || { tail -20 "$dir/proxy.log" >&2; fail "the proxy did not become ready (log: $dir/proxy.log)"; }
 
@@ -161,7 +241,7 @@ Gatehouse is up.
   operator     webhook https://127.0.0.1:$webhook_port, metrics http://127.0.0.1:$operator_metrics/metrics, log $dir/operator.log
   proxy        ssh 127.0.0.1:$proxy_port, metrics http://127.0.0.1:$proxy_metrics/metrics, log $dir/proxy.log
   target       prod-db-01 = sshd on 127.0.0.1:$sshd_port (login $login), HostGroup demo/prod-db, log $dir/demo-sshd.log
-  recordings   $dir/recordings
+  recordings   $where
   kubeconfigs  $dir/kubeconfigs/{admin,alice,bob,carol,dave,mallory}.kubeconfig
                alice: group dev (requester)   bob, carol: sre-leads (approvers)
   ssh_config   $dir/ssh_config (alice's key $dir/alice/id_ed25519)

@@ -1,18 +1,20 @@
 //! The README's quickstart as CI runs it: `make demo` alone (it starts everything with
 //! `make up`: its own control plane, the chart, operator, proxy and demo sshd), its transcript,
-//! and `make down`, which must leave no process behind.
+//! and `make down`, which must leave no process behind. Once with recordings in a local
+//! directory (the default), once in a local MinIO (`RECORDINGS=minio`).
 
 use std::{path::Path, process::Command, time::Instant};
 
 use gatehouse_tests::{gatehouse::operator_binary, proxy::proxy_binary, repo_root};
 
-fn make(target: &str, dir: &Path) -> (bool, String) {
+fn make(target: &str, dir: &Path, recordings: &str) -> (bool, String) {
     let started = Instant::now();
     let out = Command::new("make")
         .arg("-C")
         .arg(repo_root())
         .arg(target)
         .arg(format!("UP_DIR={}", dir.display()))
+        .arg(format!("RECORDINGS={recordings}"))
         // Built by `make test` already; cargo is busy running this test.
         .env("GATEHOUSE_OPERATOR_BIN", operator_binary())
         .env("GATEHOUSE_PROXY_BIN", proxy_binary())
@@ -31,12 +33,13 @@ fn alive(pid: &str) -> bool {
     Path::new("/proc").join(pid.trim()).exists()
 }
 
-#[test]
-fn make_demo_tells_the_whole_story_and_make_down_leaves_nothing_running() {
+/// `make demo` then `make down`; the transcript must hold `needles`, and every daemon in
+/// `daemons` must have been started and be gone afterwards.
+fn demo_then_down(recordings: &str, daemons: &[&str], needles: &[&str]) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let up_dir = dir.path().join("control-plane");
-    let (ok, transcript) = make("demo", &up_dir);
-    let pids: Vec<(String, String)> = ["etcd", "apiserver", "operator", "proxy", "demo-sshd"]
+    let (ok, transcript) = make("demo", &up_dir, recordings);
+    let pids: Vec<(String, String)> = daemons
         .iter()
         .map(|name| {
             let pid =
@@ -44,20 +47,9 @@ fn make_demo_tells_the_whole_story_and_make_down_leaves_nothing_running() {
             (name.to_string(), pid)
         })
         .collect();
-    let (down_ok, down) = make("down", &up_dir);
+    let (down_ok, down) = make("down", &up_dir, recordings);
     assert!(ok, "make demo failed:\n{transcript}");
-    for needle in [
-        "AccessRequest alice-prod-db-01 created by alice — Pending",
-        "refused:",
-        "Approved by bob — Issued",
-        "certificate issued ttl=1h principals=[gatehouse-proxy:demo/alice-prod-db-01",
-        "$ ssh -F",
-        "recording → recordings/",
-        "matches status",
-        "$ asciinema cat",
-        "Revoked; ssh now fails",
-        "demo passed",
-    ] {
+    for needle in STORY.iter().chain(needles) {
         assert!(
             transcript.contains(needle),
             "no {needle:?} in:\n{transcript}"
@@ -77,5 +69,40 @@ fn make_demo_tells_the_whole_story_and_make_down_leaves_nothing_running() {
         leftovers.stdout.is_empty(),
         "processes left: {}",
         String::from_utf8_lossy(&leftovers.stdout)
+    );
+}
+
+/// What every run of the demo prints, wherever recordings go.
+const STORY: [&str; 9] = [
+    "AccessRequest alice-prod-db-01 created by alice — Pending",
+    "refused:",
+    "Approved by bob — Issued",
+    "certificate issued ttl=1h principals=[gatehouse-proxy:demo/alice-prod-db-01",
+    "$ ssh -F",
+    "matches status",
+    "$ asciinema cat",
+    "Revoked; ssh now fails",
+    "demo passed",
+];
+
+const DAEMONS: [&str; 5] = ["etcd", "apiserver", "operator", "proxy", "demo-sshd"];
+
+#[test]
+fn make_demo_tells_the_whole_story_and_make_down_leaves_nothing_running() {
+    demo_then_down("local", &DAEMONS, &["recording → recordings/"]);
+}
+
+#[test]
+fn make_demo_with_recordings_in_minio_fetches_the_object_and_checks_it() {
+    let mut daemons = DAEMONS.to_vec();
+    daemons.push("minio");
+    demo_then_down(
+        "minio",
+        &daemons,
+        &[
+            "recordings   s3://gatehouse-recordings/recordings/ at http://127.0.0.1:",
+            "recording → s3://gatehouse-recordings/recordings/",
+            "$ curl --aws-sigv4 aws:amz:us-east-1:s3",
+        ],
     );
 }
