@@ -260,6 +260,33 @@ impl Proxy {
         self.config.dir.join("spool")
     }
 
+    /// The names of the files in the spool, sorted.
+    pub fn spooled_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.spool_dir())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Wait until the spool is empty; on timeout, fail naming what is left, with the log.
+    pub async fn await_empty_spool(&self, timeout: Duration) {
+        let start = Instant::now();
+        while !self.spooled_files().is_empty() && start.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = self.spooled_files();
+        assert!(
+            left.is_empty(),
+            "spool not emptied within {timeout:?}: {left:?}\n{}",
+            self.log_tail()
+        );
+    }
+
     /// The whole log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

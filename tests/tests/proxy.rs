@@ -500,15 +500,10 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     minio.stop();
     let out = run(w.ssh(&cert, &user, &["echo second-$((2+1))"]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    w.proxy
+        .await_spooled_output("second-3", Duration::from_secs(10))
+        .await;
     let spool = w.proxy.spool_dir();
-    wait_for(Duration::from_secs(10), "the finished spool", || async {
-        std::fs::read_dir(&spool)
-            .ok()?
-            .filter_map(Result::ok)
-            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("second-3")))
-            .then_some(())
-    })
-    .await;
     w.proxy.kill();
     // What a kill in the middle of writing leaves: a half-written `.json` replacement, and a
     // `.cast` whose `.json` was never written. The restarted proxy must clear both.
@@ -534,25 +529,7 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     // The uploader writes status before it deletes the spool (a crash in between re-uploads
     // rather than loses), so the spool empties a moment after status shows the recording;
     // the planted partial files are gone from the start.
-    let listing = || -> Vec<String> {
-        std::fs::read_dir(&spool)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listing().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        listing().is_empty(),
-        "spool not emptied: {:?}\n{}",
-        listing(),
-        w.proxy.log_tail()
-    );
+    w.proxy.await_empty_spool(Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

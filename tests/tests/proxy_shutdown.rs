@@ -76,9 +76,7 @@ async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before
         log.contains("sessions closed and recordings stored; stopped"),
         "{log}"
     );
-    let spooled: Vec<_> = std::fs::read_dir(w.proxy.spool_dir())
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let spooled = w.proxy.spooled_files();
     assert!(spooled.is_empty(), "left in the spool: {spooled:?}");
     let sessions = w.recorded("drain", 1, Duration::from_secs(1)).await;
     let recording = sessions[0]

@@ -424,23 +424,24 @@ async fn to_engineer(
         .metrics
         .bytes_total
         .with_label_values(&["to_client"]);
+    // stdout and stderr both reach the terminal, so both are output in the recording.
+    let record_output = |data: &[u8]| {
+        bytes.inc_by(data.len() as u64);
+        record(&recording, required, |r, output| {
+            if output { r.output(data) } else { Ok(()) }
+        })
+    };
     while let Some(message) = target.wait().await {
         let sent = match message {
             ChannelMsg::Data { data } => {
-                bytes.inc_by(data.len() as u64);
-                if let Err(message) = record(&recording, required, |r, output| {
-                    if output { r.output(&data) } else { Ok(()) }
-                }) {
+                if let Err(message) = record_output(&data) {
                     let _ = fail.send(message).await;
                     break;
                 }
                 engineer.data_bytes(data).await
             }
             ChannelMsg::ExtendedData { data, ext } => {
-                bytes.inc_by(data.len() as u64);
-                if let Err(message) = record(&recording, required, |r, output| {
-                    if output { r.output(&data) } else { Ok(()) }
-                }) {
+                if let Err(message) = record_output(&data) {
                     let _ = fail.send(message).await;
                     break;
                 }
