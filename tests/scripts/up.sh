@@ -134,8 +134,9 @@ case "$recordings" in
     read -r AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY <"$dir/minio/credentials"
     minio_port="$(free_port)"
     echo "[up] starting MinIO on 127.0.0.1:$minio_port (data in $dir/minio/data)"
-    daemon minio env MINIO_ROOT_USER="$AWS_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$AWS_SECRET_ACCESS_KEY" \
-      MINIO_BROWSER=off MINIO_UPDATE=off \
+    # In its environment, not its command line, where `ps` would show the secret.
+    MINIO_ROOT_USER="$AWS_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$AWS_SECRET_ACCESS_KEY" \
+      MINIO_BROWSER=off MINIO_UPDATE=off daemon minio \
       "$GATEHOUSE_MINIO" server --quiet --address "127.0.0.1:$minio_port" \
       --console-address "127.0.0.1:$(free_port)" "$dir/minio/data"
     retry 600 curl -fsS "http://127.0.0.1:$minio_port/minio/health/live" \
