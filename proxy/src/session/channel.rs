@@ -334,36 +334,32 @@ async fn to_target(
                 let _ = ctx.handle.channel_failure(id).await;
                 continue;
             }
-            ChannelMsg::RequestShell { .. } => {
+            ChannelMsg::RequestShell { .. }
+            | ChannelMsg::Exec { .. }
+            | ChannelMsg::RequestSubsystem { .. } => {
                 started = true;
-                let meta = session_meta(&ctx, &session_id, SessionKind::Shell, pty.as_ref());
-                if let Err(message) = start_recording(&ctx, &recording, meta) {
-                    refuse_unrecorded(&ctx, id, &fail, message).await;
-                    break;
-                }
-                target.request_shell(true).await
-            }
-            ChannelMsg::Exec { command, .. } => {
-                started = true;
-                let kind = SessionKind::Exec {
-                    command: String::from_utf8_lossy(&command).into_owned(),
+                let kind = match &message {
+                    ChannelMsg::Exec { command, .. } => SessionKind::Exec {
+                        command: String::from_utf8_lossy(command).into_owned(),
+                    },
+                    ChannelMsg::RequestSubsystem { name, .. } => {
+                        SessionKind::Subsystem { name: name.clone() }
+                    }
+                    _ => SessionKind::Shell,
                 };
                 let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
                 if let Err(message) = start_recording(&ctx, &recording, meta) {
                     refuse_unrecorded(&ctx, id, &fail, message).await;
                     break;
                 }
-                target.exec(true, command).await
-            }
-            ChannelMsg::RequestSubsystem { name, .. } => {
-                started = true;
-                let kind = SessionKind::Subsystem { name: name.clone() };
-                let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
-                if let Err(message) = start_recording(&ctx, &recording, meta) {
-                    refuse_unrecorded(&ctx, id, &fail, message).await;
-                    break;
+                // Only once recording runs does the target start the program.
+                match message {
+                    ChannelMsg::Exec { command, .. } => target.exec(true, command).await,
+                    ChannelMsg::RequestSubsystem { name, .. } => {
+                        target.request_subsystem(true, name).await
+                    }
+                    _ => target.request_shell(true).await,
                 }
-                target.request_subsystem(true, name).await
             }
             ChannelMsg::Data { data } => {
                 bytes.inc_by(data.len() as u64);
