@@ -9,6 +9,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crds crds
+COPY ssh-ca ssh-ca
+COPY runtime runtime
 COPY operator operator
 COPY proxy proxy
 COPY tests tests

@@ -1,4 +1,7 @@
-//! Condition types and reasons used in Gatehouse statuses (cert-manager conventions).
+//! Condition types and reasons used in Gatehouse statuses (cert-manager conventions), and the
+//! pure helper that keeps a condition list in that shape.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition type: the request was approved (only ever True; permanent).
 pub const APPROVED: &str = "Approved";
@@ -34,4 +37,77 @@ pub mod decision_reasons {
     pub const DENIED_BY_APPROVER: &str = "DeniedByApprover";
     /// No AccessPolicy allows it (the message says which rule failed).
     pub const NO_MATCHING_POLICY: &str = "NoMatchingPolicy";
+}
+
+/// Set condition `type_` in `conditions`, keeping its transition time if its status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: &Time,
+    generation: Option<i64>,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let since = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: since,
+        observed_generation: generation,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_until_their_status_changes() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            READY,
+            false,
+            "Pending",
+            "waiting",
+            &at(10),
+            Some(1),
+        );
+        set_condition(
+            &mut conditions,
+            READY,
+            false,
+            "Pending",
+            "1 of 2",
+            &at(20),
+            Some(1),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].last_transition_time, at(10));
+        assert_eq!(conditions[0].message, "1 of 2");
+        set_condition(
+            &mut conditions,
+            READY,
+            true,
+            "Issued",
+            "ok",
+            &at(30),
+            Some(1),
+        );
+        assert_eq!(conditions[0].last_transition_time, at(30));
+        assert_eq!(conditions[0].status, "True");
+    }
 }

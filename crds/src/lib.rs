@@ -7,11 +7,13 @@
 //!
 //! This crate does no I/O. Besides the types it holds pure helpers every component must agree
 //! on: Go-style duration parsing ([`duration`]), the CEL rules and their messages ([`rules`]),
-//! condition and annotation names ([`conditions`], [`annotations`]).
+//! condition names ([`conditions`]), and the contracts between components ([`contract`]):
+//! Secret and ConfigMap names, annotations, field managers, principal and key-id formats.
 
 pub mod access_policy;
 pub mod access_request;
 pub mod conditions;
+pub mod contract;
 pub mod duration;
 pub mod host_group;
 pub mod rules;
@@ -32,16 +34,6 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "gatehouse.dev";
 /// API version of every Gatehouse resource.
 pub const VERSION: &str = "v1alpha1";
-
-/// Annotations users write with `kubectl annotate` to act on an AccessRequest.
-pub mod annotations {
-    /// Approve the request; the value is an optional message.
-    pub const APPROVE: &str = "gatehouse.dev/approve";
-    /// Deny the request; the value is the reason. Terminal.
-    pub const DENY: &str = "gatehouse.dev/deny";
-    /// Revoke the request (and close its sessions); the value is the reason. Terminal.
-    pub const REVOKE: &str = "gatehouse.dev/revoke";
-}
 
 /// One generated CRD manifest: its file name under `charts/gatehouse/crds/` and its YAML.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_crds::{AccessRequest, Phase, Requester};
+use gatehouse_crds::{AccessRequest, Phase, Requester, contract::annotations::DECISIONS};
 use k8s_openapi::api::authentication::v1::UserInfo;
 
-use crate::records::{self, DECISIONS_ANNOTATION, DecisionKind, DecisionRecord, SealKey};
+use crate::decisions::{self, DecisionKind, DecisionRecord, SealKey};
 
 /// Longest approve/deny/revoke message admission records (the CRD's limit for status.approvals).
 pub const MAX_MESSAGE_LEN: usize = 1024;
@@ -111,7 +111,7 @@ pub fn plan_create(caller: &Caller, object: &AccessRequest) -> Plan {
     for key in TRIGGERS
         .iter()
         .map(|k| k.trigger_annotation())
-        .chain([DECISIONS_ANNOTATION])
+        .chain([DECISIONS])
     {
         if annotation(object, key).is_some() {
             return Plan::Deny(format!(
@@ -139,9 +139,9 @@ pub fn plan_update(
     new: &AccessRequest,
     key: &SealKey,
 ) -> Plan {
-    if annotation(old, DECISIONS_ANNOTATION) != annotation(new, DECISIONS_ANNOTATION) {
+    if annotation(old, DECISIONS) != annotation(new, DECISIONS) {
         return Plan::Deny(format!(
-            "metadata.annotations[{DECISIONS_ANNOTATION}] is written by Gatehouse admission only and cannot be \
+            "metadata.annotations[{DECISIONS}] is written by Gatehouse admission only and cannot be \
              set, changed or removed: annotate with gatehouse.dev/approve, gatehouse.dev/deny or gatehouse.dev/revoke instead"
         ));
     }
@@ -172,7 +172,7 @@ pub fn plan_update(
     let phase = old.status.as_ref().and_then(|s| s.phase);
     let uid = old.metadata.uid.as_deref().unwrap_or_default();
     let requester = old.spec.requester.as_ref().map(|r| r.username.as_str());
-    let decisions = records::tally(key, uid, requester, annotation(old, DECISIONS_ANNOTATION));
+    let decisions = decisions::tally(key, uid, requester, annotation(old, DECISIONS));
     let ended = if decisions.revoked.is_some() {
         Some("Revoked".to_owned())
     } else if decisions.denied.is_some() {
@@ -265,10 +265,9 @@ pub fn record_decision(
     annotations.remove(kind.trigger_annotation());
     // Admission already refused a changed annotation, so the old list is still the trusted one.
     let mut list: Vec<DecisionRecord> =
-        records::parse(annotations.get(DECISIONS_ANNOTATION).map(String::as_str))
-            .unwrap_or_default();
+        decisions::parse(annotations.get(DECISIONS).map(String::as_str)).unwrap_or_default();
     list.push(key.seal(uid, kind, &caller.username, now_rfc3339, message));
-    annotations.insert(DECISIONS_ANNOTATION.to_owned(), records::render(&list));
+    annotations.insert(DECISIONS.to_owned(), decisions::render(&list));
     out
 }
 
@@ -289,22 +288,22 @@ pub fn validate(
             )),
         };
     };
-    let before = annotation(old, DECISIONS_ANNOTATION);
-    let after = annotation(new, DECISIONS_ANNOTATION);
+    let before = annotation(old, DECISIONS);
+    let after = annotation(new, DECISIONS);
     if before == after {
         return None;
     }
     let uid = old.metadata.uid.as_deref().unwrap_or_default();
-    let (Ok(before), Ok(after)) = (records::parse(before), records::parse(after)) else {
+    let (Ok(before), Ok(after)) = (decisions::parse(before), decisions::parse(after)) else {
         return Some(format!(
-            "metadata.annotations[{DECISIONS_ANNOTATION}] is not a valid decisions list"
+            "metadata.annotations[{DECISIONS}] is not a valid decisions list"
         ));
     };
     let appended_one = after.len() == before.len() + 1 && after.starts_with(&before);
     match after.last() {
         Some(last) if appended_one && last.user == caller.username && key.verify(uid, last) => None,
         _ => Some(format!(
-            "metadata.annotations[{DECISIONS_ANNOTATION}] is written by Gatehouse admission only and cannot be set, changed or removed"
+            "metadata.annotations[{DECISIONS}] is written by Gatehouse admission only and cannot be set, changed or removed"
         )),
     }
 }

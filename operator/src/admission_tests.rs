@@ -114,7 +114,7 @@ fn create_refuses_smuggled_decisions() {
         "gatehouse.dev/approve",
         "gatehouse.dev/deny",
         "gatehouse.dev/revoke",
-        DECISIONS_ANNOTATION,
+        DECISIONS,
     ] {
         let mut object = request(&[(annotation, "x")], None, None);
         object.spec.requester = None;
@@ -154,11 +154,11 @@ fn approve_needs_the_policy_approver_and_records_a_sealed_decision() {
         !annotations.contains_key("gatehouse.dev/approve"),
         "the trigger is consumed"
     );
-    let tally = records::tally(
+    let tally = decisions::tally(
         &key(),
         "req-uid",
         Some("alice"),
-        annotations.get(DECISIONS_ANNOTATION).map(String::as_str),
+        annotations.get(DECISIONS).map(String::as_str),
     );
     assert_eq!(tally.approvals.len(), 1);
     assert_eq!(tally.approvals[0].user, "bob");
@@ -287,7 +287,7 @@ fn double_approval_is_refused() {
 #[test]
 fn forged_or_removed_records_are_refused() {
     let old = approved_by(&["bob"]);
-    let forged = with_annotation(&old, DECISIONS_ANNOTATION, "[]");
+    let forged = with_annotation(&old, DECISIONS, "[]");
     let message = denial(plan_update(&caller("carol"), &old, &forged, &key()));
     assert!(message.starts_with(
         "metadata.annotations[gatehouse.dev/decisions] is written by Gatehouse admission only"

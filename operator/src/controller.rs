@@ -2,7 +2,7 @@
 //!
 //! Data comes from a kube-runtime watch of AccessRequests, reflector stores of AccessPolicies
 //! and HostGroups, the sealed decision records admission wrote, and the user CA. It goes out as
-//! the request's status (server-side apply, field manager [`FIELD_MANAGER`]), one Event and one
+//! the request's status (server-side apply, field manager [`managers::OPERATOR`]), one Event and one
 //! log line per transition, metrics, and revoked certificates added to the published
 //! revocation list. A finalizer keeps a deleted Issued request around until it is recorded as Revoked.
 
@@ -25,20 +25,17 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{
-    cert::{self, CaKey, UserCertSpec},
-    error::{Error, Result},
-    policy::{self, Ask},
-    publish::{Revocations, Revoked},
-    records::{self, DECISIONS_ANNOTATION, SealKey},
-    status::{self, Issued},
-    telemetry::Metrics,
-};
+use gatehouse_crds::contract::{self, annotations::DECISIONS, identity, managers};
+use gatehouse_ssh_ca::{self as cert, CaKey, UserCertSpec};
 
-/// Field manager of everything the operator writes.
-pub const FIELD_MANAGER: &str = "gatehouse-operator";
-/// Finalizer that turns deletion of an Issued request into a recorded revocation.
-pub const FINALIZER: &str = "gatehouse.dev/revocation";
+use crate::{
+    decisions::{self, SealKey},
+    error::{Error, Result},
+    metrics::Metrics,
+    policy::{self, Ask},
+    request_status::{self, Issued},
+    revocations::{Revocations, Revoked},
+};
 
 /// What the reconciler needs.
 #[derive(Clone)]
@@ -105,7 +102,7 @@ fn end(
         _ => "Failed",
     };
     Next {
-        status: status::ended(previous, phase, denied, &message, now, g),
+        status: request_status::ended(previous, phase, denied, &message, now, g),
         event: Some((event_type, reason, message)),
         requeue: None,
     }
@@ -119,11 +116,8 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
     let namespace = request.namespace().unwrap_or_default();
     let uid = request.metadata.uid.clone().unwrap_or_default();
     let requester = request.spec.requester.as_ref();
-    let annotation = request
-        .annotations()
-        .get(DECISIONS_ANNOTATION)
-        .map(String::as_str);
-    let decisions = records::tally(
+    let annotation = request.annotations().get(DECISIONS).map(String::as_str);
+    let decisions = decisions::tally(
         &ctx.seal,
         &uid,
         requester.map(|r| r.username.as_str()),
@@ -261,10 +255,10 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
         Err(refusal) => return refuse(refusal.to_string()),
     };
     let granted = duration::format(grant.duration);
-    let approvals = status::approvals(&decisions);
+    let approvals = request_status::approvals(&decisions);
     let required = grant.required_approvals;
     if approvals.len() < usize::try_from(required).unwrap_or(usize::MAX) {
-        let next = status::pending(
+        let next = request_status::pending(
             &previous,
             &grant.policy,
             &granted,
@@ -287,7 +281,10 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
             Some((
                 EventType::Normal,
                 "ApprovalRecorded",
-                format!("approved by {}", status::approver_names(&next.approvals)),
+                format!(
+                    "approved by {}",
+                    request_status::approver_names(&next.approvals)
+                ),
             ))
         } else {
             None
@@ -304,7 +301,7 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
     let spec = UserCertSpec {
         public_key: &request.spec.public_key,
         serial: cert::random_serial(),
-        key_id: cert::key_id(&namespace, &request.name_any(), &uid, requester_name),
+        key_id: identity::user_key_id(&namespace, &request.name_any(), &uid, requester_name),
         principals: cert::principals(
             host_group.spec.mode,
             &namespace,
@@ -321,7 +318,7 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
     let signed = match cert::sign_user_cert(&ctx.user_ca, &spec) {
         Ok(signed) => signed,
         // The key passed the CRD's format rule but is unusable: the request can never succeed.
-        Err(Error::ParsePublicKey(problem)) => {
+        Err(gatehouse_ssh_ca::Error::ParsePublicKey(problem)) => {
             return Ok(end(
                 &previous,
                 Phase::Failed,
@@ -331,12 +328,14 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
                 g,
             ));
         }
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     };
-    let line = signed.to_openssh().map_err(|source| Error::EncodeOpenSsh {
-        what: "certificate",
-        source,
-    })?;
+    let line = signed
+        .to_openssh()
+        .map_err(|source| gatehouse_ssh_ca::Error::EncodeOpenSsh {
+            what: "certificate",
+            source,
+        })?;
     let time = |secs: u64| {
         Time(Timestamp::from_second(i64::try_from(secs).unwrap_or(i64::MAX)).unwrap_or(now))
     };
@@ -353,11 +352,11 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
         spec.serial,
         spec.principals.join(", ")
     );
-    let next = status::issued(
+    let next = request_status::issued(
         &previous,
         &grant.policy,
         &granted,
-        status::approvals(&decisions),
+        request_status::approvals(&decisions),
         issued,
         &at,
         g,
@@ -366,7 +365,7 @@ fn decide(request: &AccessRequest, ctx: &Context, now: Timestamp) -> Result<Next
     if let Some(last) = decisions
         .approvals
         .iter()
-        .filter_map(status::record_time)
+        .filter_map(request_status::record_time)
         .map(|t| t.0)
         .max()
     {
@@ -455,7 +454,7 @@ async fn write(
     next: Next,
     ctx: &Context,
 ) -> Result<()> {
-    if !status::changed(previous, &next.status) {
+    if !request_status::changed(previous, &next.status) {
         return Ok(());
     }
     let name = request.name_any();
@@ -484,7 +483,7 @@ async fn write(
     });
     api.patch_status(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(managers::OPERATOR).force(),
         &Patch::Apply(&patch),
     )
     .await
@@ -520,22 +519,30 @@ async fn write(
 }
 
 async fn ensure_finalizer(api: &Api<AccessRequest>, request: &AccessRequest) -> Result<()> {
-    if request.finalizers().iter().any(|f| f == FINALIZER) {
+    if request
+        .finalizers()
+        .iter()
+        .any(|f| f == contract::REVOCATION_FINALIZER)
+    {
         return Ok(());
     }
     let mut finalizers = request.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
+    finalizers.push(contract::REVOCATION_FINALIZER.to_owned());
     patch_finalizers(api, request, finalizers).await
 }
 
 async fn remove_finalizer(api: &Api<AccessRequest>, request: &AccessRequest) -> Result<()> {
-    if !request.finalizers().iter().any(|f| f == FINALIZER) {
+    if !request
+        .finalizers()
+        .iter()
+        .any(|f| f == contract::REVOCATION_FINALIZER)
+    {
         return Ok(());
     }
     let finalizers = request
         .finalizers()
         .iter()
-        .filter(|f| *f != FINALIZER)
+        .filter(|f| *f != contract::REVOCATION_FINALIZER)
         .cloned()
         .collect();
     patch_finalizers(api, request, finalizers).await
@@ -596,8 +603,7 @@ pub fn error_kind(error: &Error) -> &'static str {
         Error::WriteStatus { .. } => "WriteStatus",
         Error::UpdateFinalizer { .. } => "UpdateFinalizer",
         Error::ReadObject { .. } => "ReadObject",
-        Error::SignCertificate(_) => "SignCertificate",
-        Error::EncodeOpenSsh { .. } => "EncodeOpenSsh",
+        Error::Certificate(_) => "Certificate",
         Error::PublishConfigMap { .. } => "PublishConfigMap",
         _ => "Other",
     }

@@ -3,31 +3,9 @@
 /// Everything that can go wrong in the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Generating a CA key failed.
-    #[error("generating CA key: {0}")]
-    GenerateCaKey(ssh_key::Error),
-    /// A CA Secret holds something that is not an OpenSSH private key.
-    #[error("reading CA key from Secret {secret}: {source}")]
-    ReadCaKey {
-        /// namespace/name of the Secret.
-        secret: String,
-        /// Parse error.
-        source: ssh_key::Error,
-    },
-    /// Encoding a key or certificate as OpenSSH text failed.
-    #[error("encoding {what}: {source}")]
-    EncodeOpenSsh {
-        /// What was being encoded.
-        what: &'static str,
-        /// Encoder error.
-        source: ssh_key::Error,
-    },
-    /// The requester's public key could not be used.
-    #[error("spec.publicKey: {0}")]
-    ParsePublicKey(String),
-    /// Signing a certificate failed.
-    #[error("signing certificate: {0}")]
-    SignCertificate(ssh_key::Error),
+    /// A CA key or certificate operation failed (generating, reading, signing, encoding).
+    #[error(transparent)]
+    Certificate(#[from] gatehouse_ssh_ca::Error),
     /// Reading a Secret from the API failed.
     #[error("reading Secret {name}: {source}")]
     ReadSecret {
@@ -113,14 +91,9 @@ pub enum Error {
         /// API error.
         source: kube::Error,
     },
-    /// Binding a listener failed.
-    #[error("listening on {address}: {source}")]
-    Listen {
-        /// The address.
-        address: std::net::SocketAddr,
-        /// OS error.
-        source: std::io::Error,
-    },
+    /// Serving HTTP (health, metrics) failed.
+    #[error(transparent)]
+    Serve(#[from] gatehouse_runtime::Error),
     /// Registering or encoding metrics failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -3,22 +3,22 @@
 //! Data comes in from the Kubernetes API (AccessRequests, AccessPolicies, HostGroups, the CA
 //! Secrets) and from admission reviews; it goes out as AccessRequest status and Events
 //! ([`controller`]), admission verdicts ([`webhook`]), published CA keys, principals and
-//! revocations ([`publish`]) and metrics ([`telemetry`]). The decisions themselves are pure
-//! functions: which policy governs a request ([`policy`]), the certificate ([`cert`]), the
-//! admission rules ([`admission`]). The proxy reuses [`cert`], [`secrets`]' names and
-//! [`telemetry::serve_health`].
+//! revocations ([`publish`], [`revocations`]) and metrics ([`metrics`]). The decisions themselves are pure
+//! functions: which policy governs a request ([`policy`]), its status ([`request_status`]), the
+//! sealed decision records ([`decisions`]), the admission rules ([`admission`]). Certificates
+//! are signed by [`gatehouse_ssh_ca`]; process plumbing comes from [`gatehouse_runtime`].
 
 pub mod admission;
-pub mod cert;
+pub mod config_map;
 pub mod controller;
+pub mod decisions;
 pub mod error;
-pub mod krl;
+pub mod metrics;
 pub mod policy;
 pub mod publish;
-pub mod records;
+pub mod request_status;
+pub mod revocations;
 pub mod secrets;
-pub mod status;
-pub mod telemetry;
 pub mod webhook;
 
 pub use error::{Error, Result};

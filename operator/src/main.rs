@@ -12,21 +12,34 @@ use std::{future::ready, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use futures::StreamExt;
-use gatehouse_crds::{AccessPolicy, AccessRequest, HostGroup, Phase, duration};
+use gatehouse_crds::{
+    AccessPolicy, AccessRequest, HostGroup, Phase,
+    contract::{
+        managers,
+        secrets::{UPSTREAM_CA, USER_CA},
+    },
+    duration,
+};
 use gatehouse_operator::{
     controller::{self, Context},
-    publish::{Publisher, Revocations},
+    metrics::Metrics,
+    publish::Publisher,
+    revocations::Revocations,
     secrets,
-    telemetry::{self, Metrics, Readiness},
     webhook::{self, WebhookContext},
+};
+use gatehouse_runtime::{
+    health::{Readiness, serve_health},
+    http, logging, signals,
+    watch::{namespaced_or_all, reflect},
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         events::{Recorder, Reporter},
-        reflector::{self, Store},
+        reflector::Store,
         watcher,
     },
 };
@@ -97,39 +110,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text).map_err(|e| e.to_string())
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_logging(&args.log_format, "info,kube_lease_manager=warn");
+    logging::init_logging(&args.log_format, "info,kube_lease_manager=warn");
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
-    let health = telemetry::bind(args.metrics_addr).await?;
+    let health = http::bind(args.metrics_addr).await?;
     let render = {
         let metrics = metrics.clone();
         move || metrics.render()
     };
-    tokio::spawn(telemetry::serve_health(health, render, readiness.clone()));
+    tokio::spawn(serve_health(health, render, readiness.clone()));
 
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
-    let user_ca = Arc::new(secrets::ensure_ca(&secrets_api, secrets::USER_CA_SECRET).await?);
-    let upstream_ca = secrets::ensure_ca(&secrets_api, secrets::UPSTREAM_CA_SECRET).await?;
+    let user_ca = Arc::new(secrets::ensure_ca(&secrets_api, USER_CA).await?);
+    let upstream_ca = secrets::ensure_ca(&secrets_api, UPSTREAM_CA).await?;
     let upstream_ca_line = upstream_ca.public_key_line()?;
     let proxy_host_key_line = secrets::ensure_proxy_host_key(&secrets_api)
         .await?
@@ -151,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let ca_pem = admission.webhook_ca.cert_pem.clone();
         let acceptor = webhook::tls_acceptor(admission.webhook_ca, names)?;
-        let listener = telemetry::bind(args.webhook_addr).await?;
+        let listener = http::bind(args.webhook_addr).await?;
         let ctx = WebhookContext {
             client: client.clone(),
             seal: admission.seal.clone(),
@@ -189,11 +188,11 @@ async fn main() -> anyhow::Result<()> {
         .watch()
         .await;
     let reporter = Reporter {
-        controller: controller::FIELD_MANAGER.to_owned(),
+        controller: managers::OPERATOR.to_owned(),
         instance: args.identity.clone(),
     };
     let mut running: Option<JoinHandle<()>> = None;
-    let shutdown = shutdown_signal();
+    let shutdown = signals::termination();
     tokio::pin!(shutdown);
     loop {
         let is_leader = *leader.borrow_and_update();
@@ -225,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::select! {
             changed = leader.changed() => if changed.is_err() { anyhow::bail!("leader election stopped") },
-            () = &mut shutdown => break,
+            signal = &mut shutdown => { tracing::info!("{signal}: shutting down"); break }
         }
     }
     tracing::info!("shutting down");
@@ -238,50 +237,28 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-}
-
 /// Everything the leader runs.
 struct Lead {
     client: Client,
     namespace: String,
     watch_namespace: Option<String>,
-    user_ca: Arc<gatehouse_operator::cert::CaKey>,
+    user_ca: Arc<gatehouse_ssh_ca::CaKey>,
     upstream_ca_line: String,
     proxy_host_key_line: String,
-    seal: gatehouse_operator::records::SealKey,
+    seal: gatehouse_operator::decisions::SealKey,
     metrics: Metrics,
     pending_ttl: Duration,
     recorder: Recorder,
 }
 
-/// Run a reflector for `K` in `tasks`, nudging `nudge` on every change.
-fn reflect<K>(tasks: &mut JoinSet<()>, api: Api<K>, nudge: Arc<Notify>) -> Store<K>
+/// Run a watch cache of `K` in `tasks`, nudging `nudge` on every change.
+fn cache<K>(tasks: &mut JoinSet<()>, api: Api<K>, nudge: Arc<Notify>) -> Store<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |_| {
-            nudge.notify_one();
-            ready(())
-        });
-    tasks.spawn(stream);
+    let (store, drive) = reflect(api, move || nudge.notify_one());
+    tasks.spawn(drive);
     store
 }
 
@@ -292,10 +269,16 @@ impl Lead {
         let mut tasks = JoinSet::new();
         let nudge = Arc::new(Notify::new());
         let ns = self.watch_namespace.as_deref();
-        let policies =
-            reflect::<AccessPolicy>(&mut tasks, scoped(&self.client, ns), Arc::clone(&nudge));
-        let host_groups =
-            reflect::<HostGroup>(&mut tasks, scoped(&self.client, ns), Arc::clone(&nudge));
+        let policies = cache::<AccessPolicy>(
+            &mut tasks,
+            namespaced_or_all(&self.client, ns),
+            Arc::clone(&nudge),
+        );
+        let host_groups = cache::<HostGroup>(
+            &mut tasks,
+            namespaced_or_all(&self.client, ns),
+            Arc::clone(&nudge),
+        );
         for ready_store in [
             policies.wait_until_ready().await,
             host_groups.wait_until_ready().await,
@@ -305,7 +288,7 @@ impl Lead {
                 return;
             }
         }
-        let requests_api: Api<AccessRequest> = scoped(&self.client, ns);
+        let requests_api: Api<AccessRequest> = namespaced_or_all(&self.client, ns);
         let controller = Controller::new(requests_api, watcher::Config::default());
         let requests = controller.store();
         let revocations = Arc::new(Revocations::new(

@@ -21,29 +21,19 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 
+use gatehouse_crds::contract::{
+    MANAGED_BY_LABEL, managers,
+    secrets::{
+        ADMISSION, CA_PRIVATE_KEY, CA_PUBLIC_KEY, HOST_PRIVATE_KEY, HOST_PUBLIC_KEY, PROXY_HOST_KEY,
+    },
+};
+use gatehouse_ssh_ca::CaKey;
+
 use crate::{
-    cert::CaKey,
+    decisions::SealKey,
     error::{Error, Result},
-    records::SealKey,
 };
 
-/// Secret holding the user CA.
-pub const USER_CA_SECRET: &str = "gatehouse-user-ca";
-/// Secret holding the upstream CA (mounted by the proxy only).
-pub const UPSTREAM_CA_SECRET: &str = "gatehouse-upstream-ca";
-/// Secret holding admission's seal key and webhook serving CA.
-pub const ADMISSION_SECRET: &str = "gatehouse-admission";
-/// Key of the OpenSSH private key in a CA Secret.
-pub const CA_PRIVATE_KEY: &str = "ca";
-/// Key of the OpenSSH public key line in a CA Secret.
-pub const CA_PUBLIC_KEY: &str = "ca.pub";
-/// The proxy's SSH host key (the proxy reads it; the operator creates it once so every proxy
-/// replica presents the same key and the operator can publish it).
-pub const PROXY_HOST_KEY_SECRET: &str = "gatehouse-proxy-host-key";
-/// Data key of the proxy host key's private half.
-pub const HOST_PRIVATE_KEY: &str = "ssh_host_ed25519_key";
-/// Data key of the proxy host key's public half.
-pub const HOST_PUBLIC_KEY: &str = "ssh_host_ed25519_key.pub";
 const SEAL_KEY: &str = "seal.key";
 const WEBHOOK_CA_CERT: &str = "webhook-ca.crt";
 const WEBHOOK_CA_KEY: &str = "webhook-ca.key";
@@ -73,11 +63,7 @@ pub struct AdmissionKeys {
 }
 
 fn labels() -> BTreeMap<String, String> {
-    [(
-        "app.kubernetes.io/managed-by".to_owned(),
-        "gatehouse-operator".to_owned(),
-    )]
-    .into()
+    [(MANAGED_BY_LABEL.to_owned(), managers::OPERATOR.to_owned())].into()
 }
 
 /// Read Secret `name`, or create it from `make()` if absent. Never replaces an existing Secret.
@@ -145,14 +131,8 @@ pub async fn ensure_ca(api: &Api<Secret>, name: &str) -> Result<CaKey> {
 
 /// Ensure the proxy host key Secret exists and return the key.
 pub async fn ensure_proxy_host_key(api: &Api<Secret>) -> Result<CaKey> {
-    let key = ensure_ed25519(
-        api,
-        PROXY_HOST_KEY_SECRET,
-        HOST_PRIVATE_KEY,
-        HOST_PUBLIC_KEY,
-    )
-    .await?;
-    tracing::info!(secret = PROXY_HOST_KEY_SECRET, fingerprint = %key.fingerprint(), "proxy host key ready");
+    let key = ensure_ed25519(api, PROXY_HOST_KEY, HOST_PRIVATE_KEY, HOST_PUBLIC_KEY).await?;
+    tracing::info!(secret = PROXY_HOST_KEY, fingerprint = %key.fingerprint(), "proxy host key ready");
     Ok(key)
 }
 
@@ -178,7 +158,7 @@ async fn ensure_ed25519(
         .into())
     })
     .await?;
-    CaKey::from_openssh(text(&secret, name, private)?, name)
+    Ok(CaKey::from_openssh(text(&secret, name, private)?, name)?)
 }
 
 fn webhook_ca_params() -> CertificateParams {
@@ -223,21 +203,19 @@ fn getrandom_fill(buf: &mut [u8]) {
 
 /// Ensure admission's Secret exists and return its keys.
 pub async fn ensure_admission(api: &Api<Secret>) -> Result<AdmissionKeys> {
-    let secret = ensure_secret(api, ADMISSION_SECRET, new_admission_data).await?;
-    let seal = field(&secret, ADMISSION_SECRET, SEAL_KEY)?;
+    let secret = ensure_secret(api, ADMISSION, new_admission_data).await?;
+    let seal = field(&secret, ADMISSION, SEAL_KEY)?;
     if seal.len() < SealKey::LEN {
         return Err(Error::SecretContent {
-            name: ADMISSION_SECRET.to_owned(),
+            name: ADMISSION.to_owned(),
             problem: format!("{SEAL_KEY} must hold at least {} bytes", SealKey::LEN),
         });
     }
     Ok(AdmissionKeys {
         seal: SealKey::new(seal.to_vec()),
         webhook_ca: WebhookCa {
-            cert_pem: text(&secret, ADMISSION_SECRET, WEBHOOK_CA_CERT)?.to_owned(),
-            key_pem: zeroize::Zeroizing::new(
-                text(&secret, ADMISSION_SECRET, WEBHOOK_CA_KEY)?.to_owned(),
-            ),
+            cert_pem: text(&secret, ADMISSION, WEBHOOK_CA_CERT)?.to_owned(),
+            key_pem: zeroize::Zeroizing::new(text(&secret, ADMISSION, WEBHOOK_CA_KEY)?.to_owned()),
         },
     })
 }

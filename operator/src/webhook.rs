@@ -38,11 +38,12 @@ use rustls::{
 
 use crate::{
     admission::{self, Authority, Caller, Plan},
+    decisions::{DecisionKind, SealKey},
     error::{Error, Result},
-    records::{DecisionKind, SealKey},
+    metrics::Metrics,
     secrets::WebhookCa,
-    telemetry::{self, Metrics, bytes_body::Full},
 };
+use gatehouse_runtime::http::{self as serving, Full, text};
 
 /// Largest AdmissionReview body accepted (the API server caps objects at ~3 MiB).
 const MAX_BODY: usize = 4 << 20;
@@ -132,15 +133,15 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         async move { acceptor.accept(stream).await }
     };
-    telemetry::serve(listener, handler, accept).await;
+    serving::serve(listener, handler, accept).await;
 }
 
 async fn handle(request: Request<Incoming>, ctx: &WebhookContext) -> Response<Full> {
     let webhook = match (request.method(), request.uri().path()) {
         (&Method::POST, "/mutate") => "mutate",
         (&Method::POST, "/validate") => "validate",
-        (_, "/healthz") => return telemetry::text(StatusCode::OK, "ok\n"),
-        _ => return telemetry::text(StatusCode::NOT_FOUND, "not found\n"),
+        (_, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };
     let started = Instant::now();
     let body = match http_body_util::Limited::new(request.into_body(), MAX_BODY)
@@ -149,7 +150,7 @@ async fn handle(request: Request<Incoming>, ctx: &WebhookContext) -> Response<Fu
     {
         Ok(body) => body.to_bytes(),
         Err(error) => {
-            return telemetry::text(StatusCode::BAD_REQUEST, format!("reading body: {error}"));
+            return text(StatusCode::BAD_REQUEST, format!("reading body: {error}"));
         }
     };
     let (response, operation) = review(&body, webhook, ctx).await;
@@ -174,7 +175,7 @@ async fn handle(request: Request<Incoming>, ctx: &WebhookContext) -> Response<Fu
             );
             out
         }
-        Err(error) => telemetry::text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
 }
 

@@ -12,6 +12,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use gatehouse_crds::{
     AccessPolicy, AccessRequest, CertificateExtension, Host, HostGroup, HostGroupMode, Phase,
+    contract::identity::{self, FORCE_COMMAND, SOURCE_ADDRESS},
 };
 use kube::ResourceExt;
 use russh::keys::{
@@ -19,7 +20,7 @@ use russh::keys::{
     ssh_key::{Fingerprint, certificate::CertType},
 };
 
-use crate::target::{self, TargetName};
+use crate::user_name::{self, TargetName};
 
 /// The live objects the decision reads (reflector stores in the proxy, plain values in tests).
 pub trait Lookup {
@@ -106,7 +107,7 @@ fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
 
 /// Critical options the proxy understands; any other makes the certificate unusable, as in
 /// OpenSSH.
-const KNOWN_CRITICAL_OPTIONS: [&str; 2] = ["force-command", "source-address"];
+const KNOWN_CRITICAL_OPTIONS: [&str; 2] = [FORCE_COMMAND, SOURCE_ADDRESS];
 
 /// Decide a certificate login for SSH user name `user` from `peer` at unix time `now`.
 pub fn authorize(
@@ -137,7 +138,7 @@ pub fn authorize(
                 format!("unsupported critical option {name:?}"),
             ));
         }
-        if name == "source-address" && !source_address_allows(value, peer) {
+        if name == SOURCE_ADDRESS && !source_address_allows(value, peer) {
             return Err(refuse(
                 "source_address",
                 format!("source-address {value:?} does not allow {peer}"),
@@ -147,7 +148,7 @@ pub fn authorize(
     let (namespace, name) = cert
         .valid_principals()
         .iter()
-        .find_map(|p| p.strip_prefix("gatehouse-proxy:")?.split_once('/'))
+        .find_map(|p| identity::parse_proxied_principal(p))
         .ok_or_else(|| {
             refuse(
                 "principal",
@@ -204,7 +205,7 @@ pub fn authorize(
     let TargetName {
         login,
         host: wanted_host,
-    } = target::parse(user).map_err(|e| refuse("user_name", e.0))?;
+    } = user_name::parse(user).map_err(|e| refuse("user_name", e.0))?;
     if login != request.spec.login {
         return Err(refuse(
             "login",
@@ -262,7 +263,7 @@ pub fn authorize(
         extensions: extensions(cert),
         force_command: cert
             .critical_options()
-            .get("force-command")
+            .get(FORCE_COMMAND)
             .map(|c| c.to_string()),
         record_input,
         recording_required,

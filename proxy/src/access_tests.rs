@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use gatehouse_crds::contract::identity::{proxied_principal, user_key_id as key_id};
 use gatehouse_crds::{
     AccessPolicySpec, AccessRequestSpec, AccessRequestStatus, Approval, HostGroupSpec, Requester,
     Target,
 };
-use gatehouse_operator::cert::{CaKey, UserCertSpec, key_id, sign_user_cert};
+use gatehouse_ssh_ca::{CaKey, UserCertSpec, sign_user_cert};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 use russh::keys::{
@@ -157,7 +158,7 @@ fn sign(
 }
 
 fn good_cert(f: &Fixture) -> Certificate {
-    sign(f, &f.ca, &["gatehouse-proxy:team/req"], (None, &[]))
+    sign(f, &f.ca, &[&proxied_principal("team", "req")], (None, &[]))
 }
 
 fn peer() -> IpAddr {
@@ -200,7 +201,12 @@ fn issued_request_grants_its_login_on_a_host_of_its_group() {
 fn certificate_from_another_ca_is_refused() {
     let f = fixture(None, &["db-1"]);
     let rogue = CaKey::generate("rogue").unwrap();
-    let cert = sign(&f, &rogue, &["gatehouse-proxy:team/req"], (None, &[]));
+    let cert = sign(
+        &f,
+        &rogue,
+        &[&proxied_principal("team", "req")],
+        (None, &[]),
+    );
     let r = refused(&f, &cert, "ubuntu@db-1", NOW);
     assert_eq!(r.reason, "untrusted_ca", "{}", r.message);
 }
@@ -277,20 +283,30 @@ fn critical_options_are_enforced() {
     let forced = sign(
         &f,
         &f.ca,
-        &["gatehouse-proxy:team/req"],
+        &[&proxied_principal("team", "req")],
         (Some("uptime"), &[]),
     );
     let grant = authorize(&forced, "ubuntu@db-1", peer(), NOW, &fp(&f), &f.world).unwrap();
     assert_eq!(grant.force_command.as_deref(), Some("uptime"));
 
     let elsewhere = vec!["10.0.0.0/8".to_owned()];
-    let cert = sign(&f, &f.ca, &["gatehouse-proxy:team/req"], (None, &elsewhere));
+    let cert = sign(
+        &f,
+        &f.ca,
+        &[&proxied_principal("team", "req")],
+        (None, &elsewhere),
+    );
     assert_eq!(
         refused(&f, &cert, "ubuntu@db-1", NOW).reason,
         "source_address"
     );
     let here = vec!["10.0.0.0/8".to_owned(), "127.0.0.0/8".to_owned()];
-    let cert = sign(&f, &f.ca, &["gatehouse-proxy:team/req"], (None, &here));
+    let cert = sign(
+        &f,
+        &f.ca,
+        &[&proxied_principal("team", "req")],
+        (None, &here),
+    );
     assert!(authorize(&cert, "ubuntu@db-1", peer(), NOW, &fp(&f), &f.world).is_ok());
 }
 

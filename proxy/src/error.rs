@@ -11,7 +11,7 @@ pub enum Error {
     GenerateKey(russh::keys::ssh_key::Error),
     /// Signing the upstream certificate failed.
     #[error("signing upstream certificate: {0}")]
-    SignUpstreamCertificate(Box<gatehouse_operator::Error>),
+    SignUpstreamCertificate(gatehouse_ssh_ca::Error),
     /// Connecting or authenticating to the target host failed.
     #[error("connecting to {target}: {message}")]
     ConnectUpstream {
@@ -60,9 +60,12 @@ pub enum Error {
         /// API error.
         source: kube::Error,
     },
-    /// Registering or rendering metrics failed.
+    /// Registering metrics failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// Serving or rendering health and metrics failed.
+    #[error(transparent)]
+    Serve(#[from] gatehouse_runtime::Error),
 }
 
 /// Result with the proxy's [`Error`].

@@ -4,17 +4,12 @@
 
 use std::{future::Future, sync::Arc};
 
-use futures::StreamExt;
 use gatehouse_crds::{AccessPolicy, AccessRequest, HostGroup};
+use gatehouse_runtime::watch::{namespaced_or_all, reflect};
 use kube::{
-    Api, Client, Resource,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
-        watcher,
-    },
+    Client, Resource,
+    runtime::reflector::{self, ObjectRef, Store},
 };
-use serde::de::DeserializeOwned;
 
 use crate::access::Lookup;
 
@@ -36,28 +31,6 @@ impl std::fmt::Debug for Inventory {
     }
 }
 
-fn reflect<K>(api: Api<K>) -> (Store<K>, impl Future<Output = ()> + Send)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind = K::kind(&()).as_ref(), "watch error; retrying");
-            }
-        });
-    (reader, stream)
-}
-
 impl Inventory {
     /// Start watching (every namespace, or one) and wait until the first lists arrived. The
     /// returned future drives the watches and must be polled for the stores to stay current.
@@ -65,18 +38,14 @@ impl Inventory {
         client: Client,
         namespace: Option<&str>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-        where
-            K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
-        {
-            match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        }
-        let (requests, watch_requests) = reflect(api::<AccessRequest>(&client, namespace));
-        let (host_groups, watch_groups) = reflect(api::<HostGroup>(&client, namespace));
-        let (policies, watch_policies) = reflect(api::<AccessPolicy>(&client, namespace));
+        let (requests, watch_requests) = reflect(
+            namespaced_or_all::<AccessRequest>(&client, namespace),
+            || {},
+        );
+        let (host_groups, watch_groups) =
+            reflect(namespaced_or_all::<HostGroup>(&client, namespace), || {});
+        let (policies, watch_policies) =
+            reflect(namespaced_or_all::<AccessPolicy>(&client, namespace), || {});
         let drive = async move {
             tokio::join!(watch_requests, watch_groups, watch_policies);
         };

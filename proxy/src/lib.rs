@@ -7,21 +7,22 @@
 //! upstream certificate), to the recording store (asciinema v2 files spooled on disk, then
 //! uploaded to S3 or a directory) and back into each AccessRequest's `status.sessions`.
 //!
-//! Decisions are plain functions ([`access`], [`target`], [`ratelimit`], [`hostkey`]); the russh
-//! [`server::Handler`] only forwards events; one task per session channel ([`session`]) bridges
-//! and records.
+//! Decisions are plain functions ([`access`], [`user_name`], [`ratelimit`], [`hostkey`]); the russh
+//! [`server::Connection`] handler only forwards events; one task per connection and per session
+//! channel ([`session`]) bridges and records; what they all share is in [`context`].
 
 pub mod access;
+pub mod context;
 pub mod error;
 pub mod hostkey;
 pub mod inventory;
+pub mod metrics;
 pub mod ratelimit;
 pub mod recording;
 pub mod server;
 pub mod session;
-pub mod status;
-pub mod target;
-pub mod telemetry;
+pub mod session_history;
 pub mod upstream;
+pub mod user_name;
 
 pub use error::{Error, Result};

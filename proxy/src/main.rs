@@ -10,23 +10,27 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
-use gatehouse_operator::{
-    cert::CaKey,
-    publish::SSH_CONFIGMAP,
-    secrets::{CA_PRIVATE_KEY, HOST_PRIVATE_KEY, PROXY_HOST_KEY_SECRET, UPSTREAM_CA_SECRET},
-    telemetry::{self, Readiness},
+use gatehouse_crds::contract::{
+    published::{SSH_CONFIGMAP, USER_CA_PUB},
+    secrets::{CA_PRIVATE_KEY, HOST_PRIVATE_KEY, PROXY_HOST_KEY, UPSTREAM_CA},
 };
 use gatehouse_proxy::{
+    context::{RecordingSettings, Shared},
     inventory::Inventory,
+    metrics::Metrics,
     ratelimit::{Limits, RateLimiter},
     recording::{
         Store, Uploader,
         store::{LocalStore, S3Config, S3Store},
     },
-    server::{Proxy, RecordingSettings, Shared},
-    status::SessionStatus,
-    telemetry::Metrics,
+    server::Proxy,
+    session_history::SessionStatus,
 };
+use gatehouse_runtime::{
+    health::{Readiness, serve_health},
+    http, logging, signals,
+};
+use gatehouse_ssh_ca::CaKey;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 use russh::{
@@ -185,7 +189,7 @@ fn store(args: &Args) -> anyhow::Result<Store> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_logging(&args.log_format, "info,russh=warn");
+    logging::init_logging(&args.log_format, "info,russh=warn");
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let store = store(&args)?;
@@ -196,12 +200,12 @@ async fn main() -> anyhow::Result<()> {
 
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
-    let health = telemetry::bind(args.metrics_addr).await?;
+    let health = http::bind(args.metrics_addr).await?;
     let render = {
         let metrics = metrics.clone();
         move || metrics.render()
     };
-    tokio::spawn(telemetry::serve_health(health, render, readiness.clone()));
+    tokio::spawn(serve_health(health, render, readiness.clone()));
 
     let client = Client::try_default()
         .await
@@ -212,25 +216,27 @@ async fn main() -> anyhow::Result<()> {
         Ok(config_maps
             .get_opt(SSH_CONFIGMAP)
             .await
-            .context("reading ConfigMap gatehouse-ssh")?
+            .with_context(|| format!("reading ConfigMap {SSH_CONFIGMAP}"))?
             .and_then(|c| c.data)
-            .and_then(|d| d.get("user_ca.pub").cloned()))
+            .and_then(|d| d.get(USER_CA_PUB).cloned()))
     })
     .await?;
     let user_ca = PublicKey::from_openssh(user_ca_line.trim())
-        .context("ConfigMap gatehouse-ssh user_ca.pub is not an OpenSSH public key")?
+        .with_context(|| {
+            format!("ConfigMap {SSH_CONFIGMAP} {USER_CA_PUB} is not an OpenSSH public key")
+        })?
         .fingerprint(HashAlg::Sha256);
     let upstream_ca = wait_for("the upstream CA", async || {
-        secret_text(&secrets, UPSTREAM_CA_SECRET, CA_PRIVATE_KEY).await
+        secret_text(&secrets, UPSTREAM_CA, CA_PRIVATE_KEY).await
     })
     .await?;
-    let upstream_ca = CaKey::from_openssh(&upstream_ca, UPSTREAM_CA_SECRET)?;
+    let upstream_ca = CaKey::from_openssh(&upstream_ca, UPSTREAM_CA)?;
     let host_key = wait_for("the proxy host key", async || {
-        secret_text(&secrets, PROXY_HOST_KEY_SECRET, HOST_PRIVATE_KEY).await
+        secret_text(&secrets, PROXY_HOST_KEY, HOST_PRIVATE_KEY).await
     })
     .await?;
     let host_key = PrivateKey::from_openssh(&host_key)
-        .with_context(|| format!("Secret {PROXY_HOST_KEY_SECRET} holds no OpenSSH private key"))?;
+        .with_context(|| format!("Secret {PROXY_HOST_KEY} holds no OpenSSH private key"))?;
     tracing::info!(
         user_ca = %user_ca,
         upstream_ca = %upstream_ca.fingerprint(),
@@ -292,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
             result.context("SSH server failed")?;
             return Ok(());
         }
-        signal = termination() => tracing::info!("{signal}: stopping"),
+        signal = signals::termination() => tracing::info!("{signal}: stopping"),
     }
     // Stop taking logins (the server is no longer polled), end every session with a message,
     // and upload what they recorded: a pod's spool is an emptyDir, gone once the process exits.
@@ -322,20 +328,4 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     Ok(())
-}
-
-/// Wait for SIGTERM (Kubernetes stopping the pod) or SIGINT; name the one that came.
-async fn termination() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the proxy gracefully");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
 }

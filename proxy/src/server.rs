@@ -5,57 +5,23 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use gatehouse_operator::cert::CaKey;
 use russh::{
     Channel,
-    keys::{Certificate, ssh_key::Fingerprint},
+    keys::Certificate,
     server::{self, Auth, ChannelOpenHandle, Msg, Session},
 };
 use tokio::sync::mpsc;
 
 use crate::{
     access::{self, Grant},
-    inventory::Inventory,
-    ratelimit::{RateLimiter, Verdict},
-    recording::uploader::UploadQueue,
+    context::Shared,
+    ratelimit::Verdict,
     session::{self, ConnectionEvent},
-    status::SessionStatus,
-    telemetry::Metrics,
 };
-
-/// Where recordings go and whether they can be written.
-#[derive(Debug, Clone)]
-pub struct RecordingSettings {
-    /// Spool directory.
-    pub spool_dir: std::path::PathBuf,
-    /// Finished spools are handed to the uploader here.
-    pub queue: UploadQueue,
-}
-
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// Live objects.
-    pub inventory: Inventory,
-    /// The user CA's fingerprint: certificates must be signed by it.
-    pub user_ca: Fingerprint,
-    /// Signs upstream certificates.
-    pub upstream_ca: CaKey,
-    /// Failed-login limiter.
-    pub limiter: Mutex<RateLimiter>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Recording spool and upload queue.
-    pub recording: RecordingSettings,
-    /// Session records in AccessRequest status.
-    pub status: SessionStatus,
-    /// Becomes true when the proxy shuts down: every connection ends with a message.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-}
 
 /// Accepts connections; one [`Connection`] handler each.
 #[derive(Debug, Clone)]

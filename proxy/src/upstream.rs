@@ -10,7 +10,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use gatehouse_operator::cert::{self, CaKey, UserCertSpec};
+use gatehouse_crds::contract::identity;
+use gatehouse_ssh_ca::{self as cert, CaKey, UserCertSpec};
 use russh::{
     client,
     keys::ssh_key::{getrandom::SysRng, rand_core::UnwrapErr},
@@ -63,9 +64,11 @@ impl client::Handler for UpstreamHandler {
 
 /// The key id of an upstream certificate.
 pub fn upstream_key_id(grant: &Grant, connection: &str) -> String {
-    format!(
-        "gatehouse:{}/{} requester={} via=gatehouse-proxy connection={connection}",
-        grant.request.namespace, grant.request.name, grant.requester
+    identity::upstream_key_id(
+        &grant.request.namespace,
+        &grant.request.name,
+        &grant.requester,
+        connection,
     )
 }
 
@@ -94,7 +97,7 @@ pub fn credentials(
             source_addresses: &[],
         },
     )
-    .map_err(|e| Error::SignUpstreamCertificate(Box::new(e)))?;
+    .map_err(Error::SignUpstreamCertificate)?;
     Ok((key, certificate))
 }
 

@@ -278,8 +278,8 @@ fn the_dashboard_queries_only_metrics_the_code_exports() {
     let path = repo_root().join("charts/gatehouse/dashboards/gatehouse.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let dashboard: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let operator = gatehouse_operator::telemetry::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
-    let proxy = gatehouse_proxy::telemetry::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+    let operator = gatehouse_operator::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+    let proxy = gatehouse_proxy::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
     let exported: BTreeSet<&str> = operator
         .names()
         .iter()

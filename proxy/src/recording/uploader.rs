@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::spool::{self, SpooledRecording};
 use super::store::{Store, StoredRecording};
 use crate::error::Result;
-use crate::telemetry::Metrics;
+use crate::metrics::Metrics;
 
 /// Told about every recording once it is safely stored.
 pub trait UploadSink: Send + Sync + 'static {

@@ -18,8 +18,8 @@ use tokio::{
 use super::new_id;
 use crate::{
     access::{Grant, Refusal},
+    context::Shared,
     recording::{Recorder, SessionKind, SessionMeta},
-    server::Shared,
 };
 
 /// How often a live session's recording is flushed to the spool.

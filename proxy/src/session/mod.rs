@@ -27,7 +27,7 @@ use tokio::{
 
 use crate::{
     access::{self, Grant, Refusal},
-    server::Shared,
+    context::Shared,
     upstream::{self, UpstreamHandler},
 };
 

@@ -1,84 +1,27 @@
-//! OpenSSH certificate building. Pure: keys and inputs in, a signed certificate out.
+//! OpenSSH user certificate building. Pure: a CA key and what a grant allows in, a signed
+//! certificate out.
 
 use std::time::Duration;
 
-use gatehouse_crds::{CertificateExtension, HostGroupMode};
+use gatehouse_crds::{
+    CertificateExtension, HostGroupMode,
+    contract::identity::{self, FORCE_COMMAND, SOURCE_ADDRESS},
+};
 use ssh_key::{
-    Algorithm, Certificate, HashAlg, LineEnding, PrivateKey, PublicKey,
+    Algorithm, Certificate, PublicKey,
     certificate::{Builder, CertType},
     getrandom::SysRng,
     rand_core::{Rng, UnwrapErr},
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    ca::CaKey,
+    error::{Error, Result},
+};
 
 /// Certificates start this long before issue so small clock skew between the operator and
 /// the hosts does not reject a fresh certificate (Vault does the same).
 pub const BACKDATE: Duration = Duration::from_secs(30);
-
-/// A certificate authority's private key. `Debug` shows only the public fingerprint.
-pub struct CaKey {
-    key: PrivateKey,
-}
-
-impl std::fmt::Debug for CaKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaKey")
-            .field("fingerprint", &self.fingerprint())
-            .field("private_key", &"<redacted>")
-            .finish()
-    }
-}
-
-impl CaKey {
-    /// Generate a new Ed25519 CA key from the operating system's randomness.
-    pub fn generate(comment: &str) -> Result<Self> {
-        let mut key = PrivateKey::random(&mut UnwrapErr(SysRng), Algorithm::Ed25519)
-            .map_err(Error::GenerateCaKey)?;
-        key.set_comment(comment);
-        Ok(Self { key })
-    }
-
-    /// Read a CA key from OpenSSH private key text (as stored in its Secret).
-    pub fn from_openssh(text: &str, secret: &str) -> Result<Self> {
-        let key = PrivateKey::from_openssh(text).map_err(|source| Error::ReadCaKey {
-            secret: secret.to_owned(),
-            source,
-        })?;
-        Ok(Self { key })
-    }
-
-    /// The private key as OpenSSH text, for its Secret. Zeroised on drop.
-    pub fn to_openssh(&self) -> Result<zeroize::Zeroizing<String>> {
-        self.key
-            .to_openssh(LineEnding::LF)
-            .map_err(|source| Error::EncodeOpenSsh {
-                what: "CA private key",
-                source,
-            })
-    }
-
-    /// The public key as one `ssh-ed25519 AAAA… comment` line (for `TrustedUserCAKeys`).
-    pub fn public_key_line(&self) -> Result<String> {
-        self.key
-            .public_key()
-            .to_openssh()
-            .map_err(|source| Error::EncodeOpenSsh {
-                what: "CA public key",
-                source,
-            })
-    }
-
-    /// SHA-256 fingerprint, as `ssh-keygen -l` prints it.
-    pub fn fingerprint(&self) -> String {
-        self.key.fingerprint(HashAlg::Sha256).to_string()
-    }
-
-    /// The public key.
-    pub fn public_key(&self) -> &PublicKey {
-        self.key.public_key()
-    }
-}
 
 /// Everything that goes into one user certificate.
 #[derive(Debug, Clone)]
@@ -149,12 +92,12 @@ pub fn sign_user_cert(ca: &CaKey, spec: &UserCertSpec<'_>) -> Result<Certificate
     }
     if let Some(command) = spec.force_command {
         builder
-            .critical_option("force-command", command)
+            .critical_option(FORCE_COMMAND, command)
             .map_err(Error::SignCertificate)?;
     }
     if !spec.source_addresses.is_empty() {
         builder
-            .critical_option("source-address", spec.source_addresses.join(","))
+            .critical_option(SOURCE_ADDRESS, spec.source_addresses.join(","))
             .map_err(Error::SignCertificate)?;
     }
     builder.sign(&ca.key).map_err(Error::SignCertificate)
@@ -172,16 +115,11 @@ pub fn random_serial() -> u64 {
     }
 }
 
-/// The key id: names the request and the human, so `sshd`'s log line attributes the session.
-pub fn key_id(namespace: &str, name: &str, uid: &str, requester: &str) -> String {
-    format!("gatehouse:{namespace}/{name} uid={uid} requester={requester}")
-}
-
 /// The principals of a request's certificate.
 ///
 /// Proxied: one identity only the Gatehouse proxy accepts (targets never trust the user CA).
 /// Direct: one principal scoped to the HostGroup and the login, which the group's hosts list
-/// in their AuthorizedPrincipalsFile for that login (see [`direct_principal`]).
+/// in their AuthorizedPrincipalsFile for that login (see [`identity::direct_principal`]).
 pub fn principals(
     mode: HostGroupMode,
     namespace: &str,
@@ -190,20 +128,9 @@ pub fn principals(
     login: &str,
 ) -> Vec<String> {
     match mode {
-        HostGroupMode::Proxied => vec![proxied_principal(namespace, request)],
-        HostGroupMode::Direct => vec![direct_principal(namespace, host_group, login)],
+        HostGroupMode::Proxied => vec![identity::proxied_principal(namespace, request)],
+        HostGroupMode::Direct => vec![identity::direct_principal(namespace, host_group, login)],
     }
-}
-
-/// The principal of a proxied request's certificate.
-pub fn proxied_principal(namespace: &str, request: &str) -> String {
-    format!("gatehouse-proxy:{namespace}/{request}")
-}
-
-/// The principal a Direct HostGroup's hosts accept for `login`: the content of
-/// `AuthorizedPrincipalsFile` for that login on those hosts.
-pub fn direct_principal(namespace: &str, host_group: &str, login: &str) -> String {
-    format!("gatehouse:{namespace}/{host_group}:{login}")
 }
 
 /// Validity window for a certificate issued at `now` (unix seconds) for `granted`.
@@ -217,6 +144,7 @@ pub fn validity(now: u64, granted: Duration) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssh_key::HashAlg;
 
     const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIISa1AY8mpx0OMvpQM9rRmi9MFzv63hBz+TstwkC/lzx alice@laptop";
 
@@ -224,7 +152,7 @@ mod tests {
         UserCertSpec {
             public_key: ALICE,
             serial: 42,
-            key_id: key_id("team", "r1", "0000-1111", "alice"),
+            key_id: identity::user_key_id("team", "r1", "0000-1111", "alice"),
             principals: principals(HostGroupMode::Direct, "team", "r1", "prod-db", "ubuntu"),
             valid_after: 1_700_000_000,
             valid_before: 1_700_003_600,
@@ -309,21 +237,6 @@ mod tests {
         assert!(parse_user_public_key(ALICE).is_ok());
         let ecdsa = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBPXbKAXACuaeUP9BRc7xsQsuF2tB25Ey9i9knvXAOWHpex/gyp90TW+ooIlKTg5KGdPHK6VnCGL1DIOZmvh7rBZm97GKq4PwNAsB1Sc8TqJvrFkhbvG/U06APYAZynRgoA== bob@yubikey";
         assert!(parse_user_public_key(ecdsa).is_ok());
-    }
-
-    #[test]
-    fn ca_key_round_trips_and_never_prints_its_secret() {
-        let ca = CaKey::generate("user-ca").unwrap_or_else(|e| panic!("{e}"));
-        let text = ca.to_openssh().unwrap_or_else(|e| panic!("{e}"));
-        let back = CaKey::from_openssh(&text, "ns/secret").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back.fingerprint(), ca.fingerprint());
-        let debug = format!("{ca:?}");
-        assert!(
-            debug.contains("<redacted>") && debug.contains("SHA256:"),
-            "{debug}"
-        );
-        assert!(!debug.contains("OPENSSH PRIVATE KEY"));
-        assert!(CaKey::from_openssh("not a key", "ns/secret").is_err());
     }
 
     #[test]

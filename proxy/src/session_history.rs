@@ -2,7 +2,7 @@
 //! the proxy's own field manager, and the Events that go with them. Data comes from session
 //! starts and finished uploads; it goes to the API server.
 
-use gatehouse_crds::{AccessRequest, Recording, SessionRecord};
+use gatehouse_crds::{AccessRequest, Recording, SessionRecord, contract::managers};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -17,8 +17,6 @@ use crate::{
     recording::{SessionMeta, SpooledRecording, StoredRecording, UploadSink},
 };
 
-/// The proxy's field manager for `status.sessions`.
-pub const FIELD_MANAGER: &str = "gatehouse-proxy";
 /// `status.sessions` keeps at most this many entries (the CRD's bound).
 pub const MAX_SESSIONS: usize = 64;
 
@@ -55,7 +53,7 @@ impl SessionStatus {
     /// A writer reporting Events as `instance`.
     pub fn new(client: Client, instance: String) -> Self {
         let reporter = Reporter {
-            controller: "gatehouse-proxy".into(),
+            controller: managers::PROXY.into(),
             instance: Some(instance),
         };
         Self {
@@ -102,7 +100,7 @@ impl SessionStatus {
             match api
                 .patch_status(
                     &request.name,
-                    &PatchParams::apply(FIELD_MANAGER),
+                    &PatchParams::apply(managers::PROXY),
                     &Patch::Apply(&patch),
                 )
                 .await

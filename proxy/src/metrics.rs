@@ -2,18 +2,15 @@
 //! (bytes, active sessions) and the uploader (failures, latency); it goes out as Prometheus
 //! text on the health listener's `/metrics`. Names are the contract with the chart's dashboard.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use gatehouse_runtime::metrics::MetricSet;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::error::Result;
 
 /// Every metric the proxy exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
-    names: Vec<String>,
+    set: MetricSet,
     /// Sessions (session channels) open right now.
     pub sessions_active: IntGauge,
     /// Sessions opened, by kind (`shell`, `exec`, `subsystem`, `direct-tcpip`).
@@ -37,7 +34,6 @@ pub struct Metrics {
 impl Metrics {
     /// Create and register the metrics.
     pub fn new() -> Result<Self> {
-        let registry = Registry::new();
         let sessions_active = IntGauge::new(
             "gatehouse_proxy_sessions_active",
             "SSH sessions open through the proxy",
@@ -91,22 +87,19 @@ impl Metrics {
             "gatehouse_proxy_recordings_pending",
             "Recordings spooled on disk and not yet uploaded",
         )?;
-        let names = gatehouse_operator::telemetry::register(
-            &registry,
-            vec![
-                Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
-                Box::new(sessions_total.clone()),
-                Box::new(bytes_total.clone()),
-                Box::new(logins_total.clone()),
-                Box::new(auth_failures_total.clone()),
-                Box::new(sessions_terminated_total.clone()),
-                Box::new(upload_failures_total.clone()),
-                Box::new(upload_duration_seconds.clone()),
-                Box::new(recordings_pending.clone()),
-            ],
-        )?;
+        let set = MetricSet::new(vec![
+            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_total.clone()),
+            Box::new(bytes_total.clone()),
+            Box::new(logins_total.clone()),
+            Box::new(auth_failures_total.clone()),
+            Box::new(sessions_terminated_total.clone()),
+            Box::new(upload_failures_total.clone()),
+            Box::new(upload_duration_seconds.clone()),
+            Box::new(recordings_pending.clone()),
+        ])?;
         Ok(Self {
-            registry,
+            set,
             sessions_active,
             sessions_total,
             bytes_total,
@@ -116,21 +109,18 @@ impl Metrics {
             upload_failures_total,
             upload_duration_seconds,
             recordings_pending,
-            names,
         })
     }
 
     /// The name of every metric family, as exported (histograms add `_bucket`, `_sum` and
     /// `_count`). Dashboards and alerts may query only these.
     pub fn names(&self) -> &[String] {
-        &self.names
+        self.set.names()
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String> {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
+        Ok(self.set.render()?)
     }
 }
 

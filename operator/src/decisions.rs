@@ -10,12 +10,10 @@
 use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
+use gatehouse_crds::contract::annotations;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-
-/// Annotation holding the JSON list of sealed decision records.
-pub const DECISIONS_ANNOTATION: &str = "gatehouse.dev/decisions";
 
 /// What a decision record decides.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,9 +31,9 @@ impl DecisionKind {
     /// The annotation a user sets to ask for this decision.
     pub fn trigger_annotation(self) -> &'static str {
         match self {
-            Self::Approve => gatehouse_crds::annotations::APPROVE,
-            Self::Deny => gatehouse_crds::annotations::DENY,
-            Self::Revoke => gatehouse_crds::annotations::REVOKE,
+            Self::Approve => annotations::APPROVE,
+            Self::Deny => annotations::DENY,
+            Self::Revoke => annotations::REVOKE,
         }
     }
 

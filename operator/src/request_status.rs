@@ -8,38 +8,11 @@
 
 use gatehouse_crds::{
     AccessRequestStatus, Approval, Phase,
-    conditions::{APPROVED, DENIED, READY},
+    conditions::{APPROVED, DENIED, READY, set_condition},
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::records::{DecisionRecord, Decisions};
-
-/// Set condition `type_` in `conditions`, keeping its transition time if its status is unchanged.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    now: &Time,
-    generation: Option<i64>,
-) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let since = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        last_transition_time: since,
-        observed_generation: generation,
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-}
+use crate::decisions::{DecisionRecord, Decisions};
 
 /// Parse a record's RFC 3339 time; records admission wrote always parse.
 pub fn record_time(record: &DecisionRecord) -> Option<Time> {
@@ -253,57 +226,20 @@ pub fn changed(current: &AccessRequestStatus, next: &AccessRequestStatus) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{DecisionKind, SealKey};
+    use crate::decisions::{DecisionKind, SealKey};
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
     }
 
     #[test]
-    fn conditions_keep_their_transition_time_until_their_status_changes() {
-        let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            READY,
-            false,
-            "Pending",
-            "waiting",
-            &at(10),
-            Some(1),
-        );
-        set_condition(
-            &mut conditions,
-            READY,
-            false,
-            "Pending",
-            "1 of 2",
-            &at(20),
-            Some(1),
-        );
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, at(10));
-        assert_eq!(conditions[0].message, "1 of 2");
-        set_condition(
-            &mut conditions,
-            READY,
-            true,
-            "Issued",
-            "ok",
-            &at(30),
-            Some(1),
-        );
-        assert_eq!(conditions[0].last_transition_time, at(30));
-        assert_eq!(conditions[0].status, "True");
-    }
-
-    #[test]
     fn phases_carry_the_right_conditions() {
         let key = SealKey::new(vec![1; 32]);
-        let decisions = crate::records::tally(
+        let decisions = crate::decisions::tally(
             &key,
             "u",
             Some("alice"),
-            Some(&crate::records::render(&[key.seal(
+            Some(&crate::decisions::render(&[key.seal(
                 "u",
                 DecisionKind::Approve,
                 "bob",

@@ -1,0 +1,43 @@
+//! What every engineer connection and session shares: the live objects, the CA keys, the
+//! limiter, metrics, the recording spool and upload queue, the session history writer and the
+//! shutdown signal. Built once in `main`; read by [`crate::server`] and [`crate::session`].
+
+use std::sync::Mutex;
+
+use gatehouse_ssh_ca::CaKey;
+use russh::keys::ssh_key::Fingerprint;
+
+use crate::{
+    inventory::Inventory, metrics::Metrics, ratelimit::RateLimiter,
+    recording::uploader::UploadQueue, session_history::SessionStatus,
+};
+
+/// Where recordings go and whether they can be written.
+#[derive(Debug, Clone)]
+pub struct RecordingSettings {
+    /// Spool directory.
+    pub spool_dir: std::path::PathBuf,
+    /// Finished spools are handed to the uploader here.
+    pub queue: UploadQueue,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Live objects.
+    pub inventory: Inventory,
+    /// The user CA's fingerprint: certificates must be signed by it.
+    pub user_ca: Fingerprint,
+    /// Signs upstream certificates.
+    pub upstream_ca: CaKey,
+    /// Failed-login limiter.
+    pub limiter: Mutex<RateLimiter>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Recording spool and upload queue.
+    pub recording: RecordingSettings,
+    /// Session records in AccessRequest status.
+    pub status: SessionStatus,
+    /// Becomes true when the proxy shuts down: every connection ends with a message.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
