@@ -4,13 +4,14 @@
 //! Secrets) and from admission reviews; it goes out as AccessRequest status and Events
 //! ([`controller`]), admission verdicts ([`webhook`]), published CA keys, principals and
 //! revocations ([`publish`], [`revocations`]) and metrics ([`metrics`]). The decisions themselves are pure
-//! functions: which policy governs a request ([`policy`]), its status ([`request_status`]), the
+//! functions: the state machine ([`decision`]), which policy governs a request ([`policy`]), its status ([`request_status`]), the
 //! sealed decision records ([`decisions`]), the admission rules ([`admission`]). Certificates
 //! are signed by [`gatehouse_ssh_ca`]; process plumbing comes from [`gatehouse_runtime`].
 
 pub mod admission;
 pub mod config_map;
 pub mod controller;
+pub mod decision;
 pub mod decisions;
 pub mod error;
 pub mod metrics;

@@ -87,9 +87,9 @@ pub struct Ask<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// The policy that governs a request and what it grants.
+/// What the governing policy grants a request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Grant {
+pub struct Terms {
     /// The governing policy's name.
     pub policy: String,
     /// The access granted: the requested duration clamped to the policy and to 5m..24h.
@@ -100,12 +100,12 @@ pub struct Grant {
 
 /// Find the policy that governs `ask` among `policies` (all in the request's namespace).
 pub fn govern<'p>(
-    policies: &'p [AccessPolicy],
+    policies: impl IntoIterator<Item = &'p AccessPolicy>,
     ask: &Ask<'_>,
-) -> Result<(&'p AccessPolicy, Grant), Refusal> {
+) -> Result<(&'p AccessPolicy, Terms), Refusal> {
     let requester = ask.requester.ok_or(Refusal::NoRequester)?;
     let for_subject: Vec<&AccessPolicy> = policies
-        .iter()
+        .into_iter()
         .filter(|p| names_requester(p, ask.namespace, requester))
         .collect();
     if for_subject.is_empty() {
@@ -173,7 +173,7 @@ pub fn govern<'p>(
         })?;
     Ok((
         policy,
-        Grant {
+        Terms {
             policy: policy.name_any(),
             duration: clamp_duration(requested, max),
             // The schema bounds this to 0..=5; anything else fails closed (never issued).
