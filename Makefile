@@ -30,10 +30,11 @@ down: ## stop everything `make up` started
 status: ## show whether the `make up` control plane runs
 	@$(SCRIPTS)/control-plane.sh status $(UP_DIR)
 
-lint: ## rustfmt, clippy (warnings are errors) and the generated-CRD freshness check
+lint: ## rustfmt, clippy (warnings are errors), generated-CRD freshness, crate arrows and module cycles
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo run -q -p gatehouse-crds --bin crdgen -- --check
+	tests/scripts/check-architecture.py
 
 crds: ## regenerate charts/gatehouse/crds from the Rust types
 	cargo run -q -p gatehouse-crds --bin crdgen
