@@ -139,8 +139,9 @@ case "$recordings" in
       MINIO_BROWSER=off MINIO_UPDATE=off daemon minio \
       "$GATEHOUSE_MINIO" server --quiet --address "127.0.0.1:$minio_port" \
       --console-address "127.0.0.1:$(free_port)" "$dir/minio/data"
-    retry 600 curl -fsS "http://127.0.0.1:$minio_port/minio/health/live" \
-      || { tail -20 "$dir/minio.log" >&2; fail "MinIO did not become live (log: $dir/minio.log)"; }
+    # /minio/health/cluster, not /live or /ready: only it waits until MinIO can create a bucket.
+    retry 600 curl -fsS "http://127.0.0.1:$minio_port/minio/health/cluster" \
+      || { tail -20 "$dir/minio.log" >&2; fail "MinIO did not become ready (log: $dir/minio.log)"; }
     GATEHOUSE_S3_ENDPOINT="http://127.0.0.1:$minio_port" GATEHOUSE_S3_BUCKET=gatehouse-recordings
     GATEHOUSE_S3_REGION=us-east-1 GATEHOUSE_S3_PATH_STYLE=true GATEHOUSE_S3_PREFIX=
     # 409 (the bucket exists, from an earlier run) is fine.

@@ -41,7 +41,7 @@ fn binary() -> PathBuf {
 }
 
 impl Minio {
-    /// Start a server keeping its data in `data` and wait until it is live.
+    /// Start a server keeping its data in `data` and wait until it serves S3 requests.
     pub fn start(data: &Path) -> Minio {
         let mut minio = Minio {
             child: None,
@@ -80,11 +80,14 @@ impl Minio {
             .spawn()
             .unwrap_or_else(|e| panic!("starting MinIO: {e}"));
         self.child = Some(child);
+        // Not `/minio/health/live` or `/ready`: both answer 200 before the object layer, bucket
+        // metadata and IAM are initialized, when a bucket PUT still gets 503
+        // XMinioServerNotInitialized. `/minio/health/cluster` waits for all of them.
         let start = Instant::now();
-        while http_get(self.port, "/minio/health/live").is_none_or(|(code, _)| code != 200) {
+        while http_get(self.port, "/minio/health/cluster").is_none_or(|(code, _)| code != 200) {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "MinIO not live after 60 s: {}",
+                "MinIO not ready after 60 s: {}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
