@@ -11,13 +11,9 @@
 # DIR defaults to target/gatehouse/control-plane (git-ignored). Binaries come from
 # build-tools.sh's cache; etcd from PATH (Debian's etcd-server) unless $ETCD is set.
 #
-# Users (the groups are what RBAC and the Gatehouse policies see):
-#   admin   client certificate, CN=gatehouse-admin, O=system:masters
-#   alice   token, groups dev                 (a requester)
-#   bob     token, groups sre-leads           (an approver)
-#   carol   token, groups sre-leads           (another approver: four-eyes)
-#   dave    token, groups dba-leads           (approver for another policy only)
-#   mallory token, no groups                  (authenticated, but granted nothing)
+# Users and their groups (what RBAC and the Gatehouse policies see) come from tests/users.tsv:
+# the certificate user gets a client certificate (CN=user, O=each group), every token user a
+# token in the apiserver's token file; each gets DIR/kubeconfigs/<kubeconfig>.kubeconfig.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -26,10 +22,15 @@ source "$here/../tools.env"
 TOOLS_DIR="${GATEHOUSE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/tools}"
 K8S_BIN="$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION"
 ETCD="${ETCD:-$(command -v etcd || true)}"
-TOKEN_USERS=("alice:dev" "bob:sre-leads" "carol:sre-leads" "dave:dba-leads" "mallory:")
+USERS_TSV="$here/../users.tsv"
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The rows of users.tsv with credential $1: "user<TAB>kubeconfig<TAB>groups" (groups may be empty).
+users_with() {
+  awk -F'\t' -v credential="$1" '!/^#/ && NF && $3 == credential {print $1 "\t" $2 "\t" $4}' "$USERS_TSV"
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -58,7 +59,11 @@ stop_daemon() {
 }
 
 gen_certs() {
-  local pki="$1"
+  local pki="$1" admin subject
+  admin="$(users_with certificate | head -1)"
+  [[ -n "$admin" ]] || die "$USERS_TSV has no certificate user"
+  # CN=user, then one O= per group.
+  subject="$(awk -F'\t' '{n = split($3, g, ","); s = ""; for (i = 1; i <= n; i++) s = s "/O=" g[i]; print s "/CN=" $1}' <<<"$admin")"
   mkdir -p "$pki"
   (
     cd "$pki"
@@ -70,7 +75,7 @@ gen_certs() {
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
       -extfile server.ext -out apiserver.crt 2>/dev/null
     openssl req "${ec[@]}" -keyout admin.key -out admin.csr \
-      -subj "/O=system:masters/CN=gatehouse-admin" 2>/dev/null
+      -subj "$subject" 2>/dev/null
     printf 'extendedKeyUsage=clientAuth\n' >client.ext
     openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
       -extfile client.ext -out admin.crt 2>/dev/null
@@ -119,15 +124,16 @@ up() {
 
   gen_certs "$dir/pki"
   : >"$dir/tokens.csv"; chmod 600 "$dir/tokens.csv"
-  local entry user groups token
-  for entry in "${TOKEN_USERS[@]}"; do
-    user="${entry%%:*}"; groups="${entry#*:}"; token="$(openssl rand -hex 24)"
+  local user kubeconfig groups token
+  while IFS=$'\t' read -r user kubeconfig groups; do
+    token="$(openssl rand -hex 24)"
     echo "$token,$user,uid-$user,\"$groups\"" >>"$dir/tokens.csv"
-    write_kubeconfig "$dir/kubeconfigs/$user.kubeconfig" "https://127.0.0.1:$api_port" \
-      "$dir/pki/ca.crt" "$user" "    token: $token"
-  done
-  write_kubeconfig "$dir/kubeconfigs/admin.kubeconfig" "https://127.0.0.1:$api_port" \
-    "$dir/pki/ca.crt" admin "    client-certificate: $dir/pki/admin.crt
+    write_kubeconfig "$dir/kubeconfigs/$kubeconfig.kubeconfig" "https://127.0.0.1:$api_port" \
+      "$dir/pki/ca.crt" "$kubeconfig" "    token: $token"
+  done < <(users_with token)
+  kubeconfig="$(users_with certificate | head -1 | cut -f2)"
+  write_kubeconfig "$dir/kubeconfigs/$kubeconfig.kubeconfig" "https://127.0.0.1:$api_port" \
+    "$dir/pki/ca.crt" "$kubeconfig" "    client-certificate: $dir/pki/admin.crt
     client-key: $dir/pki/admin.key"
 
   log "starting etcd on 127.0.0.1:$etcd_port"

@@ -27,6 +27,9 @@ pub mod minio;
 pub mod proxy;
 pub mod scenario;
 pub mod sshd;
+pub mod users;
+
+pub use users::User;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -34,45 +37,6 @@ use kube::{
     api::{ObjectMeta, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-
-/// The identities the control plane authenticates (see `control-plane.sh`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum User {
-    /// `gatehouse-admin` in `system:masters` (client certificate).
-    Admin,
-    /// `alice`, group `dev`: a requester.
-    Alice,
-    /// `bob`, group `sre-leads`: an approver.
-    Bob,
-    /// `carol`, group `sre-leads`: a second approver.
-    Carol,
-    /// `dave`, group `dba-leads`: approver for another policy.
-    Dave,
-    /// `mallory`, no groups: authenticated, granted nothing.
-    Mallory,
-}
-
-impl User {
-    /// File stem of the user's kubeconfig.
-    pub fn kubeconfig_name(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Alice => "alice",
-            Self::Bob => "bob",
-            Self::Carol => "carol",
-            Self::Dave => "dave",
-            Self::Mallory => "mallory",
-        }
-    }
-
-    /// The user name the API server sees.
-    pub fn username(self) -> &'static str {
-        match self {
-            Self::Admin => "gatehouse-admin",
-            other => other.kubeconfig_name(),
-        }
-    }
-}
 
 /// Output of a finished command.
 #[derive(Debug, Clone)]

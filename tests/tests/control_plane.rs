@@ -33,14 +33,8 @@ async fn apiserver_reports_the_pinned_version() {
 #[tokio::test]
 async fn users_authenticate_with_their_groups() {
     let cp = control_plane();
-    for (user, groups) in [
-        (User::Admin, vec!["system:masters"]),
-        (User::Alice, vec!["dev"]),
-        (User::Bob, vec!["sre-leads"]),
-        (User::Carol, vec!["sre-leads"]),
-        (User::Dave, vec!["dba-leads"]),
-        (User::Mallory, vec![]),
-    ] {
+    for user in User::ALL {
+        let groups = user.groups();
         let whoami = cp
             .kubectl(user)
             .args(["auth", "whoami", "-o", "json"])
