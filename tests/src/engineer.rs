@@ -4,7 +4,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -15,11 +14,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    ControlPlane, User, control_plane,
+    ControlPlane, User,
+    command::{Cmd, CmdOutput},
+    control_plane,
     gatehouse::{SYSTEM_NAMESPACE, wait_for},
     proxy::{Proxy, ProxyConfig, Storage},
     repo_root,
     scenario::{self, Scenario, Setup, keypair},
+    ssh_client::{Client, SshCommand},
     sshd::{Sshd, SshdConfig, current_login},
 };
 
@@ -137,13 +139,16 @@ impl World {
         scenario::request(name, &self.login, &self.public)
     }
 
-    pub fn options(&self, cert: &Path) -> Vec<String> {
-        self.proxy
-            .client_options(&self.key, cert, &self.known_hosts)
+    /// `ssh` through the proxy as SSH user `user` (`LOGIN@HOST`) with the engineer's key and
+    /// `cert`, running `args` (none: a shell).
+    pub fn ssh(&self, cert: &Path, user: &str, args: &[&str]) -> SshCommand {
+        self.client(Client::Ssh, cert, user).args(args)
     }
 
-    pub fn ssh(&self, cert: &Path, user: &str, args: &[&str]) -> Command {
-        self.proxy.ssh(&self.options(cert), user, args)
+    /// `client` (ssh, scp or sftp) through the proxy as `user` with the engineer's key and `cert`.
+    pub fn client(&self, client: Client, cert: &Path, user: &str) -> SshCommand {
+        self.proxy
+            .client(client, user, &self.key, cert, &self.known_hosts)
     }
 
     pub async fn sessions(&self, name: &str) -> Vec<SessionRecord> {
@@ -165,30 +170,6 @@ impl World {
     }
 }
 
-/// What a finished command printed.
-#[derive(Debug)]
-pub struct Ran {
-    /// Exit code.
-    pub code: Option<i32>,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-/// Run a command to completion with no stdin.
-pub fn run(mut command: Command) -> Ran {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -198,17 +179,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Drive an interactive ssh session through a real pty (tests/scripts/pty-session.py).
-pub fn pty_session(w: &World, cert: &Path, user: &str, steps: Value) -> Ran {
-    let mut command = Command::new("python3");
-    command
+pub fn pty_session(w: &World, cert: &Path, user: &str, steps: Value) -> CmdOutput {
+    let script = Cmd::new("python3")
         .arg(repo_root().join("tests/scripts/pty-session.py"))
         .arg(steps.to_string())
-        .arg("--")
-        .arg("ssh")
-        .arg("-tt")
-        .args(w.options(cert))
-        .arg("-p")
-        .arg(w.proxy.port.to_string())
-        .arg(format!("{user}@127.0.0.1"));
-    run(command)
+        .arg("--");
+    w.ssh(cert, user, &[])
+        .flag("-tt")
+        .into_cmd_under(Some(script))
+        .run()
 }

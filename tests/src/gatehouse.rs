@@ -10,7 +10,6 @@
 
 use std::{
     fs::OpenOptions,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -21,13 +20,7 @@ use crate::{ControlPlane, User, repo_root};
 /// The operator's namespace in the shared install.
 pub const SYSTEM_NAMESPACE: &str = crate::RELEASE_NAMESPACE;
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
+pub use crate::net::{free_port, http_get};
 
 /// The operator binary the tests run.
 pub fn operator_binary() -> PathBuf {
@@ -209,24 +202,6 @@ impl Drop for Operator {
             let _ = child.wait();
         }
     }
-}
-
-/// A minimal blocking HTTP/1.0 GET on loopback (the health port speaks plain HTTP).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
 }
 
 /// What `install_gatehouse` leaves running: where the shared operator listens.

@@ -11,9 +11,7 @@
 
 use std::{
     fs::OpenOptions,
-    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         OnceLock,
         atomic::{AtomicU32, Ordering},
@@ -21,14 +19,18 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+pub mod command;
 pub mod engineer;
 pub mod gatehouse;
 pub mod minio;
+pub mod net;
 pub mod proxy;
 pub mod scenario;
+pub mod ssh_client;
 pub mod sshd;
 pub mod users;
 
+pub use command::{Cmd, CmdOutput};
 pub use users::User;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -37,129 +39,6 @@ use kube::{
     api::{ObjectMeta, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-
-/// Output of a finished command.
-#[derive(Debug, Clone)]
-pub struct CmdOutput {
-    /// What was run, for messages.
-    pub command: String,
-    /// Whether it exited 0.
-    pub success: bool,
-    /// Its exit code, if it exited.
-    pub code: Option<i32>,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl CmdOutput {
-    /// Panic with everything the command printed unless it succeeded; returns stdout.
-    #[track_caller]
-    pub fn ok(&self) -> &str {
-        assert!(
-            self.success,
-            "`{}` failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-            self.command, self.code, self.stdout, self.stderr
-        );
-        &self.stdout
-    }
-
-    /// Panic unless the command failed and its stderr contains every one of `needles`.
-    #[track_caller]
-    pub fn fails_with(&self, needles: &[&str]) {
-        assert!(
-            !self.success,
-            "`{}` succeeded but should have failed\nstdout:\n{}",
-            self.command, self.stdout
-        );
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "`{}` failed, but its error lacks {needle:?}\nstderr:\n{}",
-                self.command,
-                self.stderr
-            );
-        }
-    }
-}
-
-/// A command builder for `kubectl`/`helm` that captures output and can feed stdin.
-#[derive(Debug)]
-pub struct Cmd {
-    command: Command,
-    stdin: Option<String>,
-}
-
-impl Cmd {
-    /// A command running `program`.
-    pub fn new(program: &Path) -> Self {
-        Self {
-            command: Command::new(program),
-            stdin: None,
-        }
-    }
-
-    /// Add arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
-    {
-        self.command.args(args);
-        self
-    }
-
-    /// Feed `input` on standard input.
-    pub fn stdin(mut self, input: impl Into<String>) -> Self {
-        self.stdin = Some(input.into());
-        self
-    }
-
-    /// Run to completion.
-    pub fn run(mut self) -> CmdOutput {
-        let program = self.command.get_program().to_string_lossy().into_owned();
-        let shown_args: Vec<String> = self
-            .command
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .filter(|a| !a.ends_with(".kubeconfig"))
-            .collect();
-        let command = format!(
-            "{} {}",
-            Path::new(&program)
-                .file_name()
-                .map_or(program.clone(), |f| f.to_string_lossy().into_owned()),
-            shown_args.join(" ")
-        );
-        self.command
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self
-            .command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-        if let (Some(input), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
-            pipe.write_all(input.as_bytes())
-                .unwrap_or_else(|e| panic!("writing stdin of `{command}`: {e}"));
-        }
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("waiting for `{command}`: {e}"));
-        CmdOutput {
-            command,
-            success: out.status.success(),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
 
 /// The running control plane, as announced by `control-plane.sh`.
 #[derive(Debug)]

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::gatehouse::{free_port, http_get};
+use crate::{
+    command::{Cmd, CmdOutput},
+    gatehouse::{free_port, http_get},
+};
 
 /// Access key of test MinIO servers.
 pub const ACCESS_KEY: &str = "gatehouse-test";
@@ -107,33 +110,33 @@ impl Minio {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn curl(&self, method: &str, path: &str) -> std::process::Output {
-        Command::new("curl")
+    /// `curl --aws-sigv4` of `path` with the root credentials (on stdin, not the command line).
+    fn curl(&self, method: &str, path: &str) -> CmdOutput {
+        Cmd::new("curl")
             .args(["-sS", "--fail-with-body", "-X", method])
             .arg("--aws-sigv4")
             .arg(format!("aws:amz:{REGION}:s3"))
-            .arg("--user")
-            .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+            .args(["--config", "-"])
             .arg(format!("{}/{path}", self.endpoint()))
-            .output()
-            .unwrap_or_else(|e| panic!("curl: {e}"))
+            .stdin(format!("user = \"{ACCESS_KEY}:{SECRET_KEY}\"\n"))
+            .run()
     }
 
-    /// Create a bucket.
+    /// Create a bucket (one that exists already is fine).
     pub fn create_bucket(&self, bucket: &str) {
         let out = self.curl("PUT", bucket);
         assert!(
-            out.status.success(),
+            out.success || out.stdout.contains("BucketAlreadyOwnedByYou"),
             "creating bucket {bucket}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            out.stdout,
+            out.stderr
         );
     }
 
     /// Read an object, or None when it does not exist (or the server is down).
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let out = self.curl("GET", &format!("{bucket}/{key}"));
-        out.status.success().then_some(out.stdout)
+        out.success.then_some(out.stdout_bytes)
     }
 }
 

@@ -10,11 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gatehouse_crds::contract::published;
+
 use crate::{
     ControlPlane, User,
     gatehouse::{SYSTEM_NAMESPACE, free_port, http_get},
     minio::{ACCESS_KEY, Minio, REGION, SECRET_KEY},
     repo_root,
+    ssh_client::{Client, Server, SshCommand},
 };
 
 /// The proxy binary the tests run.
@@ -306,43 +309,23 @@ impl Proxy {
             .unwrap_or_default()
     }
 
-    /// Client options to reach this proxy with a key and its certificate, pinning the proxy
-    /// host key from `known_hosts` (the operator publishes it as `proxy_known_hosts`).
-    pub fn client_options(&self, key: &Path, cert: &Path, known_hosts: &Path) -> Vec<String> {
-        vec![
-            "-F".into(),
-            "/dev/null".into(),
-            "-i".into(),
-            key.display().to_string(),
-            "-o".into(),
-            format!("CertificateFile={}", cert.display()),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            "IdentityAgent=none".into(),
-            "-o".into(),
-            "HostKeyAlias=gatehouse-proxy".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", known_hosts.display()),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-            "-o".into(),
-            "ConnectTimeout=10".into(),
-        ]
-    }
-
-    /// `ssh -p PORT OPTIONS USER@127.0.0.1 ARGS…` as a command to run.
-    pub fn ssh(&self, options: &[String], user: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("ssh");
-        command
-            .args(options)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg(format!("{user}@127.0.0.1"))
-            .args(args);
-        command
+    /// `client` (ssh, scp or sftp) through this proxy as SSH user `user` (`LOGIN@HOST`), with
+    /// `identity` and its Gatehouse `certificate`, pinning the proxy's host key from
+    /// `known_hosts` (the operator publishes it under the `HostKeyAlias`).
+    pub fn client(
+        &self,
+        client: Client,
+        user: &str,
+        identity: &Path,
+        certificate: &Path,
+        known_hosts: &Path,
+    ) -> SshCommand {
+        let server = Server {
+            port: self.port,
+            known_hosts: known_hosts.to_path_buf(),
+        };
+        SshCommand::new(client, &server, user, identity, certificate)
+            .option("HostKeyAlias", published::PROXY_HOST_KEY_ALIAS)
     }
 }
 

@@ -236,14 +236,8 @@ async fn the_proxy_runs_with_the_s3_settings_the_chart_renders() {
             &format!("{}@db1", w.login),
             &["echo via-chart-settings"],
         )
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        w.proxy.log_tail()
-    );
+        .run();
+    assert!(out.success, "{}\n{}", out.stderr, w.proxy.log_tail());
     let sessions = w
         .recorded("chart", 1, std::time::Duration::from_secs(30))
         .await;

@@ -18,10 +18,7 @@ use kube::Api;
 use serde_json::json;
 
 fn ssh_keygen(args: &[&str], file: &std::path::Path) -> gatehouse_tests::CmdOutput {
-    Cmd::new(std::path::Path::new("ssh-keygen"))
-        .args(args)
-        .args([file])
-        .run()
+    Cmd::new("ssh-keygen").args(args).arg(file).run()
 }
 
 #[tokio::test]
@@ -439,7 +436,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
     let krl_file = dir.path().join("revoked.krl");
     std::fs::write(&krl_file, krl).unwrap_or_else(|e| panic!("{e}"));
     for (name, expect_revoked) in [("kept", false), ("revoked", true), ("deleted", true)] {
-        let check = Cmd::new(std::path::Path::new("ssh-keygen"))
+        let check = Cmd::new("ssh-keygen")
             .args(["-Q", "-f"])
             .args([&krl_file, &dir.path().join(format!("{name}-cert.pub"))])
             .run();

@@ -5,18 +5,18 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
-    User,
-    engineer::{pty_session, run, sha256_hex, world},
+    Cmd, CmdOutput, User,
+    engineer::{pty_session, sha256_hex, world},
     gatehouse::{SYSTEM_NAMESPACE, wait_for},
     minio::Minio,
     proxy::Storage,
     repo_root, scenario,
+    ssh_client::{Client, SshCommand},
     sshd::{generate_key, ssh_keygen},
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -101,16 +101,11 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
     // cat` insists on a terminal, so it gets one.
     let cast = w.dir.path().join("session.cast");
     std::fs::write(&cast, &object).unwrap_or_else(|e| panic!("{e}"));
-    let replay = run({
-        let mut c = Command::new("python3");
-        c.arg(repo_root().join("tests/scripts/pty-session.py"))
-            .arg("[]")
-            .arg("--")
-            .arg("asciinema")
-            .arg("cat")
-            .arg(&cast);
-        c
-    });
+    let replay = Cmd::new("python3")
+        .arg(repo_root().join("tests/scripts/pty-session.py"))
+        .args(["[]", "--", "asciinema", "cat"])
+        .arg(&cast)
+        .run();
     assert_eq!(replay.code, Some(0), "{}", replay.stderr);
     assert!(replay.stdout.contains("gatehouse-42"), "{}", replay.stdout);
 
@@ -142,7 +137,9 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
     let cert = w.issue(w.request("exec")).await;
     let user = format!("{}@db1", w.login);
 
-    let out = run(w.ssh(&cert, &user, &["echo out-$((40+2)); echo err >&2; exit 7"]));
+    let out = w
+        .ssh(&cert, &user, &["echo out-$((40+2)); echo err >&2; exit 7"])
+        .run();
     assert_eq!(out.code, Some(7), "{}\n{}", out.stderr, w.proxy.log_tail());
     assert_eq!(out.stdout.trim(), "out-42");
     assert_eq!(out.stderr.trim(), "err");
@@ -157,13 +154,11 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
     std::fs::create_dir_all(&remote_dir).unwrap_or_else(|e| panic!("{e}"));
     let remote = remote_dir.join("payload.bin");
     let started = Instant::now();
-    let mut scp = Command::new("scp");
-    scp.args(w.options(&cert))
-        .arg("-P")
-        .arg(w.proxy.port.to_string())
+    let out = w
+        .client(Client::Scp, &cert, &user)
         .arg(&local)
-        .arg(format!("{user}@127.0.0.1:{}", remote.display()));
-    let out = run(scp);
+        .arg(format!("{user}@127.0.0.1:{}", remote.display()))
+        .run();
     assert_eq!(
         out.code,
         Some(0),
@@ -180,20 +175,10 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
     let scp_time = started.elapsed();
 
     let back = w.dir.path().join("back.bin");
-    let batch = w.dir.path().join("batch");
-    std::fs::write(
-        &batch,
-        format!("get {} {}\n", remote.display(), back.display()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut sftp = Command::new("sftp");
-    sftp.args(w.options(&cert))
-        .arg("-P")
-        .arg(w.proxy.port.to_string())
-        .arg("-b")
-        .arg(&batch)
-        .arg(format!("{user}@127.0.0.1"));
-    let out = run(sftp);
+    let out = w
+        .client(Client::Sftp, &cert, &user)
+        .stdin(format!("get {} {}\n", remote.display(), back.display()))
+        .run();
     assert_eq!(
         out.code,
         Some(0),
@@ -234,7 +219,7 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
     let cert = w.issue(one_host).await;
     let user = |host: &str| format!("{}@{host}", w.login);
     let refused = |cert: &Path, user: &str, why: &str| {
-        let out = run(w.ssh(cert, user, &["true"]));
+        let out = w.ssh(cert, user, &["true"]).run();
         assert_eq!(
             out.code,
             Some(255),
@@ -248,7 +233,7 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
         );
     };
     // The granted host works.
-    let out = run(w.ssh(&cert, &user("db1"), &["true"]));
+    let out = w.ssh(&cert, &user("db1"), &["true"]).run();
     assert_eq!(out.code, Some(0), "{}\n{}", out.stderr, w.proxy.log_tail());
 
     refused(
@@ -331,7 +316,7 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
     let mut to_impostor = w.request("impostor");
     to_impostor["spec"]["target"] = json!({"hostGroup": "impostor"});
     let impostor_cert = w.issue(to_impostor).await;
-    let out = run(w.ssh(&impostor_cert, &user("db9"), &["true"]));
+    let out = w.ssh(&impostor_cert, &user("db9"), &["true"]).run();
     assert_eq!(out.code, Some(255), "{}", out.stderr);
     assert!(
         out.stderr.contains("not among its 1 pinned hostKeys"),
@@ -373,18 +358,14 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
     )
     .await;
     let cert = w.issue(w.request("live")).await;
-    let mut ssh = w.ssh(
-        &cert,
-        &format!("{}@db1", w.login),
-        &["echo started; sleep 120"],
-    );
-    let child = ssh
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pid = child.id();
+    let session = w
+        .ssh(
+            &cert,
+            &format!("{}@db1", w.login),
+            &["echo started; sleep 120"],
+        )
+        .spawn();
+    let pid = session.pid();
     let started = wait_for(
         Duration::from_secs(15),
         "the live session in status",
@@ -407,18 +388,20 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
         "incident over",
     )
     .ok();
-    let waited = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let waited = tokio::task::spawn_blocking(move || session.wait())
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let took = revoked_at.elapsed();
     assert!(
         took < Duration::from_secs(2),
         "session of pid {pid} lasted {took:?} after revoke"
     );
-    let stderr = String::from_utf8_lossy(&waited.stderr);
-    assert!(stderr.contains("is Revoked; session closed"), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "started");
+    assert!(
+        waited.stderr.contains("is Revoked; session closed"),
+        "{}",
+        waited.stderr
+    );
+    assert_eq!(waited.stdout.trim(), "started");
     let sessions = w.recorded("live", 1, Duration::from_secs(20)).await;
     let key = sessions[0]
         .recording
@@ -454,16 +437,13 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     let user = format!("{}@db1", w.login);
 
     // S3 goes away during a session; the session is unaffected and the recording waits.
-    let mut ssh = w.ssh(&cert, &user, &["echo first-$((1+1)); sleep 1; echo done"]);
-    let child = ssh
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let session = w
+        .ssh(&cert, &user, &["echo first-$((1+1)); sleep 1; echo done"])
+        .spawn();
     minio.stop();
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", w.proxy.log_tail());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("first-2"));
+    let out = session.wait();
+    assert!(out.success, "{out:?}\n{}", w.proxy.log_tail());
+    assert!(out.stdout.contains("first-2"));
     wait_for(
         Duration::from_secs(20),
         "a failed upload attempt",
@@ -498,7 +478,7 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
 
     // S3 down again, a session, then the proxy dies hard: the spool outlives it.
     minio.stop();
-    let out = run(w.ssh(&cert, &user, &["echo second-$((2+1))"]));
+    let out = w.ssh(&cert, &user, &["echo second-$((2+1))"]).run();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     w.proxy
         .await_spooled_output("second-3", Duration::from_secs(10))
@@ -559,11 +539,11 @@ async fn eleventh_bad_login_from_one_address_is_blocked() {
     .ok();
     let bad = w.dir.path().join("bad-cert.pub");
     for attempt in 1..=10 {
-        let out = run(w.ssh(&bad, &format!("{}@db1", w.login), &["true"]));
+        let out = w.ssh(&bad, &format!("{}@db1", w.login), &["true"]).run();
         assert_eq!(out.code, Some(255), "attempt {attempt}: {}", out.stderr);
     }
     // The 11th login from this address is refused even with a good certificate.
-    let out = run(w.ssh(&cert, &format!("{}@db1", w.login), &["true"]));
+    let out = w.ssh(&cert, &format!("{}@db1", w.login), &["true"]).run();
     assert_eq!(
         out.code,
         Some(255),
@@ -595,9 +575,8 @@ async fn port_forwarding_needs_the_certificate_extension() {
     let user = format!("{}@db1", w.login);
     // `ssh -W` is a direct-tcpip channel: through the target to its own sshd port.
     let to = format!("127.0.0.1:{}", w.sshd.port());
-    let mut forward = w.ssh(&allowed, &user, &[]);
-    forward.arg("-W").arg(&to);
-    let out = run_with_timeout(forward, Duration::from_secs(3));
+    let forward = w.ssh(&allowed, &user, &[]).flag("-W").flag(&to);
+    let out = for_three_seconds(forward);
     assert!(
         out.stdout.starts_with("SSH-2.0-OpenSSH"),
         "{out:?}\n{}",
@@ -612,9 +591,11 @@ async fn port_forwarding_needs_the_certificate_extension() {
     )
     .await;
     let denied = other.issue(other.request("noforward")).await;
-    let mut forward = other.ssh(&denied, &format!("{}@db1", other.login), &[]);
-    forward.arg("-W").arg(&to);
-    let out = run_with_timeout(forward, Duration::from_secs(3));
+    let forward = other
+        .ssh(&denied, &format!("{}@db1", other.login), &[])
+        .flag("-W")
+        .flag(&to);
+    let out = for_three_seconds(forward);
     assert!(
         out.stderr.contains("administratively prohibited"),
         "{out:?}"
@@ -632,7 +613,9 @@ async fn a_session_that_cannot_be_recorded_is_refused_when_recording_is_required
     .await;
     let cert = w.issue(w.request("unrecordable")).await;
     std::fs::remove_dir_all(w.proxy.spool_dir()).unwrap_or_else(|e| panic!("{e}"));
-    let out = run(w.ssh(&cert, &format!("{}@db1", w.login), &["echo should-not-run"]));
+    let out = w
+        .ssh(&cert, &format!("{}@db1", w.login), &["echo should-not-run"])
+        .run();
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(!out.stdout.contains("should-not-run"), "{out:?}");
     assert!(
@@ -642,23 +625,11 @@ async fn a_session_that_cannot_be_recorded_is_refused_when_recording_is_required
     );
 }
 
-/// Run with stdin open (so `ssh -W` keeps its channel) and kill after `timeout`.
-fn run_with_timeout(mut command: Command, timeout: Duration) -> gatehouse_tests::engineer::Ran {
-    let child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    let pid = child.id();
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    });
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    gatehouse_tests::engineer::Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// Run with stdin open (so `ssh -W` keeps its channel) and kill it after three seconds.
+fn for_three_seconds(forward: SshCommand) -> CmdOutput {
+    forward
+        .into_cmd()
+        .stdin_open()
+        .kill_after(Duration::from_secs(3))
+        .run()
 }

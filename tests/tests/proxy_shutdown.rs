@@ -2,10 +2,7 @@
 //! message, their recordings are stored before the process exits, and nothing stays spooled
 //! (a pod's spool is an emptyDir that goes with it).
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use gatehouse_tests::{
     engineer::{sha256_hex, world},
@@ -23,17 +20,13 @@ async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before
     )
     .await;
     let cert = w.issue(w.request("drain")).await;
-    let child = w
+    let session = w
         .ssh(
             &cert,
             &format!("{}@db1", w.login),
             &["echo started; sleep 120"],
         )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .spawn();
     wait_for(
         Duration::from_secs(15),
         "the live session in status",
@@ -53,18 +46,17 @@ async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before
     assert!(status.success(), "the proxy exited with {status}");
     assert!(took < Duration::from_secs(5), "shutting down took {took:?}");
 
-    let ssh = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let ssh = tokio::task::spawn_blocking(move || session.wait())
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stderr = String::from_utf8_lossy(&ssh.stderr);
+        .unwrap();
+    let stderr = &ssh.stderr;
     assert!(
         stderr.contains("the proxy is shutting down; connect again to reach another replica"),
         "{stderr}"
     );
-    assert_eq!(ssh.status.code(), Some(255), "{stderr}");
+    assert_eq!(ssh.code, Some(255), "{stderr}");
     assert_eq!(
-        String::from_utf8_lossy(&ssh.stdout).trim(),
+        ssh.stdout.trim(),
         "started",
         "stderr: {stderr}\nproxy: {}",
         w.proxy.log_tail()

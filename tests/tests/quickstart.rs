@@ -3,13 +3,16 @@
 //! and `make down`, which must leave no process behind. Once with recordings in a local
 //! directory (the default), once in a local MinIO (`RECORDINGS=minio`).
 
-use std::{path::Path, process::Command, time::Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use gatehouse_tests::{gatehouse::operator_binary, proxy::proxy_binary, repo_root};
+use gatehouse_tests::{Cmd, gatehouse::operator_binary, proxy::proxy_binary, repo_root};
 
 fn make(target: &str, dir: &Path, recordings: &str) -> (bool, String) {
     let started = Instant::now();
-    let out = Command::new("make")
+    let out = Cmd::new("make")
         .arg("-C")
         .arg(repo_root())
         .arg(target)
@@ -18,15 +21,15 @@ fn make(target: &str, dir: &Path, recordings: &str) -> (bool, String) {
         // Built by `make test` already; cargo is busy running this test.
         .env("GATEHOUSE_OPERATOR_BIN", operator_binary())
         .env("GATEHOUSE_PROXY_BIN", proxy_binary())
-        .output()
-        .unwrap_or_else(|e| panic!("make {target}: {e}"));
+        .timeout(Duration::from_secs(600))
+        .run();
     let text = format!(
         "{}{}\n(make {target} took {:?})",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        out.stdout,
+        out.stderr,
         started.elapsed()
     );
-    (out.status.success(), text)
+    (out.success, text)
 }
 
 fn alive(pid: &str) -> bool {
@@ -60,15 +63,14 @@ fn demo_then_down(recordings: &str, daemons: &[&str], needles: &[&str]) {
         assert!(!pid.is_empty(), "{name} was not started:\n{transcript}");
         assert!(!alive(pid), "{name} (pid {pid}) still runs after make down");
     }
-    let leftovers = Command::new("pgrep")
+    let leftovers = Cmd::new("pgrep")
         .arg("-f")
         .arg(format!("{}/", up_dir.display()))
-        .output()
-        .unwrap_or_else(|e| panic!("pgrep: {e}"));
+        .run();
     assert!(
         leftovers.stdout.is_empty(),
         "processes left: {}",
-        String::from_utf8_lossy(&leftovers.stdout)
+        leftovers.stdout
     );
 }
 

@@ -8,22 +8,24 @@
 //! Run with `make bench` (release builds of the operator and proxy, a fresh control plane).
 
 use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
+    io::Read,
     time::{Duration, Instant},
 };
 
 use gatehouse_tests::{
-    User,
-    engineer::{World, run, world},
+    Cmd, User,
+    engineer::world,
     gatehouse::SYSTEM_NAMESPACE,
     proxy::Storage,
+    sshd::{CertSpec, sign_user_key},
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::json;
 
 const GIB: u64 = 1 << 30;
+/// Limit on one benchmark command (a 1 GiB upload on a slow machine).
+const LONG: Duration = Duration::from_secs(1800);
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -32,58 +34,11 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `ssh` options for connecting straight to the target with an upstream-CA certificate.
-fn direct_options(w: &World, cert: &Path) -> Vec<String> {
-    vec![
-        "-F".into(),
-        "/dev/null".into(),
-        "-i".into(),
-        w.key.display().to_string(),
-        "-o".into(),
-        format!("CertificateFile={}", cert.display()),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        format!("UserKnownHostsFile={}", w.sshd.known_hosts().display()),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-p".into(),
-        w.sshd.port().to_string(),
-    ]
-}
-
-fn timed(mut command: Command, input_bytes: Option<u64>) -> Duration {
+/// How long `cmd` takes; it must succeed.
+fn timed(cmd: Cmd) -> Duration {
     let started = Instant::now();
-    let mut child: Child = command
-        .stdin(if input_bytes.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    if let (Some(bytes), Some(mut stdin)) = (input_bytes, child.stdin.take()) {
-        let chunk = vec![0x5au8; 1 << 20];
-        let mut left = bytes;
-        use std::io::Write;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            stdin
-                .write_all(&chunk[..n])
-                .unwrap_or_else(|e| panic!("writing: {e}"));
-            left -= n as u64;
-        }
-    }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.run();
+    assert!(out.success, "{}: {}", out.command, out.stderr);
     started.elapsed()
 }
 
@@ -121,29 +76,25 @@ async fn main() {
     .unwrap_or_else(|e| panic!("{e}"));
     let direct_pub = w.dir.path().join("direct.pub");
     std::fs::copy(w.key.with_extension("pub"), &direct_pub).unwrap_or_else(|e| panic!("{e}"));
-    gatehouse_tests::sshd::ssh_keygen([
-        "-q",
-        "-s",
-        &ca_file.display().to_string(),
-        "-I",
-        "bench-direct",
-        "-n",
-        &w.login,
-        "-V",
-        "-5m:+2h",
-        &direct_pub.display().to_string(),
-    ])
-    .ok();
-    let direct_cert = w.dir.path().join("direct-cert.pub");
+    let direct_cert = sign_user_key(
+        &ca_file,
+        &direct_pub,
+        &CertSpec {
+            key_id: "bench-direct",
+            principals: &[&w.login],
+            validity: "-5m:+2h",
+            serial: 1,
+        },
+    );
     let direct = |args: &[&str]| {
-        let mut c = Command::new("ssh");
-        c.args(direct_options(&w, &direct_cert))
-            .arg(format!("{}@127.0.0.1", w.login))
-            .args(args);
-        c
+        w.sshd
+            .ssh(&w.login, &w.key, &direct_cert)
+            .args(args)
+            .timeout(LONG)
+            .into_cmd()
     };
-    let proxied = |args: &[&str]| w.ssh(&cert, &user, args);
-    let warm = run(proxied(&["true"]));
+    let proxied = |args: &[&str]| w.ssh(&cert, &user, args).timeout(LONG).into_cmd();
+    let warm = proxied(&["true"]).run();
     assert_eq!(
         warm.code,
         Some(0),
@@ -151,12 +102,13 @@ async fn main() {
         warm.stderr,
         w.proxy.log_tail()
     );
-    let warm = run(direct(&["true"]));
+    let warm = direct(&["true"]).run();
     assert_eq!(warm.code, Some(0), "{}", warm.stderr);
 
     println!("# Gatehouse proxy benchmark");
-    let via_proxy = timed(proxied(&["cat > /dev/null"]), Some(transfer));
-    let via_direct = timed(direct(&["cat > /dev/null"]), Some(transfer));
+    let upload = |cmd: Cmd| timed(cmd.stdin_from(std::io::repeat(0x5a).take(transfer)));
+    let via_proxy = upload(proxied(&["cat > /dev/null"]));
+    let via_direct = upload(direct(&["cat > /dev/null"]));
     let mib = transfer as f64 / (1 << 20) as f64;
     println!(
         "upload {mib:.0} MiB: proxy {:.2} s ({:.0} MiB/s), direct {:.2} s ({:.0} MiB/s), proxy/direct time ratio {:.2}",
@@ -167,16 +119,8 @@ async fn main() {
         via_proxy.as_secs_f64() / via_direct.as_secs_f64()
     );
 
-    let proxy_connect = median(
-        (0..connects)
-            .map(|_| timed(proxied(&["true"]), None))
-            .collect(),
-    );
-    let direct_connect = median(
-        (0..connects)
-            .map(|_| timed(direct(&["true"]), None))
-            .collect(),
-    );
+    let proxy_connect = median((0..connects).map(|_| timed(proxied(&["true"]))).collect());
+    let direct_connect = median((0..connects).map(|_| timed(direct(&["true"]))).collect());
     println!(
         "connect + `true` (median of {connects}): proxy {:.1} ms, direct {:.1} ms, ratio {:.2}",
         proxy_connect.as_secs_f64() * 1e3,
@@ -196,34 +140,16 @@ async fn main() {
     let mut sessions = Vec::new();
     let mut failures = Vec::new();
     // One at a time: a burst of logins would measure sshd's MaxStartups, not the proxy.
-    for i in 0..idle {
-        let err_path = w.dir.path().join(format!("session-{i}.err"));
-        let err = std::fs::File::create(&err_path).unwrap_or_else(|e| panic!("{e}"));
-        let mut shell = Command::new("ssh");
-        shell
-            .arg("-tt")
-            .args(w.options(&cert))
-            .arg("-p")
-            .arg(w.proxy.port.to_string())
-            .arg(format!("{user}@127.0.0.1"));
-        let mut child = shell
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("session {i}: {e}"));
+    for _ in 0..idle {
+        let mut session = proxied(&[]).arg("-tt").stdin_open().spawn();
         let started = Instant::now();
         loop {
             if active_sessions() > sessions.len() {
-                sessions.push(child);
+                sessions.push(session);
                 break;
             }
-            if child.try_wait().ok().flatten().is_some()
-                || started.elapsed() > Duration::from_secs(10)
-            {
-                let _ = child.kill();
-                let _ = child.wait();
-                failures.push(std::fs::read_to_string(&err_path).unwrap_or_default());
+            if session.has_exited() || started.elapsed() > Duration::from_secs(10) {
+                failures.push(session.kill().stderr);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -247,8 +173,7 @@ async fn main() {
             w.proxy.log_tail()
         );
     }
-    for mut child in sessions {
-        let _ = child.kill();
-        let _ = child.wait();
+    for session in sessions {
+        session.kill();
     }
 }

@@ -10,13 +10,12 @@ use std::{
     ffi::{OsStr, OsString},
     fs,
     path::{Path, PathBuf},
-    process::Command,
     sync::OnceLock,
     time::Duration,
 };
 
-use super::{client::run_process, write_file};
-use crate::CmdOutput;
+use super::write_file;
+use crate::command::{Cmd, CmdOutput};
 
 /// The unix user the tests run as (`root` in CI): the login tests use on their sshd.
 ///
@@ -26,7 +25,10 @@ pub fn current_login() -> String {
     static LOGIN: OnceLock<String> = OnceLock::new();
     LOGIN
         .get_or_init(|| {
-            let out = run_process(Command::new("id").arg("-un"), None, Duration::from_secs(10));
+            let out = Cmd::new("id")
+                .arg("-un")
+                .timeout(Duration::from_secs(10))
+                .run();
             let name = out.stdout.trim();
             if out.success && !name.is_empty() {
                 return name.to_owned();
@@ -44,11 +46,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    run_process(
-        Command::new("ssh-keygen").args(args),
-        None,
-        Duration::from_secs(30),
-    )
+    Cmd::new("ssh-keygen")
+        .args(args)
+        .timeout(Duration::from_secs(30))
+        .run()
 }
 
 /// Make an Ed25519 key pair `dir/<name>` + `dir/<name>.pub` (no passphrase, mode 0600) and

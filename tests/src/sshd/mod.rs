@@ -17,15 +17,15 @@
 //! `/run/sshd`; [`Sshd::start`] creates it when missing.
 //!
 //! The code is split along that flow: this file turns an [`SshdConfig`] into the files in the
-//! temporary directory and a running, then stopped, sshd; `client.rs` turns a login, key and
-//! certificate into an `ssh`/`scp`/`sftp` command line and runs it; `keys.rs` drives
+//! temporary directory and a running, then stopped, sshd; [`crate::ssh_client`] turns a login,
+//! key and certificate into an `ssh`/`scp`/`sftp` command line; `keys.rs` drives
 //! `ssh-keygen` for keys, certificates, KRLs and fingerprints; `process.rs` finds the sshd
 //! binary, picks a port, waits for sshd to listen and stops its whole process tree on drop.
 
 use std::{
     collections::BTreeMap,
     fs::{self, File},
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -34,22 +34,21 @@ use std::{
 
 use tempfile::TempDir;
 
-mod client;
 mod keys;
 mod process;
 
-pub use client::SshCommand;
 pub use keys::{
     CertSpec, current_login, fingerprint, generate_key, sign_user_key, ssh_keygen, write_krl,
 };
 
-use client::{Client, run_process};
+pub use crate::net::LOOPBACK;
+use crate::{
+    command::Cmd,
+    ssh_client::{Client, Server, SshCommand},
+};
 use process::{
     ensure_privsep_dir, free_port, signal, sshd_binary, stop_tree, wait_until_listening,
 };
-
-/// The address every test sshd listens on.
-pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// How long [`Sshd::start`] waits for sshd to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -199,11 +198,12 @@ impl Sshd {
             text.push('\n');
             write_file(&config_path, &text);
 
-            let check = run_process(
-                Command::new(&sshd).arg("-t").arg("-f").arg(&config_path),
-                None,
-                Duration::from_secs(30),
-            );
+            let check = Cmd::new(&sshd)
+                .arg("-t")
+                .arg("-f")
+                .arg(&config_path)
+                .timeout(Duration::from_secs(30))
+                .run();
             assert!(
                 check.success,
                 "sshd refuses the generated config ({:?})\n{}\nconfig:\n{text}\nstdout:\n{}",
@@ -339,21 +339,29 @@ impl Sshd {
         }
     }
 
+    /// Where the clients connect: this sshd's port and the known_hosts file pinning its key.
+    pub fn server(&self) -> Server {
+        Server {
+            port: self.port,
+            known_hosts: self.known_hosts.clone(),
+        }
+    }
+
     /// `ssh` as `login`, authenticating with `identity` (private key) and `certificate`.
     /// Remote command words go in with [`SshCommand::arg`].
     pub fn ssh(&self, login: &str, identity: &Path, certificate: &Path) -> SshCommand {
-        SshCommand::new(Client::Ssh, self, login, identity, certificate)
+        SshCommand::new(Client::Ssh, &self.server(), login, identity, certificate)
     }
 
     /// `scp` as `login`; give sources and target with [`SshCommand::arg`], naming remote
     /// files with [`Self::remote_path`]. (OpenSSH ≥ 9 copies over the SFTP subsystem.)
     pub fn scp(&self, login: &str, identity: &Path, certificate: &Path) -> SshCommand {
-        SshCommand::new(Client::Scp, self, login, identity, certificate)
+        SshCommand::new(Client::Scp, &self.server(), login, identity, certificate)
     }
 
     /// `sftp -b -` as `login`: the batch of sftp commands comes from [`SshCommand::stdin`].
     pub fn sftp(&self, login: &str, identity: &Path, certificate: &Path) -> SshCommand {
-        SshCommand::new(Client::Sftp, self, login, identity, certificate)
+        SshCommand::new(Client::Sftp, &self.server(), login, identity, certificate)
     }
 
     /// A remote path for `scp`: `<login>@127.0.0.1:<path>`.

@@ -9,7 +9,7 @@
 use std::{
     collections::BTreeSet,
     fs,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -58,16 +58,7 @@ pub(super) fn ensure_privsep_dir() {
     }
 }
 
-/// A loopback port nobody listens on right now.
-#[track_caller]
-pub(super) fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind((LOOPBACK, 0)).unwrap_or_else(|e| panic!("binding a loopback port: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local address: {e}"))
-        .port()
-}
+pub(super) use crate::net::free_port;
 
 pub(super) struct StartFailure {
     pub(super) message: String,

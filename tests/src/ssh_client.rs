@@ -1,24 +1,23 @@
-//! The OpenSSH clients (`ssh`, `scp`, `sftp`) run against a test [`Sshd`].
+//! The real OpenSSH clients (`ssh`, `scp`, `sftp`) with a key and a certificate, against any SSH
+//! server the harness runs: a test [`crate::sshd::Sshd`] or the Gatehouse proxy.
 //!
-//! In: the sshd's port and pinned known_hosts file, a login, a private key and certificate
-//! from [`super::keys`], plus whatever flags, options, arguments and stdin the test adds to an
-//! [`SshCommand`]. Out: a [`CmdOutput`] with the client's exit code, stdout and stderr.
-//! [`run_process`] (piped output, optional stdin, hard time limit) also runs `sshd -t`, `id`
-//! and `ssh-keygen` for the rest of the module.
+//! In: the server's loopback port and a known_hosts file pinning its key, a login, a private
+//! key and certificate, plus whatever flags, options, arguments and stdin the test adds. Out: a
+//! [`Cmd`] for the one command runner, whose [`CmdOutput`] has the client's exit code (`ssh`
+//! exits with the remote command's code, or 255 when it could not connect or log in).
 
 use std::{
     ffi::{OsStr, OsString},
     fs,
-    io::{Read, Write},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use super::{LOOPBACK, Sshd};
-use crate::CmdOutput;
+use crate::{
+    command::{Cmd, CmdOutput, Running},
+    net::LOOPBACK,
+};
 
 /// Default limit on a whole client command (the client's own `ConnectTimeout` is shorter).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,14 +26,18 @@ const CONNECT_TIMEOUT_SECS: u32 = 10;
 
 /// Which OpenSSH client an [`SshCommand`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Client {
+pub enum Client {
+    /// `ssh`.
     Ssh,
+    /// `scp` (OpenSSH ≥ 9 copies over the SFTP subsystem).
     Scp,
+    /// `sftp -b -`: the batch of commands comes from stdin.
     Sftp,
 }
 
 impl Client {
-    fn program(self) -> &'static str {
+    /// The program's name.
+    pub fn program(self) -> &'static str {
         match self {
             Self::Ssh => "ssh",
             Self::Scp => "scp",
@@ -43,12 +46,20 @@ impl Client {
     }
 }
 
-/// A real `ssh`/`scp`/`sftp` command against a test [`Sshd`], built by [`Sshd::ssh`],
-/// [`Sshd::scp`] or [`Sshd::sftp`].
+/// Where a client connects: a loopback port, and the known_hosts file pinning its host key.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The loopback port.
+    pub port: u16,
+    /// A known_hosts file that pins the server's key.
+    pub known_hosts: PathBuf,
+}
+
+/// A real `ssh`/`scp`/`sftp` command with a key and certificate.
 ///
 /// It ignores every ssh_config (`-F /dev/null`), offers only the given key and certificate
-/// (`IdentitiesOnly yes`, `BatchMode yes`) and trusts only the pinned host key
-/// (`StrictHostKeyChecking yes`, `UserKnownHostsFile`, `GlobalKnownHostsFile /dev/null`).
+/// (`IdentitiesOnly yes`, `IdentityAgent none`, `BatchMode yes`) and trusts only the pinned host
+/// key (`StrictHostKeyChecking yes`, `UserKnownHostsFile`, `GlobalKnownHostsFile /dev/null`).
 #[derive(Debug, Clone)]
 pub struct SshCommand {
     client: Client,
@@ -65,20 +76,21 @@ pub struct SshCommand {
 }
 
 impl SshCommand {
-    pub(super) fn new(
+    /// `client` as `login` on `server`, with `identity` (private key) and `certificate`.
+    pub fn new(
         client: Client,
-        sshd: &Sshd,
+        server: &Server,
         login: &str,
         identity: &Path,
         certificate: &Path,
     ) -> Self {
         Self {
             client,
-            port: sshd.port,
+            port: server.port,
             destination: format!("{login}@{LOOPBACK}"),
             identity: identity.to_path_buf(),
             certificate: certificate.to_path_buf(),
-            known_hosts: sshd.known_hosts(),
+            known_hosts: server.known_hosts.clone(),
             options: Vec::new(),
             flags: Vec::new(),
             args: Vec::new(),
@@ -105,7 +117,7 @@ impl SshCommand {
         self
     }
 
-    /// Add a client flag before the destination (like `-v`, `-T` or `-r`).
+    /// Add a client flag before the destination (like `-v`, `-tt`, `-r` or `-W host:port`).
     pub fn flag(mut self, flag: impl AsRef<OsStr>) -> Self {
         self.flags.push(flag.as_ref().to_owned());
         self
@@ -118,7 +130,7 @@ impl SshCommand {
         self
     }
 
-    /// Use another known_hosts file instead of the one pinning this sshd's key.
+    /// Use another known_hosts file instead of the one pinning the server's key.
     pub fn known_hosts(mut self, path: &Path) -> Self {
         self.known_hosts = path.to_path_buf();
         self
@@ -134,6 +146,11 @@ impl SshCommand {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The program: `ssh`, `scp` or `sftp`.
+    pub fn program(&self) -> &'static str {
+        self.client.program()
     }
 
     /// The full argument list after the program name, as it will be run.
@@ -165,6 +182,7 @@ impl SshCommand {
             "StrictHostKeyChecking=yes".into(),
             "UpdateHostKeys=no".into(),
             "IdentitiesOnly=yes".into(),
+            "IdentityAgent=none".into(),
             "BatchMode=yes".into(),
             "PreferredAuthentications=publickey".into(),
             format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}").into(),
@@ -185,10 +203,9 @@ impl SshCommand {
         out
     }
 
-    /// Run to completion and return what the client printed and its exit code (`ssh` exits
-    /// with the remote command's code, or 255 when it could not connect or log in).
-    #[track_caller]
-    pub fn run(self) -> CmdOutput {
+    /// The command for the one runner: the client, or `wrapper` followed by the client's
+    /// command line (like `pty-session.py STEPS --`).
+    pub fn into_cmd_under(self, wrapper: Option<Cmd>) -> Cmd {
         // ssh refuses a private key other users can read.
         if let Ok(meta) = fs::metadata(&self.identity)
             && meta.permissions().mode() & 0o077 != 0
@@ -196,96 +213,32 @@ impl SshCommand {
             fs::set_permissions(&self.identity, fs::Permissions::from_mode(0o600))
                 .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", self.identity.display()));
         }
-        let mut command = Command::new(self.client.program());
-        command.args(self.command_args());
-        run_process(&mut command, self.stdin, self.timeout)
-    }
-}
-
-/// Run `command` with piped output, optional stdin, and a time limit (kill + panic).
-#[track_caller]
-pub(super) fn run_process(
-    command: &mut Command,
-    stdin: Option<Vec<u8>>,
-    timeout: Duration,
-) -> CmdOutput {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let shown = std::iter::once(program.clone())
-        .chain(command.get_args().map(|a| {
-            let a = a.to_string_lossy();
-            if a.is_empty() || a.contains(char::is_whitespace) {
-                format!("'{a}'")
-            } else {
-                a.into_owned()
-            }
-        }))
-        .collect::<Vec<_>>()
-        .join(" ");
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
-    let writer = match (stdin, child.stdin.take()) {
-        (Some(input), Some(mut pipe)) => Some(thread::spawn(move || {
-            // The client may exit without reading everything; that is its business.
-            let _ = pipe.write_all(&input);
-        })),
-        _ => None,
-    };
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("waiting for `{shown}`: {e}"),
+        let args = self.command_args();
+        let cmd = match wrapper {
+            Some(wrapper) => wrapper.arg(self.program()),
+            None => Cmd::new(self.program()),
+        };
+        let cmd = cmd.args(args).timeout(self.timeout);
+        match self.stdin {
+            Some(input) => cmd.stdin(input),
+            None => cmd,
         }
-    };
-    if let Some(writer) = writer {
-        let _ = writer.join();
     }
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    let Some(status) = status else {
-        panic!("`{shown}` did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    };
-    CmdOutput {
-        command: shown,
-        success: status.success(),
-        code: status.code(),
-        stdout,
-        stderr,
+
+    /// The command for the one runner.
+    pub fn into_cmd(self) -> Cmd {
+        self.into_cmd_under(None)
+    }
+
+    /// Run to completion and return what the client printed and its exit code.
+    #[track_caller]
+    pub fn run(self) -> CmdOutput {
+        self.into_cmd().run()
+    }
+
+    /// Start it; [`Running::wait`] collects what it printed.
+    #[track_caller]
+    pub fn spawn(self) -> Running {
+        self.into_cmd().spawn()
     }
 }
