@@ -1,124 +1,151 @@
-//! A real S3-compatible server for recording tests: MinIO, built from the Go module proxy by
-//! `tests/scripts/build-tools.sh` and announced as `GATEHOUSE_MINIO`. Each test starts its own
-//! (own data directory and port) so it can stop and restart it. Buckets are created and
-//! objects read with `curl --aws-sigv4`, a client independent of the proxy's aws-sdk-s3.
+//! A real S3-compatible server for recordings: MinIO, built from the Go module proxy by
+//! `tests/scripts/build-tools.sh` and named by the control plane (`GATEHOUSE_MINIO`).
+//!
+//! In: a data directory, a log file and root credentials (fixed ones for tests; `make up`
+//! makes its own). Out: a running [`Minio`] on its own loopback port, ready once
+//! `/minio/health/cluster` answers 200 (the only probe that waits until a bucket PUT cannot get
+//! 503 `XMinioServerNotInitialized`); an [`S3Store`] for the proxy; buckets created and objects
+//! read with `curl --aws-sigv4`, a client independent of the proxy's aws-sdk-s3. Each test
+//! starts its own so it can stop and restart it.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use crate::{
+    ControlPlane,
     command::{Cmd, CmdOutput},
-    gatehouse::{free_port, http_get},
+    net::{LOOPBACK, free_port},
+    process::{Process, Ready, Spec},
+    proxy::{S3Store, Storage},
 };
 
 /// Access key of test MinIO servers.
 pub const ACCESS_KEY: &str = "gatehouse-test";
 /// Secret key of test MinIO servers.
 pub const SECRET_KEY: &str = "gatehouse-test-secret";
-/// Region the tests configure.
+/// Region the harness configures.
 pub const REGION: &str = "us-east-1";
 
-/// A running MinIO server; killed on drop.
-#[derive(Debug)]
-pub struct Minio {
-    child: Option<Child>,
-    port: u16,
-    data: PathBuf,
-    log: PathBuf,
+/// MinIO's root user: the only credentials a fresh server knows.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// `MINIO_ROOT_USER`, the S3 access key.
+    pub access_key: String,
+    /// `MINIO_ROOT_PASSWORD`, the S3 secret key.
+    pub secret_key: String,
 }
 
-fn binary() -> PathBuf {
-    let path = PathBuf::from(
-        std::env::var_os("GATEHOUSE_MINIO")
-            .unwrap_or_else(|| panic!("GATEHOUSE_MINIO is not set: run under control-plane.sh")),
-    );
-    assert!(
-        path.is_file(),
-        "{} missing: run tests/scripts/build-tools.sh minio",
-        path.display()
-    );
-    path
+impl Credentials {
+    /// The fixed credentials of test servers.
+    pub fn for_tests() -> Self {
+        Self {
+            access_key: ACCESS_KEY.to_owned(),
+            secret_key: SECRET_KEY.to_owned(),
+        }
+    }
+}
+
+/// A running MinIO server; killed on drop unless detached.
+#[derive(Debug)]
+pub struct Minio {
+    process: Process,
+    port: u16,
+    credentials: Credentials,
 }
 
 impl Minio {
-    /// Start a server keeping its data in `data` and wait until it serves S3 requests.
-    pub fn start(data: &Path) -> Minio {
-        let mut minio = Minio {
-            child: None,
-            port: free_port(),
-            data: data.join("minio-data"),
-            log: data.join("minio.log"),
-        };
-        minio.restart();
-        minio
+    /// A test server keeping its data in `dir/minio-data` and its log in `dir/minio.log`.
+    pub fn start(dir: &Path) -> Minio {
+        let cp = crate::control_plane();
+        Self::start_with(
+            cp,
+            &dir.join("minio-data"),
+            &dir.join("minio.log"),
+            Credentials::for_tests(),
+            |spec| spec,
+        )
     }
 
-    /// Start (again) on the same port and data directory.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "MinIO already runs");
-        std::fs::create_dir_all(&self.data).unwrap_or_else(|e| panic!("{e}"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("{}: {e}", self.log.display()));
-        let log_err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let console = free_port();
-        let child = Command::new(binary())
+    /// A server with `data`, `log` and `credentials`, adapted by `adapt` (e.g. to a daemon).
+    pub fn start_with(
+        cp: &ControlPlane,
+        data: &Path,
+        log: &Path,
+        credentials: Credentials,
+        adapt: impl FnOnce(Spec) -> Spec,
+    ) -> Minio {
+        std::fs::create_dir_all(data)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
+        let port = free_port();
+        // The root credentials go in the environment, not the command line `ps` shows.
+        let spec = Spec::new("MinIO", cp.minio_binary(), log)
             .args(["server", "--quiet", "--address"])
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{LOOPBACK}:{port}"))
             .arg("--console-address")
-            .arg(format!("127.0.0.1:{console}"))
-            .arg(&self.data)
-            .env("MINIO_ROOT_USER", ACCESS_KEY)
-            .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+            .arg(format!("{LOOPBACK}:{}", free_port()))
+            .arg(data)
+            .env("MINIO_ROOT_USER", &credentials.access_key)
+            .env("MINIO_ROOT_PASSWORD", &credentials.secret_key)
             .env("MINIO_BROWSER", "off")
-            .env("MINIO_UPDATE", "off")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting MinIO: {e}"));
-        self.child = Some(child);
-        // Not `/minio/health/live` or `/ready`: both answer 200 before the object layer, bucket
-        // metadata and IAM are initialized, when a bucket PUT still gets 503
-        // XMinioServerNotInitialized. `/minio/health/cluster` waits for all of them.
-        let start = Instant::now();
-        while http_get(self.port, "/minio/health/cluster").is_none_or(|(code, _)| code != 200) {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "MinIO not ready after 60 s: {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            .env("MINIO_UPDATE", "off");
+        let process = Process::start(adapt(spec), Ready::http(port, "/minio/health/cluster"));
+        Minio {
+            process,
+            port,
+            credentials,
         }
+    }
+
+    /// Start it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.process.restart();
     }
 
     /// Stop the server (the data stays).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
+    }
+
+    /// Leave it running after this handle is gone, its pid in `pid_file`; returns the pid.
+    pub fn detach(self, pid_file: &Path) -> u32 {
+        self.process.detach(pid_file)
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{LOOPBACK}:{}", self.port)
+    }
+
+    /// Bucket `bucket` on this server, as the proxy writes it.
+    pub fn store(&self, bucket: &str) -> S3Store {
+        S3Store {
+            endpoint: self.endpoint(),
+            bucket: bucket.to_owned(),
+            region: REGION.to_owned(),
+            prefix: String::new(),
+            path_style: true,
+            access_key: self.credentials.access_key.clone(),
+            secret_key: self.credentials.secret_key.clone(),
+        }
+    }
+
+    /// Recordings in bucket `bucket` on this server.
+    pub fn storage(&self, bucket: &str) -> Storage {
+        Storage::S3(self.store(bucket))
     }
 
     /// `curl --aws-sigv4` of `path` with the root credentials (on stdin, not the command line).
     fn curl(&self, method: &str, path: &str) -> CmdOutput {
+        let Credentials {
+            access_key,
+            secret_key,
+        } = &self.credentials;
         Cmd::new("curl")
             .args(["-sS", "--fail-with-body", "-X", method])
             .arg("--aws-sigv4")
             .arg(format!("aws:amz:{REGION}:s3"))
             .args(["--config", "-"])
             .arg(format!("{}/{path}", self.endpoint()))
-            .stdin(format!("user = \"{ACCESS_KEY}:{SECRET_KEY}\"\n"))
+            .stdin(format!("user = \"{access_key}:{secret_key}\"\n"))
             .run()
     }
 
@@ -137,11 +164,5 @@ impl Minio {
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let out = self.curl("GET", &format!("{bucket}/{key}"));
         out.success.then_some(out.stdout_bytes)
-    }
-}
-
-impl Drop for Minio {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -1,37 +1,46 @@
-//! The Gatehouse proxy as a process of the test plane: started as the chart's `gatehouse-proxy`
-//! ServiceAccount (so the chart's RBAC is what is exercised), with its own listen port, spool
-//! directory and recording store per test, and the engineer's side of it: the real `ssh`,
-//! `scp` and `sftp` with a Gatehouse certificate, pinned to the proxy's published host key.
+//! The Gatehouse proxy as a process of the test plane, and the engineer's way through it.
+//!
+//! In: the built `gatehouse-proxy` (see [`crate::binaries`]), a kubeconfig for the chart's
+//! `gatehouse-proxy` ServiceAccount (so the chart's RBAC is what is exercised), a [`ProxyConfig`]
+//! (working directory, recording [`Storage`], extra flags). Out: a running [`Proxy`] on its own
+//! SSH and metrics ports, ready once `/readyz` answers 200, with its spool and log in the
+//! working directory; and the real `ssh`, `scp` and `sftp` reaching it with a Gatehouse
+//! certificate, pinned to the proxy's published host key.
 
 use std::{
-    fs::OpenOptions,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use gatehouse_crds::contract::published;
 
 use crate::{
-    ControlPlane, User,
-    gatehouse::{SYSTEM_NAMESPACE, free_port, http_get},
-    minio::{ACCESS_KEY, Minio, REGION, SECRET_KEY},
-    repo_root,
+    ControlPlane,
+    binaries::{Logs, proxy_binary},
+    install::{PROXY_SERVICE_ACCOUNT, SYSTEM_NAMESPACE},
+    net::{LOOPBACK, free_port, http_get},
+    process::{Process, Ready, Spec},
     ssh_client::{Client, Server, SshCommand},
+    wait_for,
 };
 
-/// The proxy binary the tests run.
-pub fn proxy_binary() -> PathBuf {
-    let path = std::env::var_os("GATEHOUSE_PROXY_BIN").map_or_else(
-        || repo_root().join("target/debug/gatehouse-proxy"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} does not exist: build it first (`cargo build -p gatehouse-proxy`; `make test` does)",
-        path.display()
-    );
-    path
+/// An S3 bucket (and prefix) recordings go to, with the credentials to write there.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Prefix of every object key.
+    pub prefix: String,
+    /// Path-style URLs (MinIO) instead of virtual-hosted ones.
+    pub path_style: bool,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_key: String,
 }
 
 /// Where a proxy keeps recordings.
@@ -39,13 +48,8 @@ pub fn proxy_binary() -> PathBuf {
 pub enum Storage {
     /// A local directory.
     Local(PathBuf),
-    /// A bucket on a test MinIO.
-    S3 {
-        /// Endpoint URL.
-        endpoint: String,
-        /// Bucket.
-        bucket: String,
-    },
+    /// An S3 bucket.
+    S3(S3Store),
     /// Exactly these storage arguments and environment (e.g. as the chart renders them).
     Configured {
         /// Arguments.
@@ -56,11 +60,28 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// A bucket on `minio`.
-    pub fn s3(minio: &Minio, bucket: &str) -> Self {
-        Self::S3 {
-            endpoint: minio.endpoint(),
-            bucket: bucket.to_owned(),
+    /// `spec` with this store's flags and environment (credentials stay off the command line).
+    fn apply(&self, spec: Spec) -> Spec {
+        match self {
+            Self::Local(dir) => spec
+                .arg("--storage=local")
+                .arg(format!("--storage-dir={}", dir.display())),
+            Self::S3(store) => {
+                let spec = spec
+                    .arg("--storage=s3")
+                    .arg(format!("--s3-endpoint={}", store.endpoint))
+                    .arg(format!("--s3-bucket={}", store.bucket))
+                    .arg(format!("--s3-region={}", store.region))
+                    .arg(format!("--s3-prefix={}", store.prefix))
+                    .env("AWS_ACCESS_KEY_ID", &store.access_key)
+                    .env("AWS_SECRET_ACCESS_KEY", &store.secret_key);
+                if store.path_style {
+                    spec.arg("--s3-path-style")
+                } else {
+                    spec
+                }
+            }
+            Self::Configured { args, env } => spec.args(args).envs(env.iter().map(|(k, v)| (k, v))),
         }
     }
 }
@@ -68,187 +89,133 @@ impl Storage {
 /// How to start a proxy.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// Working directory: spool, log.
+    /// Working directory: `spool/`, `proxy.log`.
     pub dir: PathBuf,
     /// Recording store.
     pub storage: Storage,
     /// Extra arguments.
     pub args: Vec<String>,
+    /// Log format.
+    pub logs: Logs,
+    /// `POD_NAME`: its identity in `status.sessions` and logs.
+    pub pod_name: String,
 }
 
-/// A running proxy; killed on drop.
+impl ProxyConfig {
+    /// A proxy working in `dir`, storing recordings in `storage`, logging for tests.
+    pub fn new(dir: PathBuf, storage: Storage) -> Self {
+        Self {
+            dir,
+            storage,
+            args: Vec::new(),
+            logs: Logs::Json,
+            pod_name: "proxy-under-test".to_owned(),
+        }
+    }
+}
+
+/// A running proxy; killed on drop unless detached.
 #[derive(Debug)]
 pub struct Proxy {
-    child: Option<Child>,
+    process: Process,
     /// SSH port.
     pub port: u16,
     /// Metrics/health port.
     pub metrics_port: u16,
     /// Its log file.
     pub log: PathBuf,
-    kubeconfig: PathBuf,
-    config: ProxyConfig,
+    spool: PathBuf,
 }
 
 impl Proxy {
     /// Start a proxy as the chart's ServiceAccount and wait until it is ready.
     pub fn start(cp: &ControlPlane, config: ProxyConfig) -> Proxy {
-        cp.install_gatehouse();
-        let token = cp
-            .kubectl(User::Admin)
-            .args([
-                "create",
-                "token",
-                "gatehouse-proxy",
-                "-n",
-                SYSTEM_NAMESPACE,
-                "--duration=24h",
-            ])
-            .run();
-        let kubeconfig =
-            cp.service_account_kubeconfig(SYSTEM_NAMESPACE, "gatehouse-proxy", token.ok().trim());
-        std::fs::create_dir_all(&config.dir).unwrap_or_else(|e| panic!("{e}"));
-        let mut proxy = Proxy {
-            child: None,
-            port: free_port(),
-            metrics_port: free_port(),
-            log: config.dir.join("proxy.log"),
-            kubeconfig,
-            config,
-        };
-        proxy.restart();
-        proxy
+        Self::start_spec(cp, config, |spec| spec)
     }
 
-    /// Start the process (again) with the same ports, spool and store.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "proxy already runs");
-        let mut command = Command::new(proxy_binary());
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info")
-            .env("POD_NAME", "proxy-under-test")
+    /// Start it as [`Self::start`] does, as a daemon that can be detached.
+    pub fn start_daemon(cp: &ControlPlane, config: ProxyConfig) -> Proxy {
+        Self::start_spec(cp, config, Spec::daemon)
+    }
+
+    fn start_spec(
+        cp: &ControlPlane,
+        config: ProxyConfig,
+        adapt: impl FnOnce(Spec) -> Spec,
+    ) -> Proxy {
+        cp.install_gatehouse();
+        let kubeconfig = cp.service_account_login(SYSTEM_NAMESPACE, PROXY_SERVICE_ACCOUNT);
+        std::fs::create_dir_all(&config.dir)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", config.dir.display()));
+        let (port, metrics_port) = (free_port(), free_port());
+        let log = config.dir.join("proxy.log");
+        let spool = config.dir.join("spool");
+        let spec = Spec::new("the proxy", proxy_binary(), &log)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", &config.pod_name)
             .arg(format!("--namespace={SYSTEM_NAMESPACE}"))
-            .arg(format!("--listen=127.0.0.1:{}", self.port))
-            .arg(format!("--metrics-addr=127.0.0.1:{}", self.metrics_port))
-            .arg(format!("--spool-dir={}", self.spool_dir().display()));
-        match &self.config.storage {
-            Storage::Local(dir) => {
-                command
-                    .arg("--storage=local")
-                    .arg(format!("--storage-dir={}", dir.display()));
-            }
-            Storage::S3 { endpoint, bucket } => {
-                command
-                    .arg("--storage=s3")
-                    .arg(format!("--s3-endpoint={endpoint}"))
-                    .arg(format!("--s3-bucket={bucket}"))
-                    .arg(format!("--s3-region={REGION}"))
-                    .arg("--s3-path-style")
-                    .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                    .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
-            }
-            Storage::Configured { args, env } => {
-                command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
-            }
+            .arg(format!("--listen={LOOPBACK}:{port}"))
+            .arg(format!("--metrics-addr={LOOPBACK}:{metrics_port}"))
+            .arg(format!("--spool-dir={}", spool.display()));
+        let spec = config
+            .logs
+            .apply(config.storage.apply(spec))
+            .args(&config.args);
+        let process = Process::start(adapt(spec), Ready::http(metrics_port, "/readyz"));
+        Proxy {
+            process,
+            port,
+            metrics_port,
+            log,
+            spool,
         }
-        command.args(&self.config.args);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("{}: {e}", self.log.display()));
-        let log_err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        self.child = Some(
-            command
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-        );
-        let start = Instant::now();
-        loop {
-            if http_get(self.metrics_port, "/readyz").is_some_and(|(code, _)| code == 200) {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "proxy exited ({status}) before it was ready:\n{}",
-                    self.log_tail()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "proxy not ready after 60 s:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    }
+
+    /// Start the process again with the same ports, spool and store.
+    pub fn restart(&mut self) {
+        self.process.restart();
     }
 
     /// Kill it with SIGKILL (no chance to clean up) and wait.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
-    /// Stop it with SIGTERM, as Kubernetes stops a pod, and wait up to `timeout` for it to exit.
+    /// Stop it with SIGTERM, as Kubernetes stops a pod, and wait up to `timeout` for it to exit;
+    /// panics (with the log) when it had to be killed.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let mut child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("the proxy is not running"));
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("kill: {e}"));
-        assert!(sent.success(), "kill -TERM failed: {sent}");
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if start.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the proxy still ran {timeout:?} after SIGTERM:\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(self.process.pid().is_some(), "the proxy is not running");
+        self.process.stop(timeout).unwrap_or_else(|| {
+            panic!(
+                "the proxy still ran {timeout:?} after SIGTERM:\n{}",
+                self.log_tail()
+            )
+        })
+    }
+
+    /// Leave it running after this handle is gone, its pid in `pid_file`; returns the pid.
+    pub fn detach(self, pid_file: &Path) -> u32 {
+        self.process.detach(pid_file)
     }
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Resident memory in KiB (`VmRSS`), while it runs.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        self.process.rss_kib()
     }
 
     /// Wait until a live recording in the spool has an output event starting with `text`
     /// (the header names the command, so a plain substring would match too early).
     pub async fn await_spooled_output(&self, text: &str, timeout: Duration) {
-        let spool = self.spool_dir();
         let event = format!(r#""o", {}"#, serde_json::Value::from(text))
             .trim_end_matches('"')
             .to_owned();
-        crate::gatehouse::wait_for(timeout, &format!("{event} in the spool"), || async {
-            std::fs::read_dir(&spool)
+        wait_for(timeout, &format!("{event} in the spool"), || async {
+            std::fs::read_dir(&self.spool)
                 .ok()?
                 .filter_map(Result::ok)
                 .filter(|e| e.path().extension().is_some_and(|x| x == "cast"))
@@ -260,12 +227,12 @@ impl Proxy {
 
     /// The spool directory.
     pub fn spool_dir(&self) -> PathBuf {
-        self.config.dir.join("spool")
+        self.spool.clone()
     }
 
     /// The names of the files in the spool, sorted.
     pub fn spooled_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.spool_dir())
+        let mut names: Vec<String> = std::fs::read_dir(&self.spool)
             .map(|d| {
                 d.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -292,14 +259,12 @@ impl Proxy {
 
     /// The whole log.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// The last lines of its log.
     pub fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.process.log_tail()
     }
 
     /// `/metrics`.
@@ -326,11 +291,5 @@ impl Proxy {
         };
         SshCommand::new(client, &server, user, identity, certificate)
             .option("HostKeyAlias", published::PROXY_HOST_KEY_ALIAS)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -10,10 +10,7 @@ use gatehouse_crds::{AccessRequest, Phase};
 use kube::Api;
 use serde_json::{Value, json};
 
-use crate::{
-    CmdOutput, ControlPlane, User,
-    gatehouse::{Subject, wait_for},
-};
+use crate::{CmdOutput, ControlPlane, Subject, User, wait_for};
 
 /// Policy every scenario creates.
 pub const POLICY: &str = "oncall";

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use gatehouse_crds::{AccessRequest, Phase, rules};
 use gatehouse_tests::{
-    CmdOutput, User, control_plane,
-    gatehouse::{Subject, wait_for},
+    CmdOutput, Subject, User, control_plane,
     scenario::{self, POLICY, Scenario, Setup, keypair},
+    wait_for,
 };
 use serde_json::{Value, json};
 

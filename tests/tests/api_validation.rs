@@ -4,10 +4,7 @@
 use gatehouse_crds::rules;
 use std::time::Duration;
 
-use gatehouse_tests::{
-    User, control_plane,
-    gatehouse::{Subject, wait_for},
-};
+use gatehouse_tests::{Subject, User, control_plane, wait_for};
 use serde_json::{Value, json};
 
 const ALICE_KEY: &str =

@@ -1,7 +1,7 @@
 //! `helm install` of charts/gatehouse against the real API server, and what its user
 //! ClusterRoles grant, proven with `kubectl auth can-i` run by each real user.
 
-use gatehouse_tests::{GATEHOUSE_CRDS, RELEASE, RELEASE_NAMESPACE, User, control_plane, repo_root};
+use gatehouse_tests::{GATEHOUSE_CRDS, RELEASE, SYSTEM_NAMESPACE, User, control_plane, repo_root};
 use serde_json::json;
 
 #[tokio::test]
@@ -12,7 +12,7 @@ async fn helm_installs_and_upgrades_the_chart() {
 
     let status = cp
         .helm()
-        .args(["status", RELEASE, "-n", RELEASE_NAMESPACE, "-o", "json"])
+        .args(["status", RELEASE, "-n", SYSTEM_NAMESPACE, "-o", "json"])
         .run();
     let status: serde_json::Value =
         serde_json::from_str(status.ok()).unwrap_or_else(|e| panic!("{e}"));
@@ -51,7 +51,7 @@ async fn helm_installs_and_upgrades_the_chart() {
         .args([&chart])
         .args([
             "-n",
-            RELEASE_NAMESPACE,
+            SYSTEM_NAMESPACE,
             // Keep admission.url (the shared operator's webhook) from the install.
             "--reuse-values",
             "--set",
@@ -61,7 +61,7 @@ async fn helm_installs_and_upgrades_the_chart() {
         .ok();
     let history = cp
         .helm()
-        .args(["history", RELEASE, "-n", RELEASE_NAMESPACE, "-o", "json"])
+        .args(["history", RELEASE, "-n", SYSTEM_NAMESPACE, "-o", "json"])
         .run();
     let history: serde_json::Value =
         serde_json::from_str(history.ok()).unwrap_or_else(|e| panic!("{e}"));
@@ -75,7 +75,7 @@ async fn helm_installs_and_upgrades_the_chart() {
         .args([&chart])
         .args([
             "-n",
-            RELEASE_NAMESPACE,
+            SYSTEM_NAMESPACE,
             "--reuse-values",
             "--set",
             "rbac.aggregateToDefaultRoles=maybe",
@@ -116,7 +116,7 @@ async fn helm_lint_and_server_dry_run_pass() {
             .helm()
             .args(["template", "gatehouse"])
             .args([&chart])
-            .args(["--include-crds", "-n", RELEASE_NAMESPACE]);
+            .args(["--include-crds", "-n", SYSTEM_NAMESPACE]);
         for set in sets {
             helm = helm.args(["--set", set]);
         }
@@ -300,7 +300,7 @@ async fn approve_can_be_limited_to_one_policy_with_resource_names() {
 
 /// `kubectl auth can-i` as the chart's ServiceAccount `sa` (the admin impersonates it).
 fn service_account_can(sa: &str, ns: &str, verb: &str, resource: &str) -> bool {
-    let subject = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{sa}");
+    let subject = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{sa}");
     ask_can_i(User::Admin, Some(&subject), ns, verb, resource)
 }
 
@@ -309,7 +309,7 @@ async fn service_accounts_can_do_their_job_and_cannot_read_other_namespaces_secr
     let cp = control_plane();
     cp.install_gatehouse();
     let other = cp.namespace("sa-rbac").await;
-    let own = RELEASE_NAMESPACE;
+    let own = SYSTEM_NAMESPACE;
     let ar = "accessrequests.gatehouse.dev";
     #[rustfmt::skip]
     let expectations: Vec<(&str, &str, &str, &str, bool)> = vec![

@@ -6,12 +6,11 @@
 use std::collections::BTreeSet;
 
 use gatehouse_tests::{
-    User, control_plane,
-    engineer::{sha256_hex, world},
-    gatehouse::SYSTEM_NAMESPACE,
+    SYSTEM_NAMESPACE, User, control_plane,
     minio::{ACCESS_KEY, Minio, SECRET_KEY},
+    proxied_world::ProxiedWorld,
     proxy::Storage,
-    repo_root,
+    repo_root, sha256_hex,
 };
 use serde_json::{Value, json};
 
@@ -205,7 +204,7 @@ async fn the_proxy_runs_with_the_s3_settings_the_chart_renders() {
         .run()
         .ok();
     let mut minio = None;
-    let w = world(
+    let w = ProxiedWorld::start(
         "chart-s3",
         |dir| {
             let server = Minio::start(dir);

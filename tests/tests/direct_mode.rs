@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
-    User, control_plane, engineer,
-    gatehouse::{SYSTEM_NAMESPACE, libfaketime, wait_for},
+    SYSTEM_NAMESPACE, User, control_plane,
+    operator::libfaketime,
     scenario::{self, HOST_GROUP, Scenario, Setup, keypair},
     sshd::{Sshd, SshdConfig, current_login},
+    wait_for,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -22,7 +23,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     let login = current_login();
     let config_maps: Api<ConfigMap> =
         Api::namespaced(cp.client(User::Admin).await, SYSTEM_NAMESPACE);
-    let published = |key: String| async move { engineer::published(cp, &key).await };
+    let published = |key: String| async move { cp.published(&key).await };
     let user_ca = published("user_ca.pub".to_owned()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let krl_file = dir.path().join("revoked.krl");

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
-    Cmd, User, control_plane,
-    gatehouse::{Operator, OperatorConfig, SYSTEM_NAMESPACE, libfaketime, wait_for},
+    Cmd, SYSTEM_NAMESPACE, Subject, User, control_plane,
+    operator::{Operator, OperatorConfig, libfaketime},
     scenario::{self, HOST_GROUP, POLICY, Scenario, Setup, keypair},
-    unique_name,
+    unique_name, wait_for,
 };
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -277,11 +277,7 @@ async fn an_approver_denial_is_terminal() {
 async fn requests_no_policy_allows_are_denied_saying_why() {
     let cp = control_plane();
     let s = Scenario::new(cp, "nopolicy", &Setup::default()).await;
-    cp.bind(
-        &s.ns,
-        "gatehouse-requester",
-        gatehouse_tests::gatehouse::Subject::Group("dba-leads"),
-    );
+    cp.bind(&s.ns, "gatehouse-requester", Subject::Group("dba-leads"));
     let other = scenario::host_group("other", "Proxied", "staging", &Setup::default().hosts);
     s.apply(cp, User::Admin, &other).ok();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -575,12 +571,7 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(lease.spec.and_then(|s| s.holder_identity).is_some());
-    if let Some(pid) = leader.pid() {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-    }
+    leader.send_sigterm();
     wait_for(
         Duration::from_secs(20),
         "the standby to take over",

@@ -10,14 +10,14 @@ use std::{
 
 use gatehouse_crds::Phase;
 use gatehouse_tests::{
-    Cmd, CmdOutput, User,
-    engineer::{pty_session, sha256_hex, world},
-    gatehouse::{SYSTEM_NAMESPACE, wait_for},
+    Cmd, CmdOutput, SYSTEM_NAMESPACE, User,
     minio::Minio,
+    proxied_world::ProxiedWorld,
     proxy::Storage,
-    repo_root, scenario,
+    repo_root, scenario, sha256_hex,
     ssh_client::{Client, SshCommand},
     sshd::{generate_key, ssh_keygen},
+    wait_for,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -26,12 +26,12 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
     let mut minio = None;
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-pty",
         |dir| {
             let server = Minio::start(dir);
             server.create_bucket("recordings");
-            let storage = Storage::s3(&server, "recordings");
+            let storage = server.storage("recordings");
             minio = Some(server);
             storage
         },
@@ -41,11 +41,10 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
     let minio = minio.unwrap_or_else(|| panic!("no MinIO"));
     let cert = w.issue(w.request("shell")).await;
     let user = format!("{}@db1", w.login);
-    let out = pty_session(
-        &w,
+    let out = w.pty_session(
         &cert,
         &user,
-        json!([
+        &json!([
             {"send": "echo gatehouse-$((6*7))\n"},
             {"expect": "gatehouse-42"},
             {"resize": [50, 132]},
@@ -128,7 +127,7 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
 
 #[tokio::test]
 async fn exec_returns_exit_codes_and_files_cross_intact() {
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-exec",
         |dir| Storage::Local(dir.join("store")),
         json!({}),
@@ -208,7 +207,7 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
 
 #[tokio::test]
 async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_host_key() {
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-refuse",
         |dir| Storage::Local(dir.join("store")),
         json!({}),
@@ -351,7 +350,7 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
 
 #[tokio::test]
 async fn revoking_mid_session_ends_it_within_two_seconds() {
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-revoke",
         |dir| Storage::Local(dir.join("store")),
         json!({}),
@@ -420,12 +419,12 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
 #[tokio::test]
 async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     let mut minio_slot = None;
-    let mut w = world(
+    let mut w = ProxiedWorld::start(
         "proxy-outage",
         |dir| {
             let server = Minio::start(dir);
             server.create_bucket("recordings");
-            let storage = Storage::s3(&server, "recordings");
+            let storage = server.storage("recordings");
             minio_slot = Some(server);
             storage
         },
@@ -514,7 +513,7 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
 
 #[tokio::test]
 async fn eleventh_bad_login_from_one_address_is_blocked() {
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-ratelimit",
         |dir| Storage::Local(dir.join("store")),
         json!({}),
@@ -565,7 +564,7 @@ async fn eleventh_bad_login_from_one_address_is_blocked() {
 
 #[tokio::test]
 async fn port_forwarding_needs_the_certificate_extension() {
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-forward",
         |dir| Storage::Local(dir.join("store")),
         json!({"certificate": {"extensions": ["permit-pty", "permit-port-forwarding"]}}),
@@ -584,7 +583,7 @@ async fn port_forwarding_needs_the_certificate_extension() {
     );
 
     // The default policy grants permit-pty only: the same forward is refused.
-    let other = world(
+    let other = ProxiedWorld::start(
         "proxy-noforward",
         |dir| Storage::Local(dir.join("store")),
         json!({}),
@@ -605,7 +604,7 @@ async fn port_forwarding_needs_the_certificate_extension() {
 
 #[tokio::test]
 async fn a_session_that_cannot_be_recorded_is_refused_when_recording_is_required() {
-    let w = world(
+    let w = ProxiedWorld::start(
         "proxy-failclosed",
         |dir| Storage::Local(dir.join("store")),
         json!({}),

@@ -4,16 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{
-    engineer::{sha256_hex, world},
-    gatehouse::wait_for,
-    proxy::Storage,
-};
+use gatehouse_tests::{proxied_world::ProxiedWorld, proxy::Storage, sha256_hex, wait_for};
 use serde_json::json;
 
 #[tokio::test]
 async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before_exit() {
-    let mut w = world(
+    let mut w = ProxiedWorld::start(
         "proxy-sigterm",
         |dir| Storage::Local(dir.join("store")),
         json!({}),

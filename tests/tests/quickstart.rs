@@ -8,7 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatehouse_tests::{Cmd, gatehouse::operator_binary, proxy::proxy_binary, repo_root};
+use gatehouse_tests::{
+    Cmd,
+    binaries::{operator_binary, proxy_binary},
+    repo_root,
+};
 
 fn make(target: &str, dir: &Path, recordings: &str) -> (bool, String) {
     let started = Instant::now();

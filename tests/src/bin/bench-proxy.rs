@@ -13,9 +13,8 @@ use std::{
 };
 
 use gatehouse_tests::{
-    Cmd, User,
-    engineer::world,
-    gatehouse::SYSTEM_NAMESPACE,
+    Cmd, SYSTEM_NAMESPACE, User,
+    proxied_world::ProxiedWorld,
     proxy::Storage,
     sshd::{CertSpec, sign_user_key},
 };
@@ -52,7 +51,7 @@ async fn main() {
     let transfer = env_number("BENCH_TRANSFER_BYTES", GIB);
     let connects = env_number("BENCH_CONNECTS", 20) as usize;
     let idle = env_number("BENCH_IDLE_SESSIONS", 200) as usize;
-    let w = world("bench", |dir| Storage::Local(dir.join("store")), json!({})).await;
+    let w = ProxiedWorld::start("bench", |dir| Storage::Local(dir.join("store")), json!({})).await;
     let cert = w.issue(w.request("bench")).await;
     let user = format!("{}@db1", w.login);
 

@@ -138,14 +138,14 @@ pub fn fingerprint(public_key: &Path) -> String {
 }
 
 /// `path` + `.pub`.
-fn public_path(private: &Path) -> PathBuf {
+pub(super) fn public_path(private: &Path) -> PathBuf {
     let mut p = private.as_os_str().to_owned();
     p.push(".pub");
     PathBuf::from(p)
 }
 
 #[track_caller]
-fn read_key_line(path: &Path) -> String {
+pub(super) fn read_key_line(path: &Path) -> String {
     fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .trim()

@@ -2,16 +2,17 @@
 //!
 //! [`Sshd::start`] runs Debian's `/usr/sbin/sshd` (package `openssh-server`, installed by
 //! `tests/scripts/install-deps.sh`) in the foreground, on a free loopback port, from a config
-//! the harness writes into a temporary directory together with a fresh Ed25519 host key, the
-//! trusted user-CA keys and the authorized principals. Only OpenSSH certificates can log in:
-//! there are no authorized_keys and no passwords. sshd logs to `<tmp>/sshd.log`, which tests read
-//! back with [`Sshd::log`] and [`Sshd::wait_for_log`].
+//! the harness writes into a temporary directory (or [`SshdConfig::home`], which is kept)
+//! together with an Ed25519 host key, the trusted user-CA keys and the authorized principals.
+//! Only OpenSSH certificates can log in: there are no authorized_keys and no passwords. sshd
+//! logs to `<dir>/sshd.log`, which tests read back with [`Sshd::log`] and [`Sshd::wait_for_log`].
 //!
 //! The real `ssh`, `scp` and `sftp` clients ([`Sshd::ssh`], [`Sshd::scp`], [`Sshd::sftp`]) log
 //! into it with a private key and a certificate, ignore every ssh_config and pin the host key
 //! through a generated known_hosts file. [`ssh_keygen`] and its helpers make the keys,
 //! certificates and KRLs. Everything is thrown away when the [`Sshd`] is dropped, which also
-//! kills sshd and its per-connection children. No Kubernetes control plane is involved.
+//! kills sshd and its per-connection children ([`crate::process`]), unless it is detached
+//! (`make up`'s demo target). No Kubernetes control plane is involved.
 //!
 //! When the tests run as root (as in CI), sshd needs its privilege-separation directory
 //! `/run/sshd`; [`Sshd::start`] creates it when missing.
@@ -19,23 +20,22 @@
 //! The code is split along that flow: this file turns an [`SshdConfig`] into the files in the
 //! temporary directory and a running, then stopped, sshd; [`crate::ssh_client`] turns a login,
 //! key and certificate into an `ssh`/`scp`/`sftp` command line; `keys.rs` drives
-//! `ssh-keygen` for keys, certificates, KRLs and fingerprints; `process.rs` finds the sshd
-//! binary, picks a port, waits for sshd to listen and stops its whole process tree on drop.
+//! `ssh-keygen` for keys, certificates, KRLs and fingerprints; `binary.rs` finds the sshd
+//! binary; [`crate::process`] runs it, waits until it listens and stops its process tree.
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
+    fs,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use tempfile::TempDir;
 
+mod binary;
 mod keys;
-mod process;
 
 pub use keys::{
     CertSpec, current_login, fingerprint, generate_key, sign_user_key, ssh_keygen, write_krl,
@@ -44,11 +44,11 @@ pub use keys::{
 pub use crate::net::LOOPBACK;
 use crate::{
     command::Cmd,
+    net::free_port,
+    process::{Process, Ready, Spec, tail},
     ssh_client::{Client, Server, SshCommand},
 };
-use process::{
-    ensure_privsep_dir, free_port, signal, sshd_binary, stop_tree, wait_until_listening,
-};
+use binary::{ensure_privsep_dir, sshd_binary};
 
 /// How long [`Sshd::start`] waits for sshd to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,6 +77,9 @@ pub struct SshdConfig {
     /// Extra environment for sshd, like libfaketime's `LD_PRELOAD` + `FAKETIME` to run the
     /// host's clock ahead and see certificates expire without waiting.
     pub env: Vec<(String, String)>,
+    /// Keep config, host key (reused when present) and log in this directory instead of a
+    /// temporary one removed on drop (`make up`'s demo target).
+    pub home: Option<PathBuf>,
 }
 
 impl Default for SshdConfig {
@@ -88,6 +91,7 @@ impl Default for SshdConfig {
             log_level: "VERBOSE".to_owned(),
             extra_config: Vec::new(),
             env: Vec::new(),
+            home: None,
         }
     }
 }
@@ -113,14 +117,31 @@ impl SshdConfig {
     }
 }
 
-/// A running sshd, killed (with its per-connection children) when dropped.
+/// Where a test sshd keeps its files.
+#[derive(Debug)]
+enum Home {
+    /// Removed on drop.
+    Temporary(TempDir),
+    /// Kept.
+    Kept(PathBuf),
+}
+
+impl Home {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temporary(dir) => dir.path(),
+            Self::Kept(dir) => dir,
+        }
+    }
+}
+
+/// A running sshd, killed (with its per-connection children) when dropped, unless detached.
 #[derive(Debug)]
 pub struct Sshd {
-    child: Child,
-    dir: TempDir,
+    process: Process,
+    home: Home,
     port: u16,
     host_key: String,
-    log_path: PathBuf,
     known_hosts: PathBuf,
     principals_dir: Option<PathBuf>,
 }
@@ -133,14 +154,38 @@ impl Sshd {
     /// does not come up within 15 seconds.
     #[track_caller]
     pub fn start(cfg: &SshdConfig) -> Self {
+        Self::start_spec(cfg, |spec| spec)
+    }
+
+    /// Start it as [`Self::start`] does, as a daemon that can be detached.
+    pub fn start_daemon(cfg: &SshdConfig) -> Self {
+        Self::start_spec(cfg, Spec::daemon)
+    }
+
+    #[track_caller]
+    fn start_spec(cfg: &SshdConfig, adapt: impl Fn(Spec) -> Spec) -> Self {
         let sshd = sshd_binary();
         ensure_privsep_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("gatehouse-sshd-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("creating a temp dir for sshd: {e}"));
-        let root = dir.path().to_path_buf();
-        let (host_key_path, host_key) = generate_key(&root, "ssh_host_ed25519_key");
+        let home = match &cfg.home {
+            Some(dir) => {
+                fs::create_dir_all(dir)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+                Home::Kept(dir.clone())
+            }
+            None => Home::Temporary(
+                tempfile::Builder::new()
+                    .prefix("gatehouse-sshd-")
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("creating a temp dir for sshd: {e}")),
+            ),
+        };
+        let root = home.path().to_path_buf();
+        let host_key_path = root.join("ssh_host_ed25519_key");
+        let host_key = if host_key_path.is_file() {
+            keys::read_key_line(&keys::public_path(&host_key_path))
+        } else {
+            generate_key(&root, "ssh_host_ed25519_key").1
+        };
 
         let ca_path = root.join("trusted_user_ca_keys");
         let mut cas = cfg.trusted_user_ca_keys.join("\n");
@@ -149,7 +194,8 @@ impl Sshd {
 
         let principals_dir = cfg.authorized_principals.as_ref().map(|map| {
             let pdir = root.join("principals");
-            fs::create_dir(&pdir).unwrap_or_else(|e| panic!("creating {}: {e}", pdir.display()));
+            fs::create_dir_all(&pdir)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", pdir.display()));
             for (login, principals) in map {
                 write_principals(&pdir, login, principals);
             }
@@ -161,41 +207,13 @@ impl Sshd {
         let mut last_failure = String::new();
         for _attempt in 0..START_ATTEMPTS {
             let port = free_port();
-            let mut lines = vec![
-                "# Written by gatehouse-tests (tests/src/sshd/mod.rs).".to_owned(),
-                format!("ListenAddress {LOOPBACK}:{port}"),
-                format!("HostKey {}", quote(&host_key_path)),
-                "PidFile none".to_owned(),
-                "UsePAM no".to_owned(),
-                // The temp dir and the keys the tests write are not root-owned 0700 trees.
-                "StrictModes no".to_owned(),
-                "PermitRootLogin prohibit-password".to_owned(),
-                format!("LogLevel {}", cfg.log_level),
-                "AuthenticationMethods publickey".to_owned(),
-                "PubkeyAuthentication yes".to_owned(),
-                "PasswordAuthentication no".to_owned(),
-                "KbdInteractiveAuthentication no".to_owned(),
-                "HostbasedAuthentication no".to_owned(),
-                "AuthorizedKeysFile none".to_owned(),
-                format!("TrustedUserCAKeys {}", quote(&ca_path)),
-                "Subsystem sftp internal-sftp".to_owned(),
-                "PrintMotd no".to_owned(),
-                "PrintLastLog no".to_owned(),
-                "UseDNS no".to_owned(),
-                "X11Forwarding no".to_owned(),
-            ];
-            if let Some(pdir) = &principals_dir {
-                lines.push(format!(
-                    "AuthorizedPrincipalsFile {}",
-                    quote(&pdir.join("%u"))
-                ));
-            }
-            if let Some(krl) = &cfg.revoked_keys {
-                lines.push(format!("RevokedKeys {}", quote(krl)));
-            }
-            lines.extend(cfg.extra_config.iter().cloned());
-            let mut text = lines.join("\n");
-            text.push('\n');
+            let text = config_text(
+                cfg,
+                port,
+                &host_key_path,
+                &ca_path,
+                principals_dir.as_deref(),
+            );
             write_file(&config_path, &text);
 
             let check = Cmd::new(&sshd)
@@ -210,55 +228,53 @@ impl Sshd {
                 check.code, check.stderr, check.stdout
             );
 
-            let log = File::create(&log_path)
-                .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
-            let mut child = Command::new(&sshd)
-                .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", sshd.display()));
-            match wait_until_listening(&mut child, port, &log_path) {
-                Ok(()) => {
+            let spec = Spec::new("sshd", &sshd, &log_path)
+                .fresh_log()
+                .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+                .args(["-D", "-e", "-f"])
+                .arg(&config_path);
+            // Wait for sshd's own word first, so the probe does not race a half-started sshd
+            // that would then log a refused connection from itself.
+            let ready = Ready::log_line("Server listening on")
+                .and(Ready::tcp(SocketAddr::from((LOOPBACK, port))))
+                .within(START_TIMEOUT);
+            match Process::try_start(adapt(spec), ready) {
+                Ok(process) => {
                     let known_hosts = root.join("known_hosts");
                     write_file(
                         &known_hosts,
                         &format!("{} {host_key}\n", host_pattern(port)),
                     );
                     return Self {
-                        child,
-                        dir,
+                        process,
+                        home,
                         port,
                         host_key,
-                        log_path,
                         known_hosts,
                         principals_dir,
                     };
                 }
-                Err(failure) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = read_log(&log_path);
-                    // Someone took the port between our probe and sshd's bind: try another.
-                    if failure.retry && log.contains("Address already in use") {
-                        last_failure = format!("{}\n{}", failure.message, tail(&log, 40));
-                        continue;
-                    }
-                    panic!(
-                        "{}\nsshd log ({}):\n{}\nconfig:\n{text}",
-                        failure.message,
-                        log_path.display(),
-                        tail(&log, 40)
-                    );
+                // Someone took the port between our probe and sshd's bind: try another.
+                Err(failure)
+                    if failure.exited.is_some()
+                        && failure.log.contains("Address already in use") =>
+                {
+                    last_failure = failure.report();
                 }
+                Err(failure) => panic!("{}\nconfig:\n{text}", failure.report()),
             }
         }
         panic!("sshd could not bind a loopback port in {START_ATTEMPTS} attempts:\n{last_failure}")
+    }
+
+    /// Leave sshd running after this handle is gone, its pid in `pid_file`; returns the pid.
+    /// Only for an sshd with a kept [`SshdConfig::home`]: a temporary one would be removed.
+    pub fn detach(self, pid_file: &Path) -> u32 {
+        assert!(
+            matches!(self.home, Home::Kept(_)),
+            "a detached sshd needs a kept home"
+        );
+        self.process.detach(pid_file)
     }
 
     /// The loopback port sshd listens on.
@@ -268,7 +284,7 @@ impl Sshd {
 
     /// The listening sshd's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid().unwrap_or_default()
     }
 
     /// The address sshd listens on.
@@ -291,10 +307,10 @@ impl Sshd {
         self.known_hosts.clone()
     }
 
-    /// The temporary directory holding the config, host key, log and known_hosts; removed on
-    /// drop. Tests may put their own keys here.
+    /// The directory holding the config, host key, log and known_hosts; removed on drop
+    /// unless it is [`SshdConfig::home`]. Tests may put their own keys here.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.home.path()
     }
 
     /// Replace the principals accepted for `login` (sshd rereads the file at every login).
@@ -311,7 +327,12 @@ impl Sshd {
 
     /// Everything sshd has logged so far.
     pub fn log(&self) -> String {
-        read_log(&self.log_path)
+        self.process.log_text()
+    }
+
+    /// sshd's log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
     }
 
     /// Poll the log until it contains `needle`; false after `timeout`.
@@ -370,18 +391,6 @@ impl Sshd {
     }
 }
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        // Per-connection sshd processes call setsid(), so no process group covers them, and
-        // once the listener dies they are reparented. So: freeze the whole tree (a stopped
-        // process cannot fork a child we would miss), then kill everything in it.
-        let tree = stop_tree(self.child.id());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        signal("KILL", &tree);
-    }
-}
-
 #[track_caller]
 fn write_file(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -397,18 +406,6 @@ fn write_principals(dir: &Path, login: &str, principals: &[String]) {
     write_file(&dir.join(login), &text);
 }
 
-fn read_log(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// A path as one sshd_config argument.
 fn quote(path: &Path) -> String {
     let s = path.to_string_lossy();
@@ -417,6 +414,52 @@ fn quote(path: &Path) -> String {
         "path unusable in sshd_config: {s:?}"
     );
     format!("\"{s}\"")
+}
+
+/// The sshd_config for a start on `port`.
+fn config_text(
+    cfg: &SshdConfig,
+    port: u16,
+    host_key: &Path,
+    ca: &Path,
+    principals_dir: Option<&Path>,
+) -> String {
+    let mut lines = vec![
+        "# Written by gatehouse-tests (tests/src/sshd/mod.rs).".to_owned(),
+        format!("ListenAddress {LOOPBACK}:{port}"),
+        format!("HostKey {}", quote(host_key)),
+        "PidFile none".to_owned(),
+        "UsePAM no".to_owned(),
+        // The temp dir and the keys the tests write are not root-owned 0700 trees.
+        "StrictModes no".to_owned(),
+        "PermitRootLogin prohibit-password".to_owned(),
+        format!("LogLevel {}", cfg.log_level),
+        "AuthenticationMethods publickey".to_owned(),
+        "PubkeyAuthentication yes".to_owned(),
+        "PasswordAuthentication no".to_owned(),
+        "KbdInteractiveAuthentication no".to_owned(),
+        "HostbasedAuthentication no".to_owned(),
+        "AuthorizedKeysFile none".to_owned(),
+        format!("TrustedUserCAKeys {}", quote(ca)),
+        "Subsystem sftp internal-sftp".to_owned(),
+        "PrintMotd no".to_owned(),
+        "PrintLastLog no".to_owned(),
+        "UseDNS no".to_owned(),
+        "X11Forwarding no".to_owned(),
+    ];
+    if let Some(pdir) = principals_dir {
+        lines.push(format!(
+            "AuthorizedPrincipalsFile {}",
+            quote(&pdir.join("%u"))
+        ));
+    }
+    if let Some(krl) = &cfg.revoked_keys {
+        lines.push(format!("RevokedKeys {}", quote(krl)));
+    }
+    lines.extend(cfg.extra_config.iter().cloned());
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
 }
 
 fn host_pattern(port: u16) -> String {

@@ -1,0 +1,175 @@
+//! The proxied test world, for tests and the benchmark: a target `sshd` trusting only the
+//! upstream CA, a scenario namespace whose HostGroup points at it (hosts `db1` and `db2`), a
+//! proxy started as the chart's ServiceAccount, and the engineer's key and known_hosts.
+//!
+//! In: the shared install (what its operator publishes: the upstream CA, the proxy's
+//! known_hosts line), a name prefix, where recordings go, and extra policy fields. Out: a
+//! [`ProxiedWorld`] whose engineer (alice) requests certificates and runs the real `ssh`, `scp`
+//! and `sftp` through the proxy, and reads back `status.sessions`.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use gatehouse_crds::{Phase, SessionRecord, contract::published};
+use serde_json::Value;
+
+use crate::{
+    ControlPlane,
+    command::{Cmd, CmdOutput},
+    control_plane,
+    proxy::{Proxy, ProxyConfig, Storage},
+    repo_root,
+    scenario::{self, Scenario, Setup, keypair},
+    ssh_client::{Client, SshCommand},
+    sshd::{Sshd, SshdConfig, current_login},
+    users::User,
+    wait_for,
+};
+
+/// One engineer, one target sshd trusting only the upstream CA, one proxy.
+#[derive(Debug)]
+pub struct ProxiedWorld {
+    /// The control plane.
+    pub cp: &'static ControlPlane,
+    /// The namespace with HostGroup `db` (hosts `db1`, `db2`: both this sshd) and its policy.
+    pub s: Scenario,
+    /// A directory for the test's files (keys, certificates, a local store).
+    pub dir: tempfile::TempDir,
+    /// The target.
+    pub sshd: Sshd,
+    /// The proxy.
+    pub proxy: Proxy,
+    /// The engineer's private key (`<key>.pub` next to it).
+    pub key: PathBuf,
+    /// The engineer's public key line.
+    pub public: String,
+    /// known_hosts pinning the proxy's published host key.
+    pub known_hosts: PathBuf,
+    /// The login on the target (the unix user running the tests).
+    pub login: String,
+}
+
+impl ProxiedWorld {
+    /// Set it up: namespace `<prefix>-…`, recordings where `storage` says (given the world's
+    /// directory), `policy_extra` merged into the policy's spec.
+    pub async fn start(
+        prefix: &str,
+        storage: impl FnOnce(&Path) -> Storage,
+        policy_extra: Value,
+    ) -> ProxiedWorld {
+        let cp = control_plane();
+        cp.install_gatehouse();
+        let login = current_login();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let upstream_ca = cp.published(published::UPSTREAM_CA_PUB).await;
+        let sshd = Sshd::start(&SshdConfig::trusting(upstream_ca.trim()));
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            cp.published(published::PROXY_KNOWN_HOSTS).await,
+        )
+        .expect("writing known_hosts");
+        let host = |name: &str| {
+            (
+                name.to_owned(),
+                "127.0.0.1".to_owned(),
+                sshd.port(),
+                sshd.host_key().to_owned(),
+            )
+        };
+        let setup = Setup {
+            approvals: 0,
+            mode: "Proxied",
+            logins: vec![login.clone()],
+            hosts: vec![host("db1"), host("db2")],
+            policy_extra,
+        };
+        let s = Scenario::new(cp, prefix, &setup).await;
+        let proxy = Proxy::start(
+            cp,
+            ProxyConfig::new(dir.path().join("proxy"), storage(dir.path())),
+        );
+        let (key, public) = keypair(dir.path(), "alice");
+        ProxiedWorld {
+            cp,
+            s,
+            dir,
+            sshd,
+            proxy,
+            key,
+            public,
+            known_hosts,
+            login,
+        }
+    }
+
+    /// Create (as alice) and wait for an Issued request; returns its certificate file.
+    pub async fn issue(&self, request: Value) -> PathBuf {
+        let name = request["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.s.apply(self.cp, User::Alice, &request).ok();
+        let status = self
+            .s
+            .wait_phase(&name, Phase::Issued, Duration::from_secs(10))
+            .await
+            .status
+            .unwrap_or_default();
+        let file = self.dir.path().join(format!("{name}-cert.pub"));
+        std::fs::write(&file, status.certificate.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        file
+    }
+
+    /// An AccessRequest `name` for the world's login with the engineer's key.
+    pub fn request(&self, name: &str) -> Value {
+        scenario::request(name, &self.login, &self.public)
+    }
+
+    /// `ssh` through the proxy as SSH user `user` (`LOGIN@HOST`) with the engineer's key and
+    /// `cert`, running `args` (none: a shell).
+    pub fn ssh(&self, cert: &Path, user: &str, args: &[&str]) -> SshCommand {
+        self.client(Client::Ssh, cert, user).args(args)
+    }
+
+    /// `client` (ssh, scp or sftp) through the proxy as `user` with the engineer's key and `cert`.
+    pub fn client(&self, client: Client, cert: &Path, user: &str) -> SshCommand {
+        self.proxy
+            .client(client, user, &self.key, cert, &self.known_hosts)
+    }
+
+    /// Drive an interactive `ssh -tt` session through a real pty (`tests/scripts/pty-session.py`
+    /// with `steps`: send, expect, resize, sleep).
+    pub fn pty_session(&self, cert: &Path, user: &str, steps: &Value) -> CmdOutput {
+        let script = Cmd::new("python3")
+            .arg(repo_root().join("tests/scripts/pty-session.py"))
+            .arg(steps.to_string())
+            .arg("--");
+        self.ssh(cert, user, &[])
+            .flag("-tt")
+            .into_cmd_under(Some(script))
+            .run()
+    }
+
+    /// The sessions in request `name`'s status.
+    pub async fn sessions(&self, name: &str) -> Vec<SessionRecord> {
+        self.s.get(name).await.status.unwrap_or_default().sessions
+    }
+
+    /// Wait until the request's sessions carry `count` uploaded recordings.
+    pub async fn recorded(
+        &self,
+        name: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<SessionRecord> {
+        wait_for(timeout, "recordings in status.sessions", || async {
+            let sessions = self.sessions(name).await;
+            (sessions.iter().filter(|s| s.recording.is_some()).count() >= count).then_some(sessions)
+        })
+        .await
+    }
+}
