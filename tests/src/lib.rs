@@ -16,7 +16,7 @@
 //! Modules, from the bottom: [`users`], [`command`], [`net`], [`process`] (plumbing);
 //! [`control_plane`], [`binaries`], [`operator`], [`install`] (the plane and Gatehouse on it);
 //! [`ssh_client`], [`sshd`], [`minio`], [`proxy`] (the SSH side and the recording store);
-//! [`scenario`], [`proxied_world`] (what tests set up).
+//! [`scenario`], [`proxied_world`] (what tests set up); [`make_up`] (`make up`).
 
 #![allow(
     clippy::unwrap_used,
@@ -37,6 +37,7 @@ pub mod binaries;
 pub mod command;
 pub mod control_plane;
 pub mod install;
+pub mod make_up;
 pub mod minio;
 pub mod net;
 pub mod operator;

@@ -25,6 +25,7 @@ fn make(target: &str, dir: &Path, recordings: &str) -> (bool, String) {
         // Built by `make test` already; cargo is busy running this test.
         .env("GATEHOUSE_OPERATOR_BIN", operator_binary())
         .env("GATEHOUSE_PROXY_BIN", proxy_binary())
+        .env("GATEHOUSE_UP_BIN", env!("CARGO_BIN_EXE_gatehouse-up"))
         .timeout(Duration::from_secs(600))
         .run();
     let text = format!(

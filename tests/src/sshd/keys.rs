@@ -56,6 +56,12 @@ where
 /// return the private key's path and the public key line. Also good for a test user CA.
 #[track_caller]
 pub fn generate_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    generate_key_as(dir, name, name)
+}
+
+/// [`generate_key`] with `comment` as the public key's comment.
+#[track_caller]
+pub fn generate_key_as(dir: &Path, name: &str, comment: &str) -> (PathBuf, String) {
     let path = dir.join(name);
     ssh_keygen([
         OsStr::new("-q"),
@@ -64,7 +70,7 @@ pub fn generate_key(dir: &Path, name: &str) -> (PathBuf, String) {
         OsStr::new("-N"),
         OsStr::new(""),
         OsStr::new("-C"),
-        OsStr::new(name),
+        OsStr::new(comment),
         OsStr::new("-f"),
         path.as_os_str(),
     ])

@@ -38,7 +38,8 @@ mod binary;
 mod keys;
 
 pub use keys::{
-    CertSpec, current_login, fingerprint, generate_key, sign_user_key, ssh_keygen, write_krl,
+    CertSpec, current_login, fingerprint, generate_key, generate_key_as, sign_user_key, ssh_keygen,
+    write_krl,
 };
 
 pub use crate::net::LOOPBACK;
