@@ -23,7 +23,7 @@ use crate::{
     repo_root,
     scenario::{self, Scenario, Setup, keypair},
     ssh_client::{Client, SshCommand},
-    sshd::{Sshd, SshdConfig, current_login},
+    sshd::{CertSpec, Sshd, SshdConfig, current_login, sign_user_key},
     users::User,
     wait_for,
 };
@@ -122,6 +122,16 @@ impl ProxiedWorld {
         std::fs::write(&file, status.certificate.unwrap_or_default())
             .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
         file
+    }
+
+    /// A certificate for the engineer's key signed by the CA private key `ca` as `spec` says
+    /// (forged, expired, or for a direct login), kept as `<name>-cert.pub` in the world's
+    /// directory.
+    pub fn certificate_from(&self, ca: &Path, name: &str, spec: &CertSpec<'_>) -> PathBuf {
+        let public = self.dir.path().join(format!("{name}.pub"));
+        std::fs::copy(self.key.with_extension("pub"), &public)
+            .unwrap_or_else(|e| panic!("copying the engineer's key to {}: {e}", public.display()));
+        sign_user_key(ca, &public, spec)
     }
 
     /// An AccessRequest `name` for the world's login with the engineer's key.

@@ -4,7 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_crds::{AccessRequest, Phase, rules};
+use gatehouse_crds::{
+    AccessRequest, Phase,
+    contract::annotations::{APPROVE, DECISIONS, DENY, REVOKE},
+    rules,
+};
 use gatehouse_tests::{
     CmdOutput, Subject, User, control_plane,
     scenario::{self, POLICY, Scenario, Setup, keypair},
@@ -15,11 +19,6 @@ use serde_json::{Value, json};
 /// How the API server prefixes a refusal of the Gatehouse mutating webhook.
 const WEBHOOK_DENIED: &str =
     "admission webhook \"mutate.accessrequests.gatehouse.dev\" denied the request: ";
-
-const APPROVE: &str = "gatehouse.dev/approve";
-const DENY: &str = "gatehouse.dev/deny";
-const REVOKE: &str = "gatehouse.dev/revoke";
-const DECISIONS: &str = "gatehouse.dev/decisions";
 
 /// The full refusal line for a webhook `message`.
 fn denied(message: &str) -> String {
@@ -38,7 +37,7 @@ fn not_an_approver(user: &str, verb: &str, ns: &str, policy: &str) -> String {
 fn decisions_written() -> String {
     denied(&format!(
         "metadata.annotations[{DECISIONS}] is written by Gatehouse admission only and cannot be set, \
-         changed or removed: annotate with gatehouse.dev/approve, gatehouse.dev/deny or gatehouse.dev/revoke instead"
+         changed or removed: annotate with {APPROVE}, {DENY} or {REVOKE} instead"
     ))
 }
 

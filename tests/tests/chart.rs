@@ -1,7 +1,12 @@
 //! `helm install` of charts/gatehouse against the real API server, and what its user
 //! ClusterRoles grant, proven with `kubectl auth can-i` run by each real user.
 
-use gatehouse_tests::{GATEHOUSE_CRDS, RELEASE, SYSTEM_NAMESPACE, User, control_plane, repo_root};
+use gatehouse_crds::contract::{published, secrets};
+use gatehouse_tests::{
+    GATEHOUSE_CRDS, RELEASE, SYSTEM_NAMESPACE, User, control_plane,
+    install::{OPERATOR_SERVICE_ACCOUNT as OPERATOR, PROXY_SERVICE_ACCOUNT as PROXY},
+    repo_root,
+};
 use serde_json::json;
 
 #[tokio::test]
@@ -311,50 +316,56 @@ async fn service_accounts_can_do_their_job_and_cannot_read_other_namespaces_secr
     let other = cp.namespace("sa-rbac").await;
     let own = SYSTEM_NAMESPACE;
     let ar = "accessrequests.gatehouse.dev";
+    // The Secrets and ConfigMap the code reads and writes, by the names it uses.
+    let user_ca = format!("secrets/{}", secrets::USER_CA);
+    let upstream_ca = format!("secrets/{}", secrets::UPSTREAM_CA);
+    let host_key = format!("secrets/{}", secrets::PROXY_HOST_KEY);
+    let admission = format!("secrets/{}", secrets::ADMISSION);
+    let ssh_configmap = format!("configmaps/{}", published::SSH_CONFIGMAP);
     #[rustfmt::skip]
     let expectations: Vec<(&str, &str, &str, &str, bool)> = vec![
         // operator: its CRDs everywhere, its CA Secrets and ConfigMaps here only
-        ("gatehouse-operator", &other, "watch", ar, true),
-        ("gatehouse-operator", &other, "patch", "accessrequests.gatehouse.dev/status", true),
-        ("gatehouse-operator", &other, "patch", "hostgroups.gatehouse.dev/status", true),
-        ("gatehouse-operator", &other, "list", "accesspolicies.gatehouse.dev", true),
-        ("gatehouse-operator", &other, "create", "events.events.k8s.io", true),
-        ("gatehouse-operator", &other, "create", "subjectaccessreviews.authorization.k8s.io", true),
-        ("gatehouse-operator", own, "create", "secrets", true),
-        ("gatehouse-operator", own, "get", "secrets/gatehouse-user-ca", true),
-        ("gatehouse-operator", own, "get", "secrets/gatehouse-upstream-ca", true),
-        ("gatehouse-operator", own, "patch", "configmaps/gatehouse-ssh", true),
-        ("gatehouse-operator", own, "update", "leases.coordination.k8s.io/gatehouse-operator", true),
-        ("gatehouse-operator", own, "list", "secrets", false),
-        ("gatehouse-operator", own, "get", "secrets/some-app-password", false),
-        ("gatehouse-operator", own, "delete", "secrets/gatehouse-user-ca", false),
-        ("gatehouse-operator", own, "update", "secrets/gatehouse-user-ca", false),
-        ("gatehouse-operator", &other, "get", "secrets/gatehouse-user-ca", false),
-        ("gatehouse-operator", &other, "list", "secrets", false),
-        ("gatehouse-operator", &other, "create", "secrets", false),
-        ("gatehouse-operator", &other, "create", "configmaps", false),
-        ("gatehouse-operator", &other, "create", "leases.coordination.k8s.io", false),
-        ("gatehouse-operator", &other, "create", ar, false),
-        ("gatehouse-operator", &other, "create", "pods", false),
+        (OPERATOR, &other, "watch", ar, true),
+        (OPERATOR, &other, "patch", "accessrequests.gatehouse.dev/status", true),
+        (OPERATOR, &other, "patch", "hostgroups.gatehouse.dev/status", true),
+        (OPERATOR, &other, "list", "accesspolicies.gatehouse.dev", true),
+        (OPERATOR, &other, "create", "events.events.k8s.io", true),
+        (OPERATOR, &other, "create", "subjectaccessreviews.authorization.k8s.io", true),
+        (OPERATOR, own, "create", "secrets", true),
+        (OPERATOR, own, "get", &user_ca, true),
+        (OPERATOR, own, "get", &upstream_ca, true),
+        (OPERATOR, own, "patch", &ssh_configmap, true),
+        (OPERATOR, own, "update", "leases.coordination.k8s.io/gatehouse-operator", true),
+        (OPERATOR, own, "list", "secrets", false),
+        (OPERATOR, own, "get", "secrets/some-app-password", false),
+        (OPERATOR, own, "delete", &user_ca, false),
+        (OPERATOR, own, "update", &user_ca, false),
+        (OPERATOR, &other, "get", &user_ca, false),
+        (OPERATOR, &other, "list", "secrets", false),
+        (OPERATOR, &other, "create", "secrets", false),
+        (OPERATOR, &other, "create", "configmaps", false),
+        (OPERATOR, &other, "create", "leases.coordination.k8s.io", false),
+        (OPERATOR, &other, "create", ar, false),
+        (OPERATOR, &other, "create", "pods", false),
         // proxy: read what logins are decided on, write session status, its own Secrets only
-        ("gatehouse-proxy", &other, "watch", ar, true),
-        ("gatehouse-proxy", &other, "list", "hostgroups.gatehouse.dev", true),
-        ("gatehouse-proxy", &other, "list", "accesspolicies.gatehouse.dev", true),
-        ("gatehouse-proxy", &other, "patch", "accessrequests.gatehouse.dev/status", true),
-        ("gatehouse-proxy", &other, "create", "events.events.k8s.io", true),
-        ("gatehouse-proxy", own, "get", "secrets/gatehouse-upstream-ca", true),
-        ("gatehouse-proxy", own, "get", "secrets/gatehouse-proxy-host-key", true),
-        ("gatehouse-proxy", own, "get", "configmaps/gatehouse-ssh", true),
-        ("gatehouse-proxy", own, "get", "secrets/gatehouse-user-ca", false),
-        ("gatehouse-proxy", own, "get", "secrets/gatehouse-admission", false),
-        ("gatehouse-proxy", own, "list", "secrets", false),
-        ("gatehouse-proxy", &other, "get", "secrets/gatehouse-upstream-ca", false),
-        ("gatehouse-proxy", &other, "list", "secrets", false),
-        ("gatehouse-proxy", &other, "patch", ar, false),
-        ("gatehouse-proxy", &other, "create", ar, false),
-        ("gatehouse-proxy", &other, "update", "hostgroups.gatehouse.dev/status", false),
-        ("gatehouse-proxy", own, "update", "leases.coordination.k8s.io/gatehouse-operator", false),
-        ("gatehouse-proxy", own, "create", "subjectaccessreviews.authorization.k8s.io", false),
+        (PROXY, &other, "watch", ar, true),
+        (PROXY, &other, "list", "hostgroups.gatehouse.dev", true),
+        (PROXY, &other, "list", "accesspolicies.gatehouse.dev", true),
+        (PROXY, &other, "patch", "accessrequests.gatehouse.dev/status", true),
+        (PROXY, &other, "create", "events.events.k8s.io", true),
+        (PROXY, own, "get", &upstream_ca, true),
+        (PROXY, own, "get", &host_key, true),
+        (PROXY, own, "get", &ssh_configmap, true),
+        (PROXY, own, "get", &user_ca, false),
+        (PROXY, own, "get", &admission, false),
+        (PROXY, own, "list", "secrets", false),
+        (PROXY, &other, "get", &upstream_ca, false),
+        (PROXY, &other, "list", "secrets", false),
+        (PROXY, &other, "patch", ar, false),
+        (PROXY, &other, "create", ar, false),
+        (PROXY, &other, "update", "hostgroups.gatehouse.dev/status", false),
+        (PROXY, own, "update", "leases.coordination.k8s.io/gatehouse-operator", false),
+        (PROXY, own, "create", "subjectaccessreviews.authorization.k8s.io", false),
     ];
     let wrong: Vec<String> = expectations
         .iter()

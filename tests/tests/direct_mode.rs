@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use gatehouse_crds::Phase;
+use gatehouse_crds::{
+    Phase,
+    contract::{annotations, identity, published},
+};
 use gatehouse_tests::{
     SYSTEM_NAMESPACE, User, control_plane,
     operator::libfaketime,
@@ -24,20 +27,19 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     let config_maps: Api<ConfigMap> =
         Api::namespaced(cp.client(User::Admin).await, SYSTEM_NAMESPACE);
     let published = |key: String| async move { cp.published(&key).await };
-    let user_ca = published("user_ca.pub".to_owned()).await;
+    let user_ca = published(published::USER_CA_PUB.to_owned()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let krl_file = dir.path().join("revoked.krl");
+    let krl_file = dir.path().join(published::REVOKED_KRL);
     let write_krl = |config_map: &ConfigMap| {
         let krl = config_map
             .binary_data
             .as_ref()
-            .and_then(|d| d.get("revoked.krl"))
+            .and_then(|d| d.get(published::REVOKED_KRL))
             .map(|b| b.0.clone());
-        std::fs::write(&krl_file, krl.unwrap_or_else(|| panic!("no revoked.krl")))
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&krl_file, krl.expect("a KRL")).unwrap_or_else(|e| panic!("{e}"));
     };
-    let initial = wait_for(Duration::from_secs(10), "gatehouse-revocations", || async {
-        config_maps.get("gatehouse-revocations").await.ok()
+    let initial = wait_for(Duration::from_secs(10), "the revocations", || async {
+        config_maps.get(published::REVOCATIONS_CONFIGMAP).await.ok()
     })
     .await;
     write_krl(&initial);
@@ -70,10 +72,13 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     )
     .ok();
     // The target installs what the operator published for this group and login.
-    let principals = published(format!("principals.{}.{HOST_GROUP}.{login}", s.ns)).await;
+    let principals = published(published::principals_key(&s.ns, HOST_GROUP, &login)).await;
     assert_eq!(
         principals,
-        format!("gatehouse:{}/{HOST_GROUP}:{login}\n", s.ns)
+        format!(
+            "{}\n",
+            identity::direct_principal(&s.ns, HOST_GROUP, &login)
+        )
     );
     sshd.set_authorized_principals(
         &login,
@@ -92,11 +97,11 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     }
     let mut certs = std::collections::BTreeMap::new();
     for name in ["r-db", "r-other", "r-postgres"] {
-        let status = s
+        let issued = s
             .wait_phase(name, Phase::Issued, Duration::from_secs(10))
-            .await
-            .status
-            .unwrap_or_default();
+            .await;
+        let uid = issued.metadata.uid.clone().unwrap_or_default();
+        let status = issued.status.unwrap_or_default();
         let file = dir.path().join(format!("{name}-cert.pub"));
         std::fs::write(&file, status.certificate.unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -106,12 +111,13 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
                 file,
                 status.serial.unwrap_or_default(),
                 status.key_id.unwrap_or_default(),
+                uid,
             ),
         );
     }
 
     // The granted certificate logs in and runs a command; sshd's log names the human.
-    let (db_cert, db_serial, db_key_id) = &certs["r-db"];
+    let (db_cert, db_serial, db_key_id, db_uid) = &certs["r-db"];
     let out = sshd
         .ssh(&login, &key, db_cert)
         .arg("echo hello from $(whoami); exit 7")
@@ -122,11 +128,14 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
         &format!("ID {db_key_id} (serial {db_serial})"),
         Duration::from_secs(5),
     );
-    assert!(db_key_id.contains("requester=alice"), "{db_key_id}");
+    assert_eq!(
+        db_key_id,
+        &identity::user_key_id(&s.ns, "r-db", db_uid, User::Alice.username())
+    );
 
     // Another HostGroup's certificate, and a certificate for another login, are refused.
     for name in ["r-other", "r-postgres"] {
-        let (cert, serial, _) = &certs[name];
+        let (cert, serial, _, _) = &certs[name];
         let out = sshd.ssh(&login, &key, cert).arg("true").run();
         assert_eq!(out.code, Some(255), "{name} must be refused: {out:?}");
         assert!(
@@ -165,7 +174,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     drop(later);
 
     // Revoked: the operator's KRL, installed on the host as RevokedKeys, refuses it at once.
-    s.annotate(cp, User::Alice, "r-db", "gatehouse.dev/revoke", "done")
+    s.annotate(cp, User::Alice, "r-db", annotations::REVOKE, "done")
         .ok();
     s.wait_phase("r-db", Phase::Revoked, Duration::from_secs(5))
         .await;
@@ -173,10 +182,13 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
         Duration::from_secs(10),
         "the revocation to be published",
         || async {
-            let cm = config_maps.get("gatehouse-revocations").await.ok()?;
+            let cm = config_maps
+                .get(published::REVOCATIONS_CONFIGMAP)
+                .await
+                .ok()?;
             cm.data
                 .as_ref()?
-                .get("revoked.json")?
+                .get(published::REVOKED_JSON)?
                 .contains(db_serial.as_str())
                 .then_some(cm)
         },

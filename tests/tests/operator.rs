@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_crds::Phase;
+use gatehouse_crds::{
+    Phase,
+    contract::{annotations, identity, published, secrets},
+};
 use gatehouse_tests::{
     Cmd, SYSTEM_NAMESPACE, Subject, User, control_plane,
     operator::{Operator, OperatorConfig, libfaketime},
@@ -38,7 +41,7 @@ async fn approval_issues_a_certificate_within_a_second_that_ssh_keygen_reads() {
     assert!(pending_status.certificate.is_none());
 
     let approved_at = Instant::now();
-    s.annotate(cp, User::Bob, "r1", "gatehouse.dev/approve", "lgtm")
+    s.annotate(cp, User::Bob, "r1", annotations::APPROVE, "lgtm")
         .ok();
     let issued = wait_for(Duration::from_secs(5), "the certificate", || async {
         let r = s.requests.get("r1").await.ok()?;
@@ -57,9 +60,9 @@ async fn approval_issues_a_certificate_within_a_second_that_ssh_keygen_reads() {
     assert_eq!(status.approvals[0].user, "bob");
     assert_eq!(status.approvals[0].message.as_deref(), Some("lgtm"));
     let uid = issued.metadata.uid.clone().unwrap_or_default();
-    let key_id = format!("gatehouse:{}/r1 uid={uid} requester=alice", s.ns);
+    let key_id = identity::user_key_id(&s.ns, "r1", &uid, User::Alice.username());
     assert_eq!(status.key_id.as_deref(), Some(key_id.as_str()));
-    let principal = format!("gatehouse-proxy:{}/r1", s.ns);
+    let principal = identity::proxied_principal(&s.ns, "r1");
     assert_eq!(status.principals, std::slice::from_ref(&principal));
 
     let cert_file = dir.path().join("alice-cert.pub");
@@ -246,7 +249,7 @@ async fn an_approver_denial_is_terminal() {
         cp,
         User::Bob,
         "r1",
-        "gatehouse.dev/deny",
+        annotations::DENY,
         "not during the freeze",
     )
     .ok();
@@ -266,7 +269,7 @@ async fn an_approver_denial_is_terminal() {
         s.event_reasons(cp, "r1")
             .contains(&"DeniedByApprover".to_owned())
     );
-    s.annotate(cp, User::Carol, "r1", "gatehouse.dev/approve", "")
+    s.annotate(cp, User::Carol, "r1", annotations::APPROVE, "")
         .fails_with(&[&format!(
             "AccessRequest {}/r1 is already Denied: it accepts no further approve",
             s.ns
@@ -368,7 +371,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
         cp,
         User::Alice,
         "revoked",
-        "gatehouse.dev/revoke",
+        annotations::REVOKE,
         "done early",
     )
     .ok();
@@ -411,25 +414,28 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
 
     let config_maps: Api<ConfigMap> =
         Api::namespaced(cp.client(User::Admin).await, SYSTEM_NAMESPACE);
-    let published = wait_for(
+    let revocations = wait_for(
         Duration::from_secs(10),
         "both revocations to be published",
         || async {
-            let cm = config_maps.get("gatehouse-revocations").await.ok()?;
-            let json = cm.data.as_ref()?.get("revoked.json")?.clone();
+            let cm = config_maps
+                .get(published::REVOCATIONS_CONFIGMAP)
+                .await
+                .ok()?;
+            let json = cm.data.as_ref()?.get(published::REVOKED_JSON)?.clone();
             (json.contains(&serials["revoked"]) && json.contains(&serials["deleted"])).then_some(cm)
         },
     )
     .await;
-    let list = published.data.clone().unwrap_or_default()["revoked.json"].clone();
+    let list = revocations.data.clone().unwrap_or_default()[published::REVOKED_JSON].clone();
     assert!(!list.contains(&serials["kept"]), "{list}");
-    let krl = published
+    let krl = revocations
         .binary_data
         .unwrap_or_default()
-        .get("revoked.krl")
+        .get(published::REVOKED_KRL)
         .map(|b| b.0.clone())
         .unwrap_or_default();
-    let krl_file = dir.path().join("revoked.krl");
+    let krl_file = dir.path().join(published::REVOKED_KRL);
     std::fs::write(&krl_file, krl).unwrap_or_else(|e| panic!("{e}"));
     for (name, expect_revoked) in [("kept", false), ("revoked", true), ("deleted", true)] {
         let check = Cmd::new("ssh-keygen")
@@ -444,7 +450,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
         );
     }
     // A terminal request accepts nothing more.
-    s.annotate(cp, User::Bob, "revoked", "gatehouse.dev/approve", "")
+    s.annotate(cp, User::Bob, "revoked", annotations::APPROVE, "")
         .fails_with(&["is already Revoked"]);
 }
 
@@ -477,7 +483,7 @@ async fn unapproved_requests_expire_after_the_pending_ttl() {
         ready.map(|c| c.message),
         Some("not approved within the pending TTL of 3s".to_owned())
     );
-    s.annotate(cp, User::Bob, "r1", "gatehouse.dev/approve", "too late")
+    s.annotate(cp, User::Bob, "r1", annotations::APPROVE, "too late")
         .fails_with(&["is already Expired"]);
 }
 
@@ -485,7 +491,7 @@ fn fingerprint(secret: &Secret, dir: &std::path::Path) -> String {
     let public = secret
         .data
         .as_ref()
-        .and_then(|d| d.get("ca.pub"))
+        .and_then(|d| d.get(secrets::CA_PUBLIC_KEY))
         .map(|b| b.0.clone())
         .unwrap_or_default();
     let file = dir.join(unique_name("ca"));
@@ -520,11 +526,11 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
     let secrets: Api<Secret> = Api::namespaced(cp.client(User::Admin).await, &system);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let user_ca = secrets
-        .get("gatehouse-user-ca")
+        .get(secrets::USER_CA)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let upstream_ca = secrets
-        .get("gatehouse-upstream-ca")
+        .get(secrets::UPSTREAM_CA)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (user_fp, upstream_fp) = (
@@ -584,7 +590,7 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
     for round in 3..6 {
         let mut operator = Operator::start(&config(round));
         let again = secrets
-            .get("gatehouse-user-ca")
+            .get(secrets::USER_CA)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fingerprint(&again, dir.path()), user_fp, "restart {round}");
@@ -593,7 +599,7 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
             "restart {round}"
         );
         let upstream = secrets
-            .get("gatehouse-upstream-ca")
+            .get(secrets::UPSTREAM_CA)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

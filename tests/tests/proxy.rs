@@ -4,23 +4,24 @@
 //! replayed with Debian's `asciinema`.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use gatehouse_crds::Phase;
+use gatehouse_crds::{
+    Phase,
+    contract::{annotations, identity, secrets},
+};
 use gatehouse_tests::{
-    Cmd, CmdOutput, SYSTEM_NAMESPACE, User,
+    Cmd, CmdOutput, User,
     minio::Minio,
     proxied_world::ProxiedWorld,
     proxy::Storage,
     repo_root, scenario, sha256_hex,
     ssh_client::{Client, SshCommand},
-    sshd::{generate_key, ssh_keygen},
+    sshd::{CertSpec, generate_key},
     wait_for,
 };
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -58,10 +59,7 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
 
     // The target's log names the human and the request, not just "the proxy".
     w.sshd.expect_log(
-        &format!(
-            "gatehouse:{}/shell requester=alice via=gatehouse-proxy",
-            w.s.ns
-        ),
+        &identity::upstream_key_id_prefix(&w.s.ns, "shell", User::Alice.username()),
         Duration::from_secs(5),
     );
 
@@ -245,28 +243,17 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
     // A certificate with the right principal and key id from a CA that is not Gatehouse's.
     let status = w.s.get("db1-only").await.status.unwrap_or_default();
     let (rogue_ca, _) = generate_key(w.dir.path(), "rogue-ca");
-    let principal = format!("gatehouse-proxy:{}/db1-only", w.s.ns);
+    let principal = identity::proxied_principal(&w.s.ns, "db1-only");
     let key_id = status.key_id.clone().unwrap_or_default();
-    let serial = status.serial.clone().unwrap_or_default();
-    let sign = |ca: &Path, validity: &str, name: &str| -> PathBuf {
-        let public = w.dir.path().join(format!("{name}.pub"));
-        std::fs::copy(w.key.with_extension("pub"), &public).unwrap_or_else(|e| panic!("{e}"));
-        ssh_keygen([
-            "-q",
-            "-s",
-            &ca.display().to_string(),
-            "-I",
-            &key_id,
-            "-n",
-            &principal,
-            "-z",
-            &serial,
-            "-V",
+    let serial: u64 = status.serial.clone().unwrap_or_default().parse().unwrap();
+    let sign = |ca: &Path, validity: &str, name: &str| {
+        let spec = CertSpec {
+            key_id: &key_id,
+            principals: &[&principal],
             validity,
-            &public.display().to_string(),
-        ])
-        .ok();
-        w.dir.path().join(format!("{name}-cert.pub"))
+            serial,
+        };
+        w.certificate_from(ca, name, &spec)
     };
     refused(
         &sign(&rogue_ca, "-5m:+1h", "rogue"),
@@ -275,23 +262,7 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
     );
 
     // The real user CA (read as cluster admin), but a validity window that has ended.
-    let secrets: Api<Secret> = Api::namespaced(w.cp.client(User::Admin).await, SYSTEM_NAMESPACE);
-    let ca_secret = secrets
-        .get("gatehouse-user-ca")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ca_file = w.dir.path().join("user-ca");
-    let ca_key = ca_secret
-        .data
-        .unwrap_or_default()
-        .remove("ca")
-        .unwrap_or_else(|| panic!("no ca"));
-    std::fs::write(&ca_file, ca_key.0).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(
-        &ca_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let ca_file = w.cp.ca_private_key(secrets::USER_CA, w.dir.path()).await;
     refused(
         &sign(&ca_file, "-2h:-1h", "expired"),
         &user("db1"),
@@ -324,14 +295,8 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
     );
 
     // Revoked: refused from the moment the request says so.
-    w.s.annotate(
-        w.cp,
-        User::Alice,
-        "db1-only",
-        "gatehouse.dev/revoke",
-        "done",
-    )
-    .ok();
+    w.s.annotate(w.cp, User::Alice, "db1-only", annotations::REVOKE, "done")
+        .ok();
     w.s.wait_phase("db1-only", Phase::Revoked, Duration::from_secs(5))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -383,7 +348,7 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
         w.cp,
         User::Bob,
         "live",
-        "gatehouse.dev/revoke",
+        annotations::REVOKE,
         "incident over",
     )
     .ok();
@@ -521,22 +486,16 @@ async fn eleventh_bad_login_from_one_address_is_blocked() {
     .await;
     let cert = w.issue(w.request("limited")).await;
     let (rogue_ca, _) = generate_key(w.dir.path(), "rogue-ca");
-    let public = w.dir.path().join("bad.pub");
-    std::fs::copy(w.key.with_extension("pub"), &public).unwrap_or_else(|e| panic!("{e}"));
-    ssh_keygen([
-        "-q",
-        "-s",
-        &rogue_ca.display().to_string(),
-        "-I",
+    let bad = w.certificate_from(
+        &rogue_ca,
         "bad",
-        "-n",
-        &format!("gatehouse-proxy:{}/limited", w.s.ns),
-        "-V",
-        "-5m:+1h",
-        &public.display().to_string(),
-    ])
-    .ok();
-    let bad = w.dir.path().join("bad-cert.pub");
+        &CertSpec {
+            key_id: "bad",
+            principals: &[&identity::proxied_principal(&w.s.ns, "limited")],
+            validity: "-5m:+1h",
+            serial: 0,
+        },
+    );
     for attempt in 1..=10 {
         let out = w.ssh(&bad, &format!("{}@db1", w.login), &["true"]).run();
         assert_eq!(out.code, Some(255), "attempt {attempt}: {}", out.stderr);

@@ -12,14 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatehouse_tests::{
-    Cmd, SYSTEM_NAMESPACE, User,
-    proxied_world::ProxiedWorld,
-    proxy::Storage,
-    sshd::{CertSpec, sign_user_key},
-};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use gatehouse_crds::contract::secrets;
+use gatehouse_tests::{Cmd, proxied_world::ProxiedWorld, proxy::Storage, sshd::CertSpec};
 use serde_json::json;
 
 const GIB: u64 = 1 << 30;
@@ -56,28 +50,12 @@ async fn main() {
     let user = format!("{}@db1", w.login);
 
     // A certificate from the upstream CA (read as cluster admin) for the direct baseline.
-    let secrets: Api<Secret> = Api::namespaced(w.cp.client(User::Admin).await, SYSTEM_NAMESPACE);
-    let upstream = secrets
-        .get("gatehouse-upstream-ca")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ca_file = w.dir.path().join("upstream-ca");
-    let ca = upstream
-        .data
-        .unwrap_or_default()
-        .remove("ca")
-        .unwrap_or_else(|| panic!("no ca"));
-    std::fs::write(&ca_file, ca.0).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(
+    let ca_file =
+        w.cp.ca_private_key(secrets::UPSTREAM_CA, w.dir.path())
+            .await;
+    let direct_cert = w.certificate_from(
         &ca_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let direct_pub = w.dir.path().join("direct.pub");
-    std::fs::copy(w.key.with_extension("pub"), &direct_pub).unwrap_or_else(|e| panic!("{e}"));
-    let direct_cert = sign_user_key(
-        &ca_file,
-        &direct_pub,
+        "direct",
         &CertSpec {
             key_id: "bench-direct",
             principals: &[&w.login],
@@ -140,7 +118,8 @@ async fn main() {
     let mut failures = Vec::new();
     // One at a time: a burst of logins would measure sshd's MaxStartups, not the proxy.
     for _ in 0..idle {
-        let mut session = proxied(&[]).arg("-tt").stdin_open().spawn();
+        let shell = w.ssh(&cert, &user, &[]).flag("-tt").timeout(LONG);
+        let mut session = shell.into_cmd().stdin_open().spawn();
         let started = Instant::now();
         loop {
             if active_sessions() > sessions.len() {
