@@ -259,7 +259,7 @@ mod tests {
             "certificate": {"extensions": ["permit-pty"]},
             "recording": {"recordInput": false, "required": true}
         }))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         AccessPolicy::new(name, spec)
     }
 
@@ -300,8 +300,7 @@ mod tests {
         let hg = labels(&[("env", "prod"), ("role", "db")]);
         let policies = [policy("db", group("dev"), &[("env", "prod")], &["ubuntu"])];
         let requester = alice();
-        let (p, grant) =
-            govern(&policies, &ask(&requester, &hg, "ubuntu")).unwrap_or_else(|e| panic!("{e}"));
+        let (p, grant) = govern(&policies, &ask(&requester, &hg, "ubuntu")).unwrap();
         assert_eq!(p.name_any(), "db");
         assert_eq!(grant.duration, Duration::from_secs(1800));
         assert_eq!(grant.required_approvals, 1);
@@ -377,13 +376,13 @@ mod tests {
         quick.spec.approval.required = 0;
         let both = [quick, lax];
         a.reason = None;
-        let (p, grant) = govern(&both, &a).unwrap_or_else(|e| panic!("{e}"));
+        let (p, grant) = govern(&both, &a).unwrap();
         assert_eq!(
             (p.name_any().as_str(), grant.required_approvals),
             ("lax", 2)
         );
         a.reason = Some("INC-8");
-        let (p, _) = govern(&both, &a).unwrap_or_else(|e| panic!("{e}"));
+        let (p, _) = govern(&both, &a).unwrap();
         assert_eq!(p.name_any(), "db");
     }
 
@@ -398,8 +397,7 @@ mod tests {
         let long = policy("c-long", group("dev"), &[], &["ubuntu"]);
         let long_twin = policy("d-long", group("dev"), &[], &["ubuntu"]);
         let policies = [strict, long_twin, short, long];
-        let (p, _) =
-            govern(&policies, &ask(&requester, &hg, "ubuntu")).unwrap_or_else(|e| panic!("{e}"));
+        let (p, _) = govern(&policies, &ask(&requester, &hg, "ubuntu")).unwrap();
         assert_eq!(p.name_any(), "c-long");
     }
 

@@ -187,7 +187,7 @@ mod tests {
                 "spec": {"target": {"hostGroup": "db"}, "login": "u", "publicKey": "k"},
                 "status": {"phase": phase, "serial": "9", "keyId": "kid", "validBefore": jiff::Timestamp::from_second(until).unwrap_or(now).to_string()},
             }))
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
             r.metadata.namespace = Some("team".into());
             Arc::new(r)
         };

@@ -78,9 +78,9 @@ mod tests {
 
     #[test]
     fn ca_key_round_trips_and_never_prints_its_secret() {
-        let ca = CaKey::generate("user-ca").unwrap_or_else(|e| panic!("{e}"));
-        let text = ca.to_openssh().unwrap_or_else(|e| panic!("{e}"));
-        let back = CaKey::from_openssh(&text, "ns/secret").unwrap_or_else(|e| panic!("{e}"));
+        let ca = CaKey::generate("user-ca").unwrap();
+        let text = ca.to_openssh().unwrap();
+        let back = CaKey::from_openssh(&text, "ns/secret").unwrap();
         assert_eq!(back.fingerprint(), ca.fingerprint());
         let debug = format!("{ca:?}");
         assert!(

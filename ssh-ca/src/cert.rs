@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn certificate_carries_exactly_what_was_granted() {
-        let ca = CaKey::generate("user-ca").unwrap_or_else(|e| panic!("{e}"));
+        let ca = CaKey::generate("user-ca").unwrap();
         let ext = [
             CertificateExtension::PermitPty,
             CertificateExtension::PermitPortForwarding,
@@ -172,7 +172,7 @@ mod tests {
         let sources = vec!["10.0.0.0/8".to_owned(), "192.0.2.7".to_owned()];
         let mut s = spec(&ext, &sources);
         s.force_command = Some("/usr/bin/psql");
-        let cert = sign_user_cert(&ca, &s).unwrap_or_else(|e| panic!("{e}"));
+        let cert = sign_user_cert(&ca, &s).unwrap();
         assert_eq!(cert.cert_type(), CertType::User);
         assert_eq!(cert.serial(), 42);
         assert_eq!(
@@ -199,7 +199,7 @@ mod tests {
         // Signed by this CA and by no other.
         let fingerprint = ca.public_key().fingerprint(HashAlg::Sha256);
         assert!(cert.validate_at(1_700_000_100, [&fingerprint]).is_ok());
-        let other = CaKey::generate("other").unwrap_or_else(|e| panic!("{e}"));
+        let other = CaKey::generate("other").unwrap();
         assert!(
             cert.validate_at(
                 1_700_000_100,
@@ -212,7 +212,7 @@ mod tests {
             "expired"
         );
         // The certified key is the requester's.
-        let alice = PublicKey::from_openssh(ALICE).unwrap_or_else(|e| panic!("{e}"));
+        let alice = PublicKey::from_openssh(ALICE).unwrap();
         assert_eq!(cert.public_key(), alice.key_data());
     }
 

@@ -109,7 +109,7 @@ impl ControlPlane {
         let path = self
             .minio
             .clone()
-            .unwrap_or_else(|| panic!("GATEHOUSE_MINIO is not set: run under control-plane.sh"));
+            .expect("GATEHOUSE_MINIO is not set: run under control-plane.sh");
         assert!(
             path.is_file(),
             "{} missing: run tests/scripts/build-tools.sh minio",

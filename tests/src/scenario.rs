@@ -100,6 +100,13 @@ pub fn request(name: &str, login: &str, public_key: &str) -> Value {
 /// A fresh Ed25519 key pair from the real `ssh-keygen`: (private key path, public key line).
 pub use crate::sshd::generate_key as keypair;
 
+/// A fresh Ed25519 public key line, for requests whose certificates nobody logs in with (the
+/// private half is thrown away).
+pub fn public_key() -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    keypair(dir.path(), "alice").1
+}
+
 impl Scenario {
     /// Create the namespace: alice and bob's group may request, `sre-leads` (bob, carol) may
     /// approve policy [`POLICY`], the HostGroup is labelled `env=prod` and selected by the policy.
@@ -181,7 +188,7 @@ impl Scenario {
             .kubectl(User::Admin)
             .args(["-n", &self.ns, "get", "events.events.k8s.io", "-o", "json"])
             .run();
-        let list: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}"));
+        let list: Value = serde_json::from_str(out.ok()).unwrap();
         list["items"]
             .as_array()
             .into_iter()

@@ -11,7 +11,7 @@ use gatehouse_crds::{
 };
 use gatehouse_tests::{
     CmdOutput, Subject, User, control_plane,
-    scenario::{self, POLICY, Scenario, Setup, keypair},
+    scenario::{self, POLICY, Scenario, Setup, public_key},
     wait_for,
 };
 use serde_json::{Value, json};
@@ -39,15 +39,6 @@ fn decisions_written() -> String {
         "metadata.annotations[{DECISIONS}] is written by Gatehouse admission only and cannot be set, \
          changed or removed: annotate with {APPROVE}, {DENY} or {REVOKE} instead"
     ))
-}
-
-/// A fresh public key for requests in this test.
-fn public_key(dir: &tempfile::TempDir) -> String {
-    keypair(dir.path(), "alice").1
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Alice requests `name` and the operator puts it in Pending under [`POLICY`].
@@ -131,8 +122,7 @@ fn condition_message(request: &AccessRequest, type_: &str) -> Option<(String, St
 async fn a_forged_requester_is_refused_and_admission_stamps_the_caller() {
     let cp = control_plane();
     let s = Scenario::new(cp, "adm-forge", &Setup::default()).await;
-    let dir = tempdir();
-    let public = public_key(&dir);
+    let public = public_key();
 
     let mut forged = scenario::request("forged", "ubuntu", &public);
     forged["spec"]["requester"] = json!({
@@ -142,11 +132,7 @@ async fn a_forged_requester_is_refused_and_admission_stamps_the_caller() {
         "spec.requester is set by admission from the authenticated user and must be left empty: \
          it says \"bob\" but you are \"alice\"",
     )]);
-    let stored = s
-        .requests
-        .get_opt("forged")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let stored = s.requests.get_opt("forged").await.unwrap();
     assert!(
         stored.is_none(),
         "the forged request was stored: {stored:?}"
@@ -165,7 +151,7 @@ async fn a_forged_requester_is_refused_and_admission_stamps_the_caller() {
         .spec
         .requester
         .clone()
-        .unwrap_or_else(|| panic!("spec.requester was not stamped"));
+        .expect("spec.requester was not stamped");
     assert_eq!(requester.username, "alice");
     assert_eq!(requester.uid.as_deref(), Some("uid-alice"));
     for group in ["dev", "system:authenticated"] {
@@ -183,8 +169,7 @@ async fn a_forged_requester_is_refused_and_admission_stamps_the_caller() {
 async fn the_requester_cannot_be_edited_after_creation() {
     let cp = control_plane();
     let s = Scenario::new(cp, "adm-immutable", &Setup::default()).await;
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
 
     for (user, patch) in [
         (
@@ -216,7 +201,7 @@ async fn the_requester_cannot_be_edited_after_creation() {
         .run()
         .ok();
     let after = s.get("r1").await;
-    let requester = after.spec.requester.unwrap_or_else(|| panic!("requester"));
+    let requester = after.spec.requester.expect("requester");
     assert_eq!(requester.username, "alice");
     assert_eq!(requester.uid.as_deref(), Some("uid-alice"));
     assert!(!requester.groups.iter().any(|g| g == "system:masters"));
@@ -226,8 +211,7 @@ async fn the_requester_cannot_be_edited_after_creation() {
 async fn the_requester_cannot_approve_or_deny_but_can_revoke() {
     let cp = control_plane();
     let s = Scenario::new(cp, "adm-self", &Setup::default()).await;
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
 
     for (key, verb) in [(APPROVE, "approve"), (DENY, "deny")] {
         s.annotate(cp, User::Alice, "r1", key, "trust me")
@@ -271,8 +255,7 @@ async fn a_user_without_the_approve_verb_cannot_approve_or_deny() {
     let s = Scenario::new(cp, "adm-noverb", &Setup::default()).await;
     // dave may create and patch AccessRequests here, but approve nothing.
     cp.bind(&s.ns, "gatehouse-requester", Subject::Group("dba-leads"));
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
 
     for (key, verb) in [(APPROVE, "approve"), (DENY, "deny")] {
         s.annotate(cp, User::Dave, "r1", key, "looks fine")
@@ -322,8 +305,7 @@ async fn approve_rights_on_another_policy_do_not_count() {
         "{oncall:?}"
     );
 
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
     s.annotate(cp, User::Dave, "r1", APPROVE, "I approve policy other")
         .fails_with(&[&not_an_approver("dave", "approve", &s.ns, POLICY)]);
     let unchanged = s.get("r1").await;
@@ -345,8 +327,7 @@ async fn the_same_approver_cannot_approve_twice() {
         ..Setup::default()
     };
     let s = Scenario::new(cp, "adm-twice", &setup).await;
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
 
     s.annotate(cp, User::Bob, "r1", APPROVE, "first").ok();
     s.annotate(cp, User::Bob, "r1", APPROVE, "and again")
@@ -388,8 +369,7 @@ async fn the_same_approver_cannot_approve_twice() {
 async fn decision_records_cannot_be_forged_removed_or_brought_along_at_create() {
     let cp = control_plane();
     let s = Scenario::new(cp, "adm-records", &Setup::default()).await;
-    let dir = tempdir();
-    let public = public_key(&dir);
+    let public = public_key();
     pending_request(&s, "r1", &public).await;
 
     let forged =
@@ -453,11 +433,7 @@ async fn decision_records_cannot_be_forged_removed_or_brought_along_at_create() 
             "metadata.annotations[{key}] cannot be set when an AccessRequest is created: \
              approvals, denials and revocations are recorded after it exists, by someone with the right to make them"
         ))]);
-        let stored = s
-            .requests
-            .get_opt(&name)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let stored = s.requests.get_opt(&name).await.unwrap();
         assert!(stored.is_none(), "{name} was stored");
     }
 }
@@ -466,8 +442,7 @@ async fn decision_records_cannot_be_forged_removed_or_brought_along_at_create() 
 async fn no_decision_is_accepted_after_a_denial() {
     let cp = control_plane();
     let s = Scenario::new(cp, "adm-afterdeny", &Setup::default()).await;
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
 
     s.annotate(cp, User::Bob, "r1", DENY, "change freeze").ok();
     let denied_request = s
@@ -507,8 +482,7 @@ async fn four_eyes_two_different_approvers_issue_the_certificate() {
         ..Setup::default()
     };
     let s = Scenario::new(cp, "adm-foureyes", &setup).await;
-    let dir = tempdir();
-    pending_request(&s, "r1", &public_key(&dir)).await;
+    pending_request(&s, "r1", &public_key()).await;
 
     s.annotate(cp, User::Bob, "r1", APPROVE, "first look").ok();
     wait_for(
@@ -613,8 +587,7 @@ async fn a_service_account_can_request_access_as_itself() {
             .run()
     };
     let username = format!("system:serviceaccount:{ns}:deployer");
-    let dir = tempdir();
-    let public = public_key(&dir);
+    let public = public_key();
 
     // A ServiceAccount cannot speak for someone else either.
     let mut forged = scenario::request("forged", "ubuntu", &public);
@@ -633,7 +606,7 @@ async fn a_service_account_can_request_access_as_itself() {
         .spec
         .requester
         .clone()
-        .unwrap_or_else(|| panic!("spec.requester was not stamped"));
+        .expect("spec.requester was not stamped");
     assert_eq!(requester.username, username);
     assert_eq!(requester.uid.as_deref(), Some(sa_uid.as_str()));
     for group in [
@@ -670,11 +643,10 @@ async fn revoking_needs_the_requester_or_an_approver() {
     let s = Scenario::new(cp, "adm-revoke", &setup).await;
     // dave may patch AccessRequests here, but he neither asked for this one nor approves.
     cp.bind(&s.ns, "gatehouse-requester", Subject::Group("dba-leads"));
-    let dir = tempdir();
     s.apply(
         cp,
         User::Alice,
-        &scenario::request("r1", "ubuntu", &public_key(&dir)),
+        &scenario::request("r1", "ubuntu", &public_key()),
     )
     .ok();
     s.wait_phase("r1", Phase::Issued, Duration::from_secs(10))

@@ -110,11 +110,11 @@ async fn good_objects_are_accepted_and_defaulted() {
     // Defaults come from the schema, so every client sees the same object.
     let client = cp.client(User::Admin).await;
     let groups: kube::Api<gatehouse_crds::HostGroup> = kube::Api::namespaced(client.clone(), &ns);
-    let hg = groups.get("prod").await.unwrap_or_else(|e| panic!("{e}"));
+    let hg = groups.get("prod").await.unwrap();
     assert_eq!(hg.spec.mode, gatehouse_crds::HostGroupMode::Proxied);
     assert_eq!(hg.spec.hosts[0].port, 22);
     let policies: kube::Api<gatehouse_crds::AccessPolicy> = kube::Api::namespaced(client, &ns);
-    let p = policies.get("p").await.unwrap_or_else(|e| panic!("{e}"));
+    let p = policies.get("p").await.unwrap();
     assert_eq!(p.spec.approval.required, 1);
     assert!(!p.spec.require_reason);
     assert!(
@@ -643,8 +643,8 @@ async fn kubectl_explain_documents_every_field() {
     }
     // Every field has a description: `kubectl explain --recursive` lists fields, and the
     // schema itself must carry a description on every property.
-    for crd in gatehouse_crds::crd_manifests().unwrap_or_else(|e| panic!("{e}")) {
-        let doc: Value = serde_saphyr::from_str(&crd.yaml).unwrap_or_else(|e| panic!("{e}"));
+    for crd in gatehouse_crds::crd_manifests().unwrap() {
+        let doc: Value = serde_saphyr::from_str(&crd.yaml).unwrap();
         let schema = &doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut undocumented = Vec::new();
         find_undocumented(schema, "", &mut undocumented);

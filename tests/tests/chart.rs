@@ -19,8 +19,7 @@ async fn helm_installs_and_upgrades_the_chart() {
         .helm()
         .args(["status", RELEASE, "-n", SYSTEM_NAMESPACE, "-o", "json"])
         .run();
-    let status: serde_json::Value =
-        serde_json::from_str(status.ok()).unwrap_or_else(|e| panic!("{e}"));
+    let status: serde_json::Value = serde_json::from_str(status.ok()).unwrap();
     assert_eq!(status["info"]["status"], "deployed", "{status}");
 
     // The CRDs Helm installed are exactly the generated ones, and established.
@@ -68,8 +67,7 @@ async fn helm_installs_and_upgrades_the_chart() {
         .helm()
         .args(["history", RELEASE, "-n", SYSTEM_NAMESPACE, "-o", "json"])
         .run();
-    let history: serde_json::Value =
-        serde_json::from_str(history.ok()).unwrap_or_else(|e| panic!("{e}"));
+    let history: serde_json::Value = serde_json::from_str(history.ok()).unwrap();
     assert!(
         history.as_array().is_some_and(|h| h.len() >= 2),
         "{history}"
@@ -257,8 +255,7 @@ async fn approve_can_be_limited_to_one_policy_with_resource_names() {
     let cp = control_plane();
     cp.install_gatehouse();
     let ns = cp.namespace("approve-scope").await;
-    let rbac = std::fs::read_to_string(repo_root().join("examples/rbac.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rbac = std::fs::read_to_string(repo_root().join("examples/rbac.yaml")).unwrap();
     cp.kubectl(User::Admin)
         .args(["apply", "-n", &ns, "-f", "-"])
         .stdin(rbac)

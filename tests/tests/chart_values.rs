@@ -227,7 +227,7 @@ async fn the_proxy_runs_with_the_s3_settings_the_chart_renders() {
         json!({}),
     )
     .await;
-    let minio = minio.unwrap_or_else(|| panic!("no MinIO"));
+    let minio = minio.expect("no MinIO");
     let cert = w.issue(w.request("chart")).await;
     let out = w
         .ssh(
@@ -270,9 +270,9 @@ fn metric_names(expr: &str) -> Vec<String> {
 fn the_dashboard_queries_only_metrics_the_code_exports() {
     let path = repo_root().join("charts/gatehouse/dashboards/gatehouse.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let dashboard: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let operator = gatehouse_operator::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
-    let proxy = gatehouse_proxy::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let operator = gatehouse_operator::metrics::Metrics::new().unwrap();
+    let proxy = gatehouse_proxy::metrics::Metrics::new().unwrap();
     let exported: BTreeSet<&str> = operator
         .names()
         .iter()

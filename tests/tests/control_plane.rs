@@ -10,8 +10,7 @@ async fn apiserver_reports_the_pinned_version() {
         .kubectl(User::Admin)
         .args(["version", "-o", "json"])
         .run();
-    let version: serde_json::Value =
-        serde_json::from_str(version.ok()).unwrap_or_else(|e| panic!("{e}"));
+    let version: serde_json::Value = serde_json::from_str(version.ok()).unwrap();
     assert_eq!(
         version["serverVersion"]["gitVersion"],
         cp.kubernetes_version(),
@@ -39,8 +38,7 @@ async fn users_authenticate_with_their_groups() {
             .kubectl(user)
             .args(["auth", "whoami", "-o", "json"])
             .run();
-        let review: serde_json::Value =
-            serde_json::from_str(whoami.ok()).unwrap_or_else(|e| panic!("{e}"));
+        let review: serde_json::Value = serde_json::from_str(whoami.ok()).unwrap();
         let info = &review["status"]["userInfo"];
         assert_eq!(info["username"], user.username(), "{review}");
         let got: Vec<&str> = info["groups"]
@@ -139,10 +137,7 @@ async fn examples_apply_with_client_and_server_side_apply() {
     let client = cp.client(User::Admin).await;
     let requests: kube::Api<gatehouse_crds::AccessRequest> =
         kube::Api::namespaced(client, &server_side);
-    let request = requests
-        .get("alice-prod-db-01")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let request = requests.get("alice-prod-db-01").await.unwrap();
     assert_eq!(request.spec.login, "ubuntu");
     assert_eq!(request.spec.target.host.as_deref(), Some("prod-db-01"));
     assert_eq!(

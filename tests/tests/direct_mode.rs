@@ -28,7 +28,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
         Api::namespaced(cp.client(User::Admin).await, SYSTEM_NAMESPACE);
     let published = |key: String| async move { cp.published(&key).await };
     let user_ca = published(published::USER_CA_PUB.to_owned()).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let krl_file = dir.path().join(published::REVOKED_KRL);
     let write_krl = |config_map: &ConfigMap| {
         let krl = config_map
@@ -36,7 +36,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
             .as_ref()
             .and_then(|d| d.get(published::REVOKED_KRL))
             .map(|b| b.0.clone());
-        std::fs::write(&krl_file, krl.expect("a KRL")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&krl_file, krl.expect("a KRL")).unwrap();
     };
     let initial = wait_for(Duration::from_secs(10), "the revocations", || async {
         config_maps.get(published::REVOCATIONS_CONFIGMAP).await.ok()
@@ -103,8 +103,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
         let uid = issued.metadata.uid.clone().unwrap_or_default();
         let status = issued.status.unwrap_or_default();
         let file = dir.path().join(format!("{name}-cert.pub"));
-        std::fs::write(&file, status.certificate.unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, status.certificate.unwrap_or_default()).unwrap();
         certs.insert(
             name,
             (

@@ -10,7 +10,7 @@ use gatehouse_crds::{
 use gatehouse_tests::{
     Cmd, SYSTEM_NAMESPACE, Subject, User, control_plane,
     operator::{Operator, OperatorConfig, libfaketime},
-    scenario::{self, HOST_GROUP, POLICY, Scenario, Setup, keypair},
+    scenario::{self, HOST_GROUP, POLICY, Scenario, Setup, keypair, public_key},
     unique_name, wait_for,
 };
 use k8s_openapi::api::{
@@ -28,7 +28,7 @@ fn ssh_keygen(args: &[&str], file: &std::path::Path) -> gatehouse_tests::CmdOutp
 async fn approval_issues_a_certificate_within_a_second_that_ssh_keygen_reads() {
     let cp = control_plane();
     let s = Scenario::new(cp, "issue", &Setup::default()).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let (_key, public) = keypair(dir.path(), "alice");
     s.apply(cp, User::Alice, &scenario::request("r1", "ubuntu", &public))
         .ok();
@@ -66,21 +66,12 @@ async fn approval_issues_a_certificate_within_a_second_that_ssh_keygen_reads() {
     assert_eq!(status.principals, std::slice::from_ref(&principal));
 
     let cert_file = dir.path().join("alice-cert.pub");
-    std::fs::write(&cert_file, status.certificate.clone().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cert_file, status.certificate.clone().unwrap_or_default()).unwrap();
     let listing = ssh_keygen(&["-L", "-f"], &cert_file);
     let text = listing.ok();
     let serial = status.serial.clone().unwrap_or_default();
-    let after = status
-        .valid_after
-        .clone()
-        .unwrap_or_else(|| panic!("validAfter"))
-        .0;
-    let before = status
-        .valid_before
-        .clone()
-        .unwrap_or_else(|| panic!("validBefore"))
-        .0;
+    let after = status.valid_after.clone().expect("validAfter").0;
+    let before = status.valid_before.clone().expect("validBefore").0;
     assert_eq!(
         before.duration_since(after).as_secs(),
         30 * 60 + 30,
@@ -140,8 +131,7 @@ async fn auto_approve_issues_with_no_approver() {
         ..Setup::default()
     };
     let s = Scenario::new(cp, "auto", &setup).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (_key, public) = keypair(dir.path(), "alice");
+    let public = public_key();
     s.apply(cp, User::Alice, &scenario::request("r1", "ubuntu", &public))
         .ok();
     let issued = s
@@ -153,7 +143,7 @@ async fn auto_approve_issues_with_no_approver() {
         .conditions
         .iter()
         .find(|c| c.type_ == "Approved")
-        .unwrap_or_else(|| panic!("Approved"));
+        .expect("Approved");
     assert_eq!(
         (approved.status.as_str(), approved.reason.as_str()),
         ("True", "AutoApproved")
@@ -175,7 +165,7 @@ async fn auto_approve_issues_with_no_approver() {
         .conditions
         .iter()
         .find(|c| c.type_ == "Ready")
-        .unwrap_or_else(|| panic!("Ready"));
+        .expect("Ready");
     assert_eq!(
         (ready.status.as_str(), ready.message.as_str()),
         ("True", "1 host(s), mode Proxied")
@@ -194,8 +184,7 @@ async fn issued_requests_expire_at_valid_before() {
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (_key, public) = keypair(dir.path(), "alice");
+    let public = public_key();
     s.apply(cp, User::Alice, &scenario::request("r1", "ubuntu", &public))
         .ok();
     let issued = s
@@ -205,7 +194,7 @@ async fn issued_requests_expire_at_valid_before() {
         .status
         .unwrap_or_default()
         .valid_before
-        .unwrap_or_else(|| panic!("validBefore"))
+        .expect("validBefore")
         .0;
     // An operator whose clock runs 31 minutes ahead (libfaketime) sees the 30m certificate expired.
     let system = cp.namespace("expire-system").await;
@@ -239,8 +228,7 @@ async fn issued_requests_expire_at_valid_before() {
 async fn an_approver_denial_is_terminal() {
     let cp = control_plane();
     let s = Scenario::new(cp, "deny", &Setup::default()).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (_key, public) = keypair(dir.path(), "alice");
+    let public = public_key();
     s.apply(cp, User::Alice, &scenario::request("r1", "ubuntu", &public))
         .ok();
     s.wait_phase("r1", Phase::Pending, Duration::from_secs(10))
@@ -261,7 +249,7 @@ async fn an_approver_denial_is_terminal() {
         .conditions
         .iter()
         .find(|c| c.type_ == "Denied")
-        .unwrap_or_else(|| panic!("Denied"));
+        .expect("Denied");
     assert_eq!(condition.reason, "DeniedByApprover");
     assert_eq!(condition.message, "denied by bob: not during the freeze");
     assert!(status.certificate.is_none());
@@ -283,8 +271,7 @@ async fn requests_no_policy_allows_are_denied_saying_why() {
     cp.bind(&s.ns, "gatehouse-requester", Subject::Group("dba-leads"));
     let other = scenario::host_group("other", "Proxied", "staging", &Setup::default().hosts);
     s.apply(cp, User::Admin, &other).ok();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (_key, public) = keypair(dir.path(), "k");
+    let public = public_key();
     let mut other_group = scenario::request("other-group", "ubuntu", &public);
     other_group["spec"]["target"]["hostGroup"] = json!("other");
     let mut unknown_host = scenario::request("unknown-host", "ubuntu", &public);
@@ -346,7 +333,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
         },
     )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let (_key, public) = keypair(dir.path(), "alice");
     for name in ["kept", "revoked", "deleted"] {
         s.apply(cp, User::Alice, &scenario::request(name, "ubuntu", &public))
@@ -363,7 +350,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
             dir.path().join(format!("{name}-cert.pub")),
             issued.certificate.unwrap_or_default(),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         serials.insert(name, issued.serial.unwrap_or_default());
     }
     // The requester revokes her own request; an admin deletes another.
@@ -436,7 +423,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
         .map(|b| b.0.clone())
         .unwrap_or_default();
     let krl_file = dir.path().join(published::REVOKED_KRL);
-    std::fs::write(&krl_file, krl).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&krl_file, krl).unwrap();
     for (name, expect_revoked) in [("kept", false), ("revoked", true), ("deleted", true)] {
         let check = Cmd::new("ssh-keygen")
             .args(["-Q", "-f"])
@@ -464,8 +451,7 @@ async fn unapproved_requests_expire_after_the_pending_ttl() {
         pending_ttl: Some("3s".to_owned()),
         ..OperatorConfig::extra(cp, &system, &s.ns)
     });
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (_key, public) = keypair(dir.path(), "alice");
+    let public = public_key();
     s.apply(cp, User::Alice, &scenario::request("r1", "ubuntu", &public))
         .ok();
     s.wait_phase("r1", Phase::Pending, Duration::from_secs(10))
@@ -487,6 +473,7 @@ async fn unapproved_requests_expire_after_the_pending_ttl() {
         .fails_with(&["is already Expired"]);
 }
 
+/// The SHA256 fingerprint of CA Secret `secret`'s public key.
 fn fingerprint(secret: &Secret, dir: &std::path::Path) -> String {
     let public = secret
         .data
@@ -495,13 +482,8 @@ fn fingerprint(secret: &Secret, dir: &std::path::Path) -> String {
         .map(|b| b.0.clone())
         .unwrap_or_default();
     let file = dir.join(unique_name("ca"));
-    std::fs::write(&file, public).unwrap_or_else(|e| panic!("{e}"));
-    ssh_keygen(&["-l", "-f"], &file)
-        .ok()
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
+    std::fs::write(&file, public).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+    gatehouse_tests::sshd::fingerprint(&file)
 }
 
 #[tokio::test]
@@ -518,21 +500,12 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
     let (first, second) = std::thread::scope(|scope| {
         let a = scope.spawn(|| Operator::start(&config(1)));
         let b = scope.spawn(|| Operator::start(&config(2)));
-        (
-            a.join().unwrap_or_else(|_| panic!("start 1")),
-            b.join().unwrap_or_else(|_| panic!("start 2")),
-        )
+        (a.join().expect("start 1"), b.join().expect("start 2"))
     });
     let secrets: Api<Secret> = Api::namespaced(cp.client(User::Admin).await, &system);
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let user_ca = secrets
-        .get(secrets::USER_CA)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let upstream_ca = secrets
-        .get(secrets::UPSTREAM_CA)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let user_ca = secrets.get(secrets::USER_CA).await.unwrap();
+    let upstream_ca = secrets.get(secrets::UPSTREAM_CA).await.unwrap();
     let (user_fp, upstream_fp) = (
         fingerprint(&user_ca, dir.path()),
         fingerprint(&upstream_ca, dir.path()),
@@ -572,10 +545,7 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
         (&second, &first)
     };
     let leases: Api<Lease> = Api::namespaced(cp.client(User::Admin).await, &system);
-    let lease = leases
-        .get("gatehouse-operator")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let lease = leases.get("gatehouse-operator").await.unwrap();
     assert!(lease.spec.and_then(|s| s.holder_identity).is_some());
     leader.send_sigterm();
     wait_for(
@@ -589,19 +559,13 @@ async fn the_ca_survives_restarts_and_racing_starts_and_one_replica_leads() {
     // Three restarts: the keys are read back, never replaced.
     for round in 3..6 {
         let mut operator = Operator::start(&config(round));
-        let again = secrets
-            .get(secrets::USER_CA)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let again = secrets.get(secrets::USER_CA).await.unwrap();
         assert_eq!(fingerprint(&again, dir.path()), user_fp, "restart {round}");
         assert_eq!(
             again.metadata.resource_version, user_ca.metadata.resource_version,
             "restart {round}"
         );
-        let upstream = secrets
-            .get(secrets::UPSTREAM_CA)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let upstream = secrets.get(secrets::UPSTREAM_CA).await.unwrap();
         assert_eq!(
             fingerprint(&upstream, dir.path()),
             upstream_fp,

@@ -39,7 +39,7 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
         json!({}),
     )
     .await;
-    let minio = minio.unwrap_or_else(|| panic!("no MinIO"));
+    let minio = minio.expect("no MinIO");
     let cert = w.issue(w.request("shell")).await;
     let user = format!("{}@db1", w.login);
     let out = w.pty_session(
@@ -64,10 +64,7 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
     );
 
     let sessions = w.recorded("shell", 1, Duration::from_secs(20)).await;
-    let recording = sessions[0]
-        .recording
-        .clone()
-        .unwrap_or_else(|| panic!("no recording"));
+    let recording = sessions[0].recording.clone().expect("no recording");
     assert_eq!(sessions[0].host, "db1");
     assert!(sessions[0].end_time.is_some());
     let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
@@ -97,7 +94,7 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
     // asciinema (Debian's) replays it, and the typed command's output is in it. `asciinema
     // cat` insists on a terminal, so it gets one.
     let cast = w.dir.path().join("session.cast");
-    std::fs::write(&cast, &object).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cast, &object).unwrap();
     let replay = Cmd::new("python3")
         .arg(repo_root().join("tests/scripts/pty-session.py"))
         .args(["[]", "--", "asciinema", "cat"])
@@ -146,9 +143,9 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let local = w.dir.path().join("payload.bin");
-    std::fs::write(&local, &payload).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&local, &payload).unwrap();
     let remote_dir = w.dir.path().join("remote");
-    std::fs::create_dir_all(&remote_dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&remote_dir).unwrap();
     let remote = remote_dir.join("payload.bin");
     let started = Instant::now();
     let out = w
@@ -163,7 +160,7 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
         out.stderr,
         w.proxy.log_tail()
     );
-    let uploaded = std::fs::read(&remote).unwrap_or_else(|e| panic!("{e}"));
+    let uploaded = std::fs::read(&remote).unwrap();
     assert_eq!(
         sha256_hex(&uploaded),
         sha256_hex(&payload),
@@ -183,7 +180,7 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
         out.stderr,
         w.proxy.log_tail()
     );
-    let downloaded = std::fs::read(&back).unwrap_or_else(|e| panic!("{e}"));
+    let downloaded = std::fs::read(&back).unwrap();
     assert_eq!(
         sha256_hex(&downloaded),
         sha256_hex(&payload),
@@ -396,7 +393,7 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
         json!({}),
     )
     .await;
-    let mut minio = minio_slot.unwrap_or_else(|| panic!("no MinIO"));
+    let mut minio = minio_slot.expect("no MinIO");
     let cert = w.issue(w.request("outage")).await;
     let user = format!("{}@db1", w.login);
 
@@ -433,10 +430,8 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     let first = sessions
         .iter()
         .find_map(|s| s.recording.clone())
-        .unwrap_or_else(|| panic!("none"));
-    let object = minio
-        .get("recordings", &first.key)
-        .unwrap_or_else(|| panic!("not in MinIO"));
+        .expect("none");
+    let object = minio.get("recordings", &first.key).expect("not in MinIO");
     assert_eq!(sha256_hex(&object), first.sha256);
     assert!(String::from_utf8_lossy(&object).contains("first-2"));
 
@@ -451,10 +446,8 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
     w.proxy.kill();
     // What a kill in the middle of writing leaves: a half-written `.json` replacement, and a
     // `.cast` whose `.json` was never written. The restarted proxy must clear both.
-    std::fs::write(spool.join(".0000000000000001.json.tmp"), "{\"half")
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(spool.join("0000000000000002.cast"), "{\"version\": 2}\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(spool.join(".0000000000000001.json.tmp"), "{\"half").unwrap();
+    std::fs::write(spool.join("0000000000000002.cast"), "{\"version\": 2}\n").unwrap();
     minio.restart();
     w.proxy.restart();
     let sessions = w.recorded("outage", 2, Duration::from_secs(60)).await;
@@ -570,7 +563,7 @@ async fn a_session_that_cannot_be_recorded_is_refused_when_recording_is_required
     )
     .await;
     let cert = w.issue(w.request("unrecordable")).await;
-    std::fs::remove_dir_all(w.proxy.spool_dir()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(w.proxy.spool_dir()).unwrap();
     let out = w
         .ssh(&cert, &format!("{}@db1", w.login), &["echo should-not-run"])
         .run();

@@ -41,11 +41,10 @@ fn alive(pid: &str) -> bool {
     Path::new("/proc").join(pid.trim()).exists()
 }
 
-/// `make demo` then `make down`; the transcript must hold `needles`, and every daemon in
-/// `daemons` must have been started and be gone afterwards.
-fn demo_then_down(recordings: &str, daemons: &[&str], needles: &[&str]) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let up_dir = dir.path().join("control-plane");
+/// `make demo` then `make down` with the plane in `dir`; the transcript must hold `needles`, and
+/// every daemon in `daemons` must have been started and be gone afterwards.
+fn demo_then_down(dir: &Path, recordings: &str, daemons: &[&str], needles: &[&str]) {
+    let up_dir = dir.join("control-plane");
     let (ok, transcript) = make("demo", &up_dir, recordings);
     let pids: Vec<(String, String)> = daemons
         .iter()
@@ -96,14 +95,17 @@ const DAEMONS: [&str; 5] = ["etcd", "apiserver", "operator", "proxy", "demo-sshd
 
 #[test]
 fn make_demo_tells_the_whole_story_and_make_down_leaves_nothing_running() {
-    demo_then_down("local", &DAEMONS, &["recording → recordings/"]);
+    let dir = tempfile::tempdir().unwrap();
+    demo_then_down(dir.path(), "local", &DAEMONS, &["recording → recordings/"]);
 }
 
 #[test]
 fn make_demo_with_recordings_in_minio_fetches_the_object_and_checks_it() {
     let mut daemons = DAEMONS.to_vec();
     daemons.push("minio");
+    let dir = tempfile::tempdir().unwrap();
     demo_then_down(
+        dir.path(),
         "minio",
         &daemons,
         &[

@@ -181,8 +181,7 @@ fn host_key_is_pinned() {
     let login = current_login();
 
     // The harness's known_hosts holds sshd's real key: logging in works.
-    let known = std::fs::read_to_string(sshd.known_hosts())
-        .unwrap_or_else(|e| panic!("reading known_hosts: {e}"));
+    let known = std::fs::read_to_string(sshd.known_hosts()).expect("reading known_hosts");
     assert_eq!(
         known.trim(),
         format!("{} {}", sshd.host_pattern(), sshd.host_key())
@@ -224,7 +223,7 @@ fn host_key_is_pinned() {
         "{out:?}"
     );
     assert_eq!(
-        std::fs::read_to_string(&empty).unwrap_or_else(|e| panic!("{e}")),
+        std::fs::read_to_string(&empty).unwrap(),
         "",
         "the client must not learn the key"
     );
@@ -273,7 +272,7 @@ fn sftp_and_scp_use_the_same_certificate() {
     let local = keys.dir.path().join("local.txt");
     write(&local, "payload\n");
     let remote_dir = keys.dir.path().join("remote");
-    std::fs::create_dir(&remote_dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir(&remote_dir).unwrap();
 
     let remote = remote_dir.join("via-scp.txt");
     sshd.scp(&login, &keys.user, &cert)
@@ -342,9 +341,7 @@ fn drop_ends_live_sessions() {
     );
 
     drop(sshd);
-    let out = session
-        .join()
-        .unwrap_or_else(|_| panic!("ssh thread panicked"));
+    let out = session.join().expect("ssh thread panicked");
     assert_eq!(out.code, Some(255), "the connection was cut: {out:?}");
     assert_eq!(out.stdout, "started\n", "{out:?}");
     assert!(

@@ -110,7 +110,7 @@ mod tests {
             "hostSelector": {"matchLabels": {"tier": tier}},
             "logins": logins,
         }))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let mut p = AccessPolicy::new(name, spec);
         p.metadata.namespace = Some("team".into());
         p

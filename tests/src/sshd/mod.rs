@@ -177,7 +177,7 @@ impl Sshd {
                 tempfile::Builder::new()
                     .prefix("gatehouse-sshd-")
                     .tempdir()
-                    .unwrap_or_else(|e| panic!("creating a temp dir for sshd: {e}")),
+                    .expect("a temporary directory for sshd"),
             ),
         };
         let root = home.path().to_path_buf();
@@ -322,7 +322,7 @@ impl Sshd {
         let pdir = self
             .principals_dir
             .as_ref()
-            .unwrap_or_else(|| panic!("this sshd was started without authorized_principals"));
+            .expect("this sshd was started without authorized_principals");
         write_principals(pdir, login, principals);
     }
 
