@@ -2,12 +2,12 @@
 //!
 //! In: `cargo build` output under `target/debug` (or the paths in `GATEHOUSE_OPERATOR_BIN` and
 //! `GATEHOUSE_PROXY_BIN`, like `make bench`'s release builds). Out: the program of an operator or
-//! proxy [`crate::process::Spec`], and the log flags and environment for tests (JSON lines they
-//! read back) or people (`make up`'s text logs).
+//! proxy process, and the log flags and environment for tests (JSON lines they read back) or
+//! people (`make up`'s text logs).
 
 use std::path::PathBuf;
 
-use crate::{process::Spec, repo_root};
+use crate::{command::Cmd, repo_root};
 
 /// The operator binary: `GATEHOUSE_OPERATOR_BIN`, else `target/debug/gatehouse-operator`.
 pub fn operator_binary() -> PathBuf {
@@ -43,11 +43,11 @@ pub enum Logs {
 }
 
 impl Logs {
-    /// `spec` with this log format.
-    pub fn apply(self, spec: Spec) -> Spec {
+    /// `cmd` (an operator or proxy) with this log format.
+    pub fn apply(self, cmd: Cmd) -> Cmd {
         match self {
-            Self::Json => spec.env("RUST_LOG", "info"),
-            Self::Text => spec.arg("--log-format=text"),
+            Self::Json => cmd.env("RUST_LOG", "info"),
+            Self::Text => cmd.arg("--log-format=text"),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::{
     io::{BufWriter, Read, Write},
     path::Path,
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{Mutex, PoisonError},
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -26,7 +27,8 @@ const HIDDEN_VALUES: [&str; 2] = ["--kubeconfig", "--cache-dir"];
 /// What the command reads on standard input.
 enum Input {
     Null,
-    Stream(Box<dyn Read + Send>),
+    /// In a mutex only so that a `Cmd` (and what holds one) stays `Sync`.
+    Stream(Mutex<Box<dyn Read + Send>>),
     /// A pipe left open until the command ends (`ssh -W`, idle interactive sessions).
     Open,
 }
@@ -132,14 +134,12 @@ impl Cmd {
     }
 
     /// Add arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub fn args<I, S>(self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
-        self
+        args.into_iter().fold(self, Self::arg)
     }
 
     /// Set an environment variable (the rest of the environment is inherited).
@@ -150,16 +150,13 @@ impl Cmd {
     }
 
     /// Set environment variables.
-    pub fn envs<I, K, V>(mut self, vars: I) -> Self
+    pub fn envs<I, K, V>(self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
-        for (key, value) in vars {
-            self = self.env(key, value);
-        }
-        self
+        vars.into_iter().fold(self, |cmd, (k, v)| cmd.env(k, v))
     }
 
     /// Feed `input` on standard input, then close it.
@@ -169,7 +166,7 @@ impl Cmd {
 
     /// Stream standard input from `reader` (like 1 GiB from `io::repeat`), then close it.
     pub fn stdin_from(mut self, reader: impl Read + Send + 'static) -> Self {
-        self.input = Input::Stream(Box::new(reader));
+        self.input = Input::Stream(Mutex::new(Box::new(reader)));
         self
     }
 
@@ -225,7 +222,8 @@ impl Cmd {
         shown.join(" ")
     }
 
-    fn command(&self) -> Command {
+    /// The `std` command: program, arguments and environment (for the process supervisor).
+    pub(crate) fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args).envs(self.env.iter().cloned());
         command
@@ -254,8 +252,9 @@ impl Cmd {
             .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
         let pipe = child.stdin.take();
         let (writer, held_stdin) = match (self.input, pipe) {
-            (Input::Stream(mut reader), Some(pipe)) => (
+            (Input::Stream(reader), Some(pipe)) => (
                 Some(thread::spawn(move || {
+                    let mut reader = reader.into_inner().unwrap_or_else(PoisonError::into_inner);
                     // The program may exit without reading everything; that is its business.
                     let mut pipe = BufWriter::with_capacity(1 << 20, pipe);
                     let _ = std::io::copy(&mut reader, &mut pipe);

@@ -146,7 +146,8 @@ impl ControlPlane {
     }
 
     /// Write a kubeconfig that authenticates with a ServiceAccount token (from
-    /// `kubectl create token`) and return its path.
+    /// `kubectl create token`) and return its path. The file is replaced atomically: tests
+    /// start proxies in parallel, and a process reading it must never see it half-written.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str, token: &str) -> PathBuf {
         let ca = self.dir.join("pki/ca.crt");
         let user = format!("system:serviceaccount:{namespace}:{name}");
@@ -161,8 +162,12 @@ impl ControlPlane {
             .dir
             .join("kubeconfigs")
             .join(format!("sa-{namespace}-{name}.kubeconfig"));
-        std::fs::write(&path, config.to_string())
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        let partial = path.with_extension(unique_name(&std::process::id().to_string()));
+        std::fs::write(&partial, config.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", partial.display()));
+        std::fs::rename(&partial, &path).unwrap_or_else(|e| {
+            panic!("renaming {} to {}: {e}", partial.display(), path.display())
+        });
         path
     }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::{
     ControlPlane,
     command::{Cmd, CmdOutput},
-    net::{LOOPBACK, free_port},
+    net::LOOPBACK,
     process::{Process, Ready, Spec},
     proxy::{S3Store, Storage},
 };
@@ -71,23 +71,25 @@ impl Minio {
         data: &Path,
         log: &Path,
         credentials: Credentials,
-        adapt: impl FnOnce(Spec) -> Spec,
+        adapt: impl Fn(Spec) -> Spec,
     ) -> Minio {
         std::fs::create_dir_all(data)
             .unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
-        let port = free_port();
         // The root credentials go in the environment, not the command line `ps` shows.
-        let spec = Spec::new("MinIO", cp.minio_binary(), log)
-            .args(["server", "--quiet", "--address"])
-            .arg(format!("{LOOPBACK}:{port}"))
-            .arg("--console-address")
-            .arg(format!("{LOOPBACK}:{}", free_port()))
-            .arg(data)
-            .env("MINIO_ROOT_USER", &credentials.access_key)
-            .env("MINIO_ROOT_PASSWORD", &credentials.secret_key)
-            .env("MINIO_BROWSER", "off")
-            .env("MINIO_UPDATE", "off");
-        let process = Process::start(adapt(spec), Ready::http(port, "/minio/health/cluster"));
+        let (process, [port, _]) = Process::start_on_free_ports(|[port, console]| {
+            let cmd = Cmd::new(cp.minio_binary())
+                .args(["server", "--quiet", "--address"])
+                .arg(format!("{LOOPBACK}:{port}"))
+                .arg("--console-address")
+                .arg(format!("{LOOPBACK}:{console}"))
+                .arg(data)
+                .env("MINIO_ROOT_USER", &credentials.access_key)
+                .env("MINIO_ROOT_PASSWORD", &credentials.secret_key)
+                .env("MINIO_BROWSER", "off")
+                .env("MINIO_UPDATE", "off");
+            let spec = Spec::new("MinIO", cmd, log);
+            (adapt(spec), Ready::http(port, "/minio/health/cluster"))
+        });
         Minio {
             process,
             port,

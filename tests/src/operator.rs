@@ -12,7 +12,8 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     ControlPlane,
     binaries::{Logs, operator_binary},
-    net::{LOOPBACK, free_port, http_get},
+    command::Cmd,
+    net::{LOOPBACK, http_get},
     process::{Process, Ready, Spec},
     users::User,
 };
@@ -58,15 +59,15 @@ impl OperatorConfig {
     }
 
     fn spec(&self, metrics_port: u16) -> Spec {
-        let mut spec = Spec::new("the operator", operator_binary(), &self.log)
+        let mut cmd = Cmd::new(operator_binary())
             .env("KUBECONFIG", &self.kubeconfig)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg(format!("--namespace={}", self.namespace))
             .arg(format!("--metrics-addr={LOOPBACK}:{metrics_port}"))
             .arg("--lease-seconds=5");
-        spec = match self.webhook_port {
-            Some(port) => spec.arg(format!("--webhook-addr={LOOPBACK}:{port}")),
-            None => spec.arg("--no-webhook"),
+        cmd = match self.webhook_port {
+            Some(port) => cmd.arg(format!("--webhook-addr={LOOPBACK}:{port}")),
+            None => cmd.arg("--no-webhook"),
         };
         let optional = [
             ("--watch-namespace", &self.watch_namespace),
@@ -75,10 +76,10 @@ impl OperatorConfig {
         ];
         for (flag, value) in optional {
             if let Some(value) = value {
-                spec = spec.arg(format!("{flag}={value}"));
+                cmd = cmd.arg(format!("{flag}={value}"));
             }
         }
-        self.logs.apply(spec)
+        Spec::new("the operator", self.logs.apply(cmd), &self.log)
     }
 }
 
@@ -103,12 +104,13 @@ impl Operator {
         Self::start_spec(config, Spec::daemon)
     }
 
-    fn start_spec(config: &OperatorConfig, adapt: impl FnOnce(Spec) -> Spec) -> Operator {
-        let metrics_port = free_port();
-        let process = Process::start(
-            adapt(config.spec(metrics_port)),
-            Ready::http(metrics_port, "/readyz"),
-        );
+    fn start_spec(config: &OperatorConfig, adapt: impl Fn(Spec) -> Spec) -> Operator {
+        let (process, [metrics_port]) = Process::start_on_free_ports(|[metrics_port]| {
+            (
+                adapt(config.spec(metrics_port)),
+                Ready::http(metrics_port, "/readyz"),
+            )
+        });
         Operator {
             process,
             metrics_port,

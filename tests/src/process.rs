@@ -11,82 +11,51 @@
 
 use std::{
     collections::BTreeSet,
-    ffi::{OsStr, OsString},
     fs::{self, OpenOptions},
     net::{SocketAddr, TcpStream},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::{command::Cmd, net::http_get};
+use crate::{
+    command::Cmd,
+    net::{free_port, http_get},
+};
 
-/// How many log lines a failure shows.
+/// How often a start is tried on new ports when another process took one first.
+const PORT_ATTEMPTS: usize = 5;
+/// How a program says it could not bind a port (Rust, Go and OpenSSH alike, in any case).
+const PORT_TAKEN: &str = "address already in use";
+/// How many log lines a failure shows from the end (and from the start of a start's log).
 const TAIL_LINES: usize = 40;
+/// How many lines from its start a failure to start shows, when the log is longer: where a
+/// program says why it exits, before a backtrace fills the end.
+const HEAD_LINES: usize = 20;
 
-/// What to run, and where its output goes.
-#[derive(Debug, Clone)]
+/// What to run (a [`Cmd`]'s program, arguments and environment; its stdin and time limit do
+/// not apply), what to call it in messages, and where its output goes.
+#[derive(Debug)]
 pub struct Spec {
     name: String,
-    program: PathBuf,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
+    cmd: Cmd,
     log: PathBuf,
     fresh_log: bool,
     own_process_group: bool,
 }
 
 impl Spec {
-    /// `program`, called `name` in messages ("the operator"), logging to `log` (appended to).
-    pub fn new(name: &str, program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+    /// `cmd`, called `name` in messages ("the operator"), logging to `log` (appended to).
+    pub fn new(name: &str, cmd: Cmd, log: impl Into<PathBuf>) -> Self {
         Self {
             name: name.to_owned(),
-            program: program.into(),
-            args: Vec::new(),
-            env: Vec::new(),
+            cmd,
             log: log.into(),
             fresh_log: false,
             own_process_group: false,
         }
-    }
-
-    /// Add an argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_owned());
-        self
-    }
-
-    /// Add arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
-        self
-    }
-
-    /// Set an environment variable (the rest of the environment is inherited).
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env
-            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
-        self
-    }
-
-    /// Set environment variables.
-    pub fn envs<I, K, V>(mut self, vars: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<OsStr>,
-        V: AsRef<OsStr>,
-    {
-        for (key, value) in vars {
-            self = self.env(key, value);
-        }
-        self
     }
 
     /// Empty the log at every start (for probes that read it).
@@ -185,9 +154,19 @@ pub struct StartFailure {
 }
 
 impl StartFailure {
-    /// The message and the last lines of the log.
+    /// The message and the log: its first and last lines when it is long.
     pub fn report(&self) -> String {
-        format!("{}:\n{}", self.message, tail(&self.log, TAIL_LINES))
+        let lines: Vec<&str> = self.log.lines().collect();
+        let shown = if lines.len() <= HEAD_LINES + TAIL_LINES {
+            self.log.clone()
+        } else {
+            format!(
+                "{}\n…\n{}",
+                lines[..HEAD_LINES].join("\n"),
+                tail(&self.log, TAIL_LINES)
+            )
+        };
+        format!("{}:\n{shown}", self.message)
     }
 }
 
@@ -200,6 +179,38 @@ pub struct Process {
 }
 
 impl Process {
+    /// Start a process on `N` free loopback ports ([`free_port`]): `build` makes its spec and
+    /// readiness for them. A port can be taken between the probe and the program's own bind;
+    /// when the program exits saying so, it is started again on new ports.
+    pub fn start_on_free_ports<const N: usize>(
+        build: impl FnMut([u16; N]) -> (Spec, Ready),
+    ) -> (Self, [u16; N]) {
+        Self::try_start_on_free_ports(build)
+            .unwrap_or_else(|failure| panic!("{}", failure.report()))
+    }
+
+    /// [`Self::start_on_free_ports`], returning the last failure.
+    pub fn try_start_on_free_ports<const N: usize>(
+        mut build: impl FnMut([u16; N]) -> (Spec, Ready),
+    ) -> Result<(Self, [u16; N]), StartFailure> {
+        let mut attempt = 1;
+        loop {
+            let ports = std::array::from_fn(|_| free_port());
+            let (spec, ready) = build(ports);
+            match Self::try_start(spec, ready) {
+                Ok(process) => return Ok((process, ports)),
+                Err(failure)
+                    if attempt < PORT_ATTEMPTS
+                        && failure.exited.is_some()
+                        && failure.log.to_lowercase().contains(PORT_TAKEN) =>
+                {
+                    attempt += 1;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+
     /// Start it and wait until it is ready; panic with its log's end when it is not.
     #[track_caller]
     pub fn start(spec: Spec, ready: Ready) -> Self {
@@ -236,19 +247,18 @@ impl Process {
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("{}: {e}", spec.log.display()));
-        let mut command = Command::new(&spec.program);
-        command
-            .args(&spec.args)
-            .envs(spec.env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
+        let mut command = spec.cmd.command();
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
         if spec.own_process_group {
             command.process_group(0);
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} ({}): {e}", spec.name, spec.program.display()));
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting {} (`{}`): {e}",
+                spec.name,
+                spec.cmd.command_line()
+            )
+        });
         self.child = Some(child);
         self.wait_ready().inspect_err(|_| self.kill())
     }
@@ -479,7 +489,11 @@ mod tests {
     use super::*;
 
     fn shell(dir: &Path, script: &str) -> Spec {
-        Spec::new("the test shell", "sh", dir.join("sh.log")).args(["-c", script])
+        Spec::new(
+            "the test shell",
+            Cmd::new("sh").args(["-c", script]),
+            dir.join("sh.log"),
+        )
     }
 
     #[test]
@@ -502,6 +516,30 @@ mod tests {
                 "{pid} survived: {state}"
             );
         }
+    }
+
+    #[test]
+    fn a_port_taken_by_someone_else_is_retried_on_new_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let tried = dir.path().join("tried");
+        let mut ports = Vec::new();
+        let (_process, [port]) = Process::start_on_free_ports(|[port]| {
+            ports.push(port);
+            let script = format!(
+                "if [ -e {tried} ]; then echo listening; exec sleep 300; fi; touch {tried}; \
+                 echo 'bind: Address already in use' >&2; exit 1",
+                tried = tried.display()
+            );
+            let spec = Spec::new(
+                "the test shell",
+                Cmd::new("sh").args(["-c", &script]),
+                dir.path().join("sh.log"),
+            )
+            .fresh_log();
+            (spec, Ready::log_line("listening"))
+        });
+        assert_eq!(ports.len(), 2, "{ports:?}");
+        assert_eq!(ports[1], port);
     }
 
     #[test]

@@ -13,20 +13,23 @@ use std::{
 };
 
 use gatehouse_crds::{Phase, SessionRecord, contract::published};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     ControlPlane,
-    command::{Cmd, CmdOutput},
+    command::{Cmd, CmdOutput, Running},
     control_plane,
     proxy::{Proxy, ProxyConfig, Storage},
     repo_root,
-    scenario::{self, Scenario, Setup, keypair},
+    scenario::{self, Scenario, Setup, keypair, sshd_host},
     ssh_client::{Client, SshCommand},
     sshd::{CertSpec, Sshd, SshdConfig, current_login, sign_user_key},
     users::User,
     wait_for,
 };
+
+/// Where [`ProxiedWorld::local_storage`] keeps recordings, inside the world's directory.
+const LOCAL_STORE: &str = "store";
 
 /// One engineer, one target sshd trusting only the upstream CA, one proxy.
 #[derive(Debug)]
@@ -71,19 +74,11 @@ impl ProxiedWorld {
             cp.published(published::PROXY_KNOWN_HOSTS).await,
         )
         .expect("writing known_hosts");
-        let host = |name: &str| {
-            (
-                name.to_owned(),
-                "127.0.0.1".to_owned(),
-                sshd.port(),
-                sshd.host_key().to_owned(),
-            )
-        };
         let setup = Setup {
             approvals: 0,
             mode: "Proxied",
             logins: vec![login.clone()],
-            hosts: vec![host("db1"), host("db2")],
+            hosts: vec![sshd_host("db1", &sshd), sshd_host("db2", &sshd)],
             policy_extra,
         };
         let s = Scenario::new(cp, prefix, &setup).await;
@@ -103,6 +98,21 @@ impl ProxiedWorld {
             known_hosts,
             login,
         }
+    }
+
+    /// [`Self::start`] with recordings in [`Self::local_store`] and the default policy.
+    pub async fn with_local_store(prefix: &str) -> ProxiedWorld {
+        Self::start(prefix, Self::local_storage, json!({})).await
+    }
+
+    /// Recordings in a directory of the world (`storage` for [`Self::start`]).
+    pub fn local_storage(dir: &Path) -> Storage {
+        Storage::Local(dir.join(LOCAL_STORE))
+    }
+
+    /// Where [`Self::local_storage`] keeps recordings.
+    pub fn local_store(&self) -> PathBuf {
+        self.dir.path().join(LOCAL_STORE)
     }
 
     /// Create (as alice) and wait for an Issued request; returns its certificate file.
@@ -162,6 +172,32 @@ impl ProxiedWorld {
             .flag("-tt")
             .into_cmd_under(Some(script))
             .run()
+    }
+
+    /// Start `echo started; sleep 120` on `db1` with request `name`'s certificate `cert`, and
+    /// return once the session is live in `status.sessions` and its output is in the spool (a
+    /// crash would keep it there).
+    pub async fn live_session(&self, name: &str, cert: &Path) -> Running {
+        let session = self
+            .ssh(
+                cert,
+                &format!("{}@db1", self.login),
+                &["echo started; sleep 120"],
+            )
+            .spawn();
+        wait_for(
+            Duration::from_secs(15),
+            "the live session in status",
+            || async {
+                let sessions = self.sessions(name).await;
+                sessions.iter().any(|s| s.end_time.is_none()).then_some(())
+            },
+        )
+        .await;
+        self.proxy
+            .await_spooled_output("started", Duration::from_secs(5))
+            .await;
+        session
     }
 
     /// The sessions in request `name`'s status.

@@ -17,8 +17,9 @@ use gatehouse_crds::contract::published;
 use crate::{
     ControlPlane,
     binaries::{Logs, proxy_binary},
+    command::Cmd,
     install::{PROXY_SERVICE_ACCOUNT, SYSTEM_NAMESPACE},
-    net::{LOOPBACK, free_port, http_get},
+    net::{LOOPBACK, http_get},
     process::{Process, Ready, Spec},
     ssh_client::{Client, Server, SshCommand},
     wait_for,
@@ -60,14 +61,15 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// `spec` with this store's flags and environment (credentials stay off the command line).
-    fn apply(&self, spec: Spec) -> Spec {
+    /// `cmd` (a proxy) with this store's flags and environment (credentials stay off the
+    /// command line).
+    fn apply(&self, cmd: Cmd) -> Cmd {
         match self {
-            Self::Local(dir) => spec
+            Self::Local(dir) => cmd
                 .arg("--storage=local")
                 .arg(format!("--storage-dir={}", dir.display())),
             Self::S3(store) => {
-                let spec = spec
+                let cmd = cmd
                     .arg("--storage=s3")
                     .arg(format!("--s3-endpoint={}", store.endpoint))
                     .arg(format!("--s3-bucket={}", store.bucket))
@@ -76,12 +78,12 @@ impl Storage {
                     .env("AWS_ACCESS_KEY_ID", &store.access_key)
                     .env("AWS_SECRET_ACCESS_KEY", &store.secret_key);
                 if store.path_style {
-                    spec.arg("--s3-path-style")
+                    cmd.arg("--s3-path-style")
                 } else {
-                    spec
+                    cmd
                 }
             }
-            Self::Configured { args, env } => spec.args(args).envs(env.iter().map(|(k, v)| (k, v))),
+            Self::Configured { args, env } => cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))),
         }
     }
 }
@@ -138,30 +140,28 @@ impl Proxy {
         Self::start_spec(cp, config, Spec::daemon)
     }
 
-    fn start_spec(
-        cp: &ControlPlane,
-        config: ProxyConfig,
-        adapt: impl FnOnce(Spec) -> Spec,
-    ) -> Proxy {
+    fn start_spec(cp: &ControlPlane, config: ProxyConfig, adapt: impl Fn(Spec) -> Spec) -> Proxy {
         cp.install_gatehouse();
         let kubeconfig = cp.service_account_login(SYSTEM_NAMESPACE, PROXY_SERVICE_ACCOUNT);
         std::fs::create_dir_all(&config.dir)
             .unwrap_or_else(|e| panic!("creating {}: {e}", config.dir.display()));
-        let (port, metrics_port) = (free_port(), free_port());
         let log = config.dir.join("proxy.log");
         let spool = config.dir.join("spool");
-        let spec = Spec::new("the proxy", proxy_binary(), &log)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", &config.pod_name)
-            .arg(format!("--namespace={SYSTEM_NAMESPACE}"))
-            .arg(format!("--listen={LOOPBACK}:{port}"))
-            .arg(format!("--metrics-addr={LOOPBACK}:{metrics_port}"))
-            .arg(format!("--spool-dir={}", spool.display()));
-        let spec = config
-            .logs
-            .apply(config.storage.apply(spec))
-            .args(&config.args);
-        let process = Process::start(adapt(spec), Ready::http(metrics_port, "/readyz"));
+        let (process, [port, metrics_port]) = Process::start_on_free_ports(|[port, metrics]| {
+            let cmd = Cmd::new(proxy_binary())
+                .env("KUBECONFIG", &kubeconfig)
+                .env("POD_NAME", &config.pod_name)
+                .arg(format!("--namespace={SYSTEM_NAMESPACE}"))
+                .arg(format!("--listen={LOOPBACK}:{port}"))
+                .arg(format!("--metrics-addr={LOOPBACK}:{metrics}"))
+                .arg(format!("--spool-dir={}", spool.display()));
+            let cmd = config
+                .logs
+                .apply(config.storage.apply(cmd))
+                .args(&config.args);
+            let spec = Spec::new("the proxy", cmd, &log);
+            (adapt(spec), Ready::http(metrics, "/readyz"))
+        });
         Proxy {
             process,
             port,

@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use gatehouse_crds::{AccessRequest, Phase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use serde_json::{Value, json};
 
-use crate::{CmdOutput, ControlPlane, Subject, User, wait_for};
+use crate::{CmdOutput, ControlPlane, Subject, User, net::LOOPBACK, sshd::Sshd, wait_for};
 
 /// Policy every scenario creates.
 pub const POLICY: &str = "oncall";
@@ -99,6 +100,27 @@ pub fn request(name: &str, login: &str, public_key: &str) -> Value {
 
 /// A fresh Ed25519 key pair from the real `ssh-keygen`: (private key path, public key line).
 pub use crate::sshd::generate_key as keypair;
+
+/// The condition of type `type_` (`Ready`, `Approved`, `Denied`) in `request`'s status.
+pub fn condition(request: &AccessRequest, type_: &str) -> Option<Condition> {
+    request
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+/// Host `name` of a HostGroup, served by the test `sshd`: (name, address, port, host key line).
+pub fn sshd_host(name: &str, sshd: &Sshd) -> (String, String, u16, String) {
+    (
+        name.to_owned(),
+        LOOPBACK.to_string(),
+        sshd.port(),
+        sshd.host_key().to_owned(),
+    )
+}
 
 /// A fresh Ed25519 public key line, for requests whose certificates nobody logs in with (the
 /// private half is thrown away).

@@ -101,9 +101,8 @@ impl SshCommand {
 
     /// Add an argument after the destination: a remote command word for `ssh`, a source or
     /// target for `scp` (`sftp` takes none).
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_owned());
-        self
+    pub fn arg(self, arg: impl AsRef<OsStr>) -> Self {
+        self.args([arg])
     }
 
     /// Add several arguments, as [`Self::arg`].

@@ -11,7 +11,7 @@ use gatehouse_crds::{
 };
 use gatehouse_tests::{
     CmdOutput, Subject, User, control_plane,
-    scenario::{self, POLICY, Scenario, Setup, public_key},
+    scenario::{self, POLICY, Scenario, Setup, condition, public_key},
     wait_for,
 };
 use serde_json::{Value, json};
@@ -109,13 +109,21 @@ fn has_annotation(request: &AccessRequest, key: &str) -> bool {
 }
 
 fn condition_message(request: &AccessRequest, type_: &str) -> Option<(String, String, String)> {
-    request
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    condition(request, type_).map(|c| (c.status, c.reason, c.message))
+}
+
+/// After refused decisions, request `name` is still Pending with nothing recorded; then
+/// `approver` approves it and it is Issued, approved by them alone.
+async fn refused_then_approved_by(s: &Scenario, name: &str, approver: User) {
+    let unchanged = s.get(name).await;
+    assert_eq!(phase(&unchanged), Some(Phase::Pending));
+    assert!(decision_records(&unchanged).is_empty());
+    s.annotate(control_plane(), approver, name, APPROVE, "ok")
+        .ok();
+    let issued = s
+        .wait_phase(name, Phase::Issued, Duration::from_secs(5))
+        .await;
+    assert_eq!(approver_users(&issued), [approver.username()]);
 }
 
 #[tokio::test]
@@ -261,16 +269,8 @@ async fn a_user_without_the_approve_verb_cannot_approve_or_deny() {
         s.annotate(cp, User::Dave, "r1", key, "looks fine")
             .fails_with(&[&not_an_approver("dave", verb, &s.ns, POLICY)]);
     }
-    let unchanged = s.get("r1").await;
-    assert_eq!(phase(&unchanged), Some(Phase::Pending));
-    assert!(decision_records(&unchanged).is_empty());
-
     // An approver of the policy can.
-    s.annotate(cp, User::Bob, "r1", APPROVE, "ok").ok();
-    let issued = s
-        .wait_phase("r1", Phase::Issued, Duration::from_secs(5))
-        .await;
-    assert_eq!(approver_users(&issued), ["bob"]);
+    refused_then_approved_by(&s, "r1", User::Bob).await;
 }
 
 #[tokio::test]
@@ -308,15 +308,7 @@ async fn approve_rights_on_another_policy_do_not_count() {
     pending_request(&s, "r1", &public_key()).await;
     s.annotate(cp, User::Dave, "r1", APPROVE, "I approve policy other")
         .fails_with(&[&not_an_approver("dave", "approve", &s.ns, POLICY)]);
-    let unchanged = s.get("r1").await;
-    assert_eq!(phase(&unchanged), Some(Phase::Pending));
-    assert!(decision_records(&unchanged).is_empty());
-
-    s.annotate(cp, User::Carol, "r1", APPROVE, "ok").ok();
-    let issued = s
-        .wait_phase("r1", Phase::Issued, Duration::from_secs(5))
-        .await;
-    assert_eq!(approver_users(&issued), ["carol"]);
+    refused_then_approved_by(&s, "r1", User::Carol).await;
 }
 
 #[tokio::test]

@@ -50,12 +50,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
     };
     let sshd = Sshd::start(&config);
 
-    let host = (
-        "db1".to_owned(),
-        "127.0.0.1".to_owned(),
-        sshd.port(),
-        sshd.host_key().to_owned(),
-    );
+    let host = scenario::sshd_host("db1", &sshd);
     let setup = Setup {
         approvals: 0,
         mode: "Direct",

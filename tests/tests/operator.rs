@@ -10,7 +10,7 @@ use gatehouse_crds::{
 use gatehouse_tests::{
     Cmd, SYSTEM_NAMESPACE, Subject, User, control_plane,
     operator::{Operator, OperatorConfig, libfaketime},
-    scenario::{self, HOST_GROUP, POLICY, Scenario, Setup, keypair, public_key},
+    scenario::{self, HOST_GROUP, POLICY, Scenario, Setup, condition, keypair, public_key},
     unique_name, wait_for,
 };
 use k8s_openapi::api::{
@@ -208,12 +208,7 @@ async fn issued_requests_expire_at_valid_before() {
     let expired = s
         .wait_phase("r1", Phase::Expired, Duration::from_secs(15))
         .await;
-    let ready = expired
-        .status
-        .unwrap_or_default()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready");
+    let ready = condition(&expired, "Ready");
     assert_eq!(
         ready.map(|c| (c.reason, c.message)),
         Some((
@@ -309,13 +304,8 @@ async fn requests_no_policy_allows_are_denied_saying_why() {
         let denied = s
             .wait_phase(name, Phase::Denied, Duration::from_secs(10))
             .await;
-        let condition = denied
-            .status
-            .unwrap_or_default()
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Denied")
-            .unwrap_or_else(|| panic!("Denied condition on {name}"));
+        let condition =
+            condition(&denied, "Denied").unwrap_or_else(|| panic!("Denied condition on {name}"));
         assert_eq!(condition.reason, "NoMatchingPolicy", "{name}");
         assert_eq!(&condition.message, message, "{name}");
     }
@@ -365,12 +355,7 @@ async fn revoking_or_deleting_an_issued_request_publishes_its_certificate_as_rev
     let revoked = s
         .wait_phase("revoked", Phase::Revoked, Duration::from_secs(5))
         .await;
-    let ready = revoked
-        .status
-        .unwrap_or_default()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready");
+    let ready = condition(&revoked, "Ready");
     assert_eq!(
         ready.map(|c| (c.reason, c.message)),
         Some(("Revoked".into(), "revoked by alice: done early".into()))
@@ -459,12 +444,7 @@ async fn unapproved_requests_expire_after_the_pending_ttl() {
     let expired = s
         .wait_phase("r1", Phase::Expired, Duration::from_secs(15))
         .await;
-    let ready = expired
-        .status
-        .unwrap_or_default()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready");
+    let ready = condition(&expired, "Ready");
     assert_eq!(
         ready.map(|c| c.message),
         Some("not approved within the pending TTL of 3s".to_owned())

@@ -16,7 +16,6 @@ use gatehouse_tests::{
     Cmd, CmdOutput, User,
     minio::Minio,
     proxied_world::ProxiedWorld,
-    proxy::Storage,
     repo_root, scenario, sha256_hex,
     ssh_client::{Client, SshCommand},
     sshd::{CertSpec, generate_key},
@@ -122,12 +121,7 @@ async fn interactive_session_is_bridged_recorded_to_s3_and_replays() {
 
 #[tokio::test]
 async fn exec_returns_exit_codes_and_files_cross_intact() {
-    let w = ProxiedWorld::start(
-        "proxy-exec",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let w = ProxiedWorld::with_local_store("proxy-exec").await;
     let cert = w.issue(w.request("exec")).await;
     let user = format!("{}@db1", w.login);
 
@@ -190,7 +184,7 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
 
     // Every session is recorded: the exec with its output, the transfers as sftp sessions.
     let sessions = w.recorded("exec", 3, Duration::from_secs(20)).await;
-    let store = w.dir.path().join("store");
+    let store = w.local_store();
     let exec = sessions
         .iter()
         .filter_map(|s| s.recording.clone())
@@ -202,12 +196,7 @@ async fn exec_returns_exit_codes_and_files_cross_intact() {
 
 #[tokio::test]
 async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_host_key() {
-    let w = ProxiedWorld::start(
-        "proxy-refuse",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let w = ProxiedWorld::with_local_store("proxy-refuse").await;
     let mut one_host = w.request("db1-only");
     one_host["spec"]["target"]["host"] = json!("db1");
     let cert = w.issue(one_host).await;
@@ -312,34 +301,10 @@ async fn refused_logins_wrong_ca_expired_revoked_other_host_other_login_wrong_ho
 
 #[tokio::test]
 async fn revoking_mid_session_ends_it_within_two_seconds() {
-    let w = ProxiedWorld::start(
-        "proxy-revoke",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let w = ProxiedWorld::with_local_store("proxy-revoke").await;
     let cert = w.issue(w.request("live")).await;
-    let session = w
-        .ssh(
-            &cert,
-            &format!("{}@db1", w.login),
-            &["echo started; sleep 120"],
-        )
-        .spawn();
+    let session = w.live_session("live", &cert).await;
     let pid = session.pid();
-    let started = wait_for(
-        Duration::from_secs(15),
-        "the live session in status",
-        || async {
-            let sessions = w.sessions("live").await;
-            sessions.iter().any(|s| s.end_time.is_none()).then_some(())
-        },
-    );
-    started.await;
-    // Output of a live, now quiet session is already in the spool (a crash would keep it).
-    w.proxy
-        .await_spooled_output("started", Duration::from_secs(2))
-        .await;
     let revoked_at = Instant::now();
     w.s.annotate(
         w.cp,
@@ -369,7 +334,7 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
         .clone()
         .map(|r| r.key)
         .unwrap_or_default();
-    let text = std::fs::read_to_string(w.dir.path().join("store").join(key)).unwrap_or_default();
+    let text = std::fs::read_to_string(w.local_store().join(key)).unwrap_or_default();
     assert!(text.contains("is Revoked; session closed"), "{text}");
     let metrics = w.proxy.metrics();
     assert!(
@@ -471,12 +436,7 @@ async fn recordings_survive_an_s3_outage_and_a_proxy_crash() {
 
 #[tokio::test]
 async fn eleventh_bad_login_from_one_address_is_blocked() {
-    let w = ProxiedWorld::start(
-        "proxy-ratelimit",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let w = ProxiedWorld::with_local_store("proxy-ratelimit").await;
     let cert = w.issue(w.request("limited")).await;
     let (rogue_ca, _) = generate_key(w.dir.path(), "rogue-ca");
     let bad = w.certificate_from(
@@ -518,7 +478,7 @@ async fn eleventh_bad_login_from_one_address_is_blocked() {
 async fn port_forwarding_needs_the_certificate_extension() {
     let w = ProxiedWorld::start(
         "proxy-forward",
-        |dir| Storage::Local(dir.join("store")),
+        ProxiedWorld::local_storage,
         json!({"certificate": {"extensions": ["permit-pty", "permit-port-forwarding"]}}),
     )
     .await;
@@ -535,12 +495,7 @@ async fn port_forwarding_needs_the_certificate_extension() {
     );
 
     // The default policy grants permit-pty only: the same forward is refused.
-    let other = ProxiedWorld::start(
-        "proxy-noforward",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let other = ProxiedWorld::with_local_store("proxy-noforward").await;
     let denied = other.issue(other.request("noforward")).await;
     let forward = other
         .ssh(&denied, &format!("{}@db1", other.login), &[])
@@ -556,12 +511,7 @@ async fn port_forwarding_needs_the_certificate_extension() {
 
 #[tokio::test]
 async fn a_session_that_cannot_be_recorded_is_refused_when_recording_is_required() {
-    let w = ProxiedWorld::start(
-        "proxy-failclosed",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let w = ProxiedWorld::with_local_store("proxy-failclosed").await;
     let cert = w.issue(w.request("unrecordable")).await;
     std::fs::remove_dir_all(w.proxy.spool_dir()).unwrap();
     let out = w

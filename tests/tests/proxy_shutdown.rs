@@ -4,37 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{proxied_world::ProxiedWorld, proxy::Storage, sha256_hex, wait_for};
-use serde_json::json;
+use gatehouse_tests::{proxied_world::ProxiedWorld, sha256_hex};
 
 #[tokio::test]
 async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before_exit() {
-    let mut w = ProxiedWorld::start(
-        "proxy-sigterm",
-        |dir| Storage::Local(dir.join("store")),
-        json!({}),
-    )
-    .await;
+    let mut w = ProxiedWorld::with_local_store("proxy-sigterm").await;
     let cert = w.issue(w.request("drain")).await;
-    let session = w
-        .ssh(
-            &cert,
-            &format!("{}@db1", w.login),
-            &["echo started; sleep 120"],
-        )
-        .spawn();
-    wait_for(
-        Duration::from_secs(15),
-        "the live session in status",
-        || async {
-            let sessions = w.sessions("drain").await;
-            sessions.iter().any(|s| s.end_time.is_none()).then_some(())
-        },
-    )
-    .await;
-    w.proxy
-        .await_spooled_output("started", Duration::from_secs(5))
-        .await;
+    let session = w.live_session("drain", &cert).await;
 
     let stopping = Instant::now();
     let status = w.proxy.terminate(Duration::from_secs(20));
@@ -71,7 +47,7 @@ async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before
         .recording
         .clone()
         .unwrap_or_else(|| panic!("no recording in {sessions:?}"));
-    let bytes = std::fs::read(w.dir.path().join("store").join(&recording.key))
+    let bytes = std::fs::read(w.local_store().join(&recording.key))
         .unwrap_or_else(|e| panic!("{}: {e}", recording.key));
     assert_eq!(sha256_hex(&bytes), recording.sha256);
     let text = String::from_utf8_lossy(&bytes);

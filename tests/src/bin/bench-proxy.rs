@@ -13,8 +13,7 @@ use std::{
 };
 
 use gatehouse_crds::contract::secrets;
-use gatehouse_tests::{Cmd, proxied_world::ProxiedWorld, proxy::Storage, sshd::CertSpec};
-use serde_json::json;
+use gatehouse_tests::{Cmd, proxied_world::ProxiedWorld, sshd::CertSpec};
 
 const GIB: u64 = 1 << 30;
 /// Limit on one benchmark command (a 1 GiB upload on a slow machine).
@@ -45,7 +44,7 @@ async fn main() {
     let transfer = env_number("BENCH_TRANSFER_BYTES", GIB);
     let connects = env_number("BENCH_CONNECTS", 20) as usize;
     let idle = env_number("BENCH_IDLE_SESSIONS", 200) as usize;
-    let w = ProxiedWorld::start("bench", |dir| Storage::Local(dir.join("store")), json!({})).await;
+    let w = ProxiedWorld::with_local_store("bench").await;
     let cert = w.issue(w.request("bench")).await;
     let user = format!("{}@db1", w.login);
 

@@ -45,7 +45,6 @@ pub use keys::{
 pub use crate::net::LOOPBACK;
 use crate::{
     command::Cmd,
-    net::free_port,
     process::{Process, Ready, Spec, tail},
     ssh_client::{Client, Server, SshCommand},
 };
@@ -53,8 +52,6 @@ use binary::{ensure_privsep_dir, sshd_binary};
 
 /// How long [`Sshd::start`] waits for sshd to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a port is retried when another process grabbed it first.
-const START_ATTEMPTS: usize = 5;
 
 /// What a test sshd trusts. [`Default`] trusts nothing, logs at `VERBOSE`.
 #[derive(Debug, Clone)]
@@ -205,9 +202,7 @@ impl Sshd {
 
         let log_path = root.join("sshd.log");
         let config_path = root.join("sshd_config");
-        let mut last_failure = String::new();
-        for _attempt in 0..START_ATTEMPTS {
-            let port = free_port();
+        let started = Process::try_start_on_free_ports(|[port]| {
             let text = config_text(
                 cfg,
                 port,
@@ -216,7 +211,6 @@ impl Sshd {
                 principals_dir.as_deref(),
             );
             write_file(&config_path, &text);
-
             let check = Cmd::new(&sshd)
                 .arg("-t")
                 .arg("-f")
@@ -228,44 +222,35 @@ impl Sshd {
                 "sshd refuses the generated config ({:?})\n{}\nconfig:\n{text}\nstdout:\n{}",
                 check.code, check.stderr, check.stdout
             );
-
-            let spec = Spec::new("sshd", &sshd, &log_path)
-                .fresh_log()
+            let cmd = Cmd::new(&sshd)
                 .envs(cfg.env.iter().map(|(k, v)| (k, v)))
                 .args(["-D", "-e", "-f"])
                 .arg(&config_path);
+            let spec = Spec::new("sshd", cmd, &log_path).fresh_log();
             // Wait for sshd's own word first, so the probe does not race a half-started sshd
             // that would then log a refused connection from itself.
             let ready = Ready::log_line("Server listening on")
                 .and(Ready::tcp(SocketAddr::from((LOOPBACK, port))))
                 .within(START_TIMEOUT);
-            match Process::try_start(adapt(spec), ready) {
-                Ok(process) => {
-                    let known_hosts = root.join("known_hosts");
-                    write_file(
-                        &known_hosts,
-                        &format!("{} {host_key}\n", host_pattern(port)),
-                    );
-                    return Self {
-                        process,
-                        home,
-                        port,
-                        host_key,
-                        known_hosts,
-                        principals_dir,
-                    };
-                }
-                // Someone took the port between our probe and sshd's bind: try another.
-                Err(failure)
-                    if failure.exited.is_some()
-                        && failure.log.contains("Address already in use") =>
-                {
-                    last_failure = failure.report();
-                }
-                Err(failure) => panic!("{}\nconfig:\n{text}", failure.report()),
-            }
+            (adapt(spec), ready)
+        });
+        let (process, [port]) = started.unwrap_or_else(|failure| {
+            let config = fs::read_to_string(&config_path).unwrap_or_default();
+            panic!("{}\nconfig:\n{config}", failure.report())
+        });
+        let known_hosts = root.join("known_hosts");
+        write_file(
+            &known_hosts,
+            &format!("{} {host_key}\n", host_pattern(port)),
+        );
+        Self {
+            process,
+            home,
+            port,
+            host_key,
+            known_hosts,
+            principals_dir,
         }
-        panic!("sshd could not bind a loopback port in {START_ATTEMPTS} attempts:\n{last_failure}")
     }
 
     /// Leave sshd running after this handle is gone, its pid in `pid_file`; returns the pid.
