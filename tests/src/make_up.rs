@@ -261,7 +261,7 @@ fn recording_store(cp: &ControlPlane, recordings: &Recordings) -> (Storage, Stri
                 cp,
                 &data.join("data"),
                 &dir.join("minio.log"),
-                minio_credentials(&data),
+                minio_credentials(),
                 Spec::daemon,
             );
             println!(
@@ -301,24 +301,12 @@ fn recording_store(cp: &ControlPlane, recordings: &Recordings) -> (Storage, Stri
     (Storage::S3(store), where_)
 }
 
-/// MinIO's root credentials, made once and kept with its data (`minio/credentials`).
-fn minio_credentials(data: &Path) -> Credentials {
-    let file = data.join("credentials");
-    if !file.is_file() {
-        fs::create_dir_all(data).unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
-        write_private(
-            &file,
-            &format!("gatehouse-{} {}\n", random_hex(4), random_hex(20)),
-        );
-    }
-    let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let (access_key, secret_key) = text
-        .trim()
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("{} is not `ACCESS SECRET`", file.display()));
+/// Fresh root credentials for MinIO (`control-plane.sh up` started from an empty directory, so
+/// its data is new too); `recordings.env` keeps them for the demo.
+fn minio_credentials() -> Credentials {
     Credentials {
-        access_key: access_key.to_owned(),
-        secret_key: secret_key.to_owned(),
+        access_key: format!("gatehouse-{}", random_hex(4)),
+        secret_key: random_hex(20),
     }
 }
 
