@@ -12,7 +12,7 @@ IMAGES_DIR ?= $(CURDIR)/target/gatehouse/images
 # Where `make up` stores recordings: local (a directory), minio (a local MinIO) or s3 (README).
 RECORDINGS ?= local
 
-.PHONY: help deps up demo down status test lint crds unit bench node-deps images node-up node-down
+.PHONY: help deps up demo down status test lint crds unit bench node-deps images node-up node-down node-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,3 +71,6 @@ node-up: node-deps images ## control plane + one real node (kubelet, containerd)
 
 node-down: ## stop the node and its control plane; fails if anything is left behind
 	@$(SCRIPTS)/control-plane.sh down $(NODE_DIR)
+
+node-check: node-up ## the chart on the real node: install, pods Ready and locked down, Lease, webhook via its Service, uninstall
+	@rc=0; $(SCRIPTS)/node-check.sh $(NODE_DIR) || rc=1; $(SCRIPTS)/control-plane.sh down $(NODE_DIR) || rc=1; exit $$rc

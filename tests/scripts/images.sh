@@ -4,6 +4,8 @@
 # assembled here from the host's glibc runtime files, from binaries built here with cargo.
 #
 #   tests/scripts/images.sh [OUT]      OUT defaults to target/gatehouse/images
+#   GATEHOUSE_IMAGE_PROFILE=debug ...  images of the debug binaries `make test` builds anyway
+#                                      (default release, as the Dockerfile's build stage)
 #
 # Writes OUT/<name>.tar (docker archives for `ctr images import`) and OUT/images.env, which names
 # the images (GATEHOUSE_OPERATOR_IMAGE, GATEHOUSE_PROXY_IMAGE, GATEHOUSE_PAUSE_IMAGE) and their
@@ -23,6 +25,12 @@ repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=../tools.env
 source "$here/../tools.env"
 out="${1:-$repo/target/gatehouse/images}"
+profile="${GATEHOUSE_IMAGE_PROFILE:-release}"
+case "$profile" in
+  release) cargo_profile=(--release); profile_dir=release ;;
+  debug) cargo_profile=(); profile_dir=debug ;;
+  *) echo "[images] error: GATEHOUSE_IMAGE_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -42,11 +50,11 @@ export TMPDIR="$out/tmp"
 bah() { buildah --root "$out/storage" --runroot "$out/run" --storage-driver vfs "$@"; }
 start=$SECONDS
 
-log "building gatehouse-operator and gatehouse-proxy (cargo build --release --locked)"
-(cd "$repo" && cargo build --release --locked -p gatehouse-operator -p gatehouse-proxy)
+log "building gatehouse-operator and gatehouse-proxy (cargo build ${cargo_profile[*]} --locked)"
+(cd "$repo" && cargo build "${cargo_profile[@]}" --locked -p gatehouse-operator -p gatehouse-proxy)
 target_dir="$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-bins=("$target_dir/release/gatehouse-operator" "$target_dir/release/gatehouse-proxy")
+bins=("$target_dir/$profile_dir/gatehouse-operator" "$target_dir/$profile_dir/gatehouse-proxy")
 tag="dev-$(cat "${bins[@]}" | sha256sum | cut -c1-12)"
 
 # --- the runtime base: what the published distroless "cc" base provides, from this host --------
