@@ -191,7 +191,7 @@ up() {
     --initial-cluster "gatehouse-test=http://127.0.0.1:$peer_port"
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q true && break
-    kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || { tail -20 "$dir/etcd.log" >&2; die "etcd exited"; }
+    kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || { tail -20 "$dir/etcd.log" >&2; down "$dir"; die "etcd exited"; }
     sleep 0.1
   done
 
