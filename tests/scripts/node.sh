@@ -204,7 +204,7 @@ up() {
   local n="$dir/node" start=$SECONDS
   # A node that fails to come up is taken down again: nothing half-made stays behind.
   # shellcheck disable=SC2064 # expand $dir now
-  trap "rc=\$?; if ((rc)); then log 'up failed: taking the node down'; down '$dir' || true; fi" EXIT
+  trap "rc=\$?; if ((rc)); then log 'up failed: taking the node down (its logs move to $dir/node.down.*)'; down '$dir' || true; fi" EXIT
   mkdir -p "$n"/{pki,containerd,kubelet,cni/net.d,cni/ipam,kcm,scheduler}
   # What `down` restores and checks against.
   local s p
@@ -602,14 +602,17 @@ down() {
     fi
   fi
 
-  # The node's directory stays (logs); its daemons' pid files are gone, so `up` may run again.
-  mv "$n" "$dir/node.down.$(date +%s)"
+  # The node's directory stays (logs), renamed, so `up` may run again.
+  local kept
+  kept="$dir/node.down.$(date +%s)"
+  mv "$n" "$kept"
   if ((${#problems[@]})); then
     local p
     for p in "${problems[@]}"; do log "error: $p"; done
+    log "the node's logs are in $kept"
     return 1
   fi
-  log "node taken down; nothing left behind"
+  log "node taken down; nothing left behind (logs in $kept)"
 }
 
 status() {
