@@ -47,6 +47,9 @@ mkdir -p "$out"; out="$(cd "$out" && pwd)"
 rm -rf "$out/storage" "$out/run" "$out/tmp" "$out/context" "$out/base-rootfs" "$out/pause-context"
 mkdir -p "$out/tmp"
 export TMPDIR="$out/tmp"
+# The one thing buildah keeps outside its --root: a blob-info cache in /var/lib/containers/cache.
+# Removed again if this run made it.
+if [[ ! -e /var/lib/containers ]]; then trap 'rm -rf /var/lib/containers' EXIT; fi
 bah() { buildah --root "$out/storage" --runroot "$out/run" --storage-driver vfs "$@"; }
 start=$SECONDS
 

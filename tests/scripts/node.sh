@@ -45,7 +45,9 @@ SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   net.netfilter.nf_conntrack_tcp_timeout_close_wait)
 # Host paths kubelet, containerd and the CNI plugins write to whatever their configuration says;
 # `down` removes them if `up` found them absent (and they are empty again).
-HOST_PATHS=(/var/log/containers /var/lib/cni /run/containerd)
+# (kubelet's device plugin socket is always /var/lib/kubelet/device-plugins/kubelet.sock.)
+HOST_PATHS=(/var/log/containers /var/lib/cni /run/containerd /var/lib/kubelet)
+KUBELET_SOCKET=/var/lib/kubelet/device-plugins/kubelet.sock
 
 log() { printf '[node] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -187,6 +189,8 @@ preflight() {
   for h in $(cgroup_hierarchies); do
     [[ ! -d "$h/$CGROUP_ROOT" ]] || die "cgroup $h/$CGROUP_ROOT exists already (a node not taken down): node.sh down DIR"
   done
+  [[ ! -e "$KUBELET_SOCKET" ]] ||
+    die "$KUBELET_SOCKET exists: another kubelet runs on this machine (or a node was not taken down: node.sh down DIR)"
   if rules_snapshot | grep -q 'KUBE-'; then
     die "this machine's packet filter has KUBE- chains already (another node or kube-proxy?); node.sh removes its own at down, so it cannot share them"
   fi
@@ -545,6 +549,8 @@ down() {
     mounts="$(grep -vxF "$n/kubelet/root" <<<"$mounts" | grep -vF "$n/kubelet/root/pods/" || true)"
     [[ -z "$mounts" ]] || problems+=("mounts left (unmounted): ${mounts//$'\n'/ }")
   fi
+  # kubelet's device plugin socket (preflight made sure it was not there before).
+  if [[ -S "$KUBELET_SOCKET" ]]; then rm -f "$KUBELET_SOCKET"; fi
   # kubelet's links to the containers' logs (always in /var/log/containers) that point here.
   if [[ -d /var/log/containers ]]; then
     find /var/log/containers -maxdepth 1 -type l -lname "$n/*" -delete 2>/dev/null || true
