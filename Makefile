@@ -6,13 +6,16 @@ SCRIPTS  := tests/scripts
 # `make up` keeps its control plane here (git-ignored); tests use their own under target/.
 UP_DIR   ?= $(CURDIR)/.gatehouse/control-plane
 TEST_DIR ?= $(CURDIR)/target/gatehouse/test-control-plane
+# `make node-up` keeps its control plane and node here; images.sh writes the images here.
+NODE_DIR   ?= $(CURDIR)/target/gatehouse/node-control-plane
+IMAGES_DIR ?= $(CURDIR)/target/gatehouse/images
 # Where `make up` stores recordings: local (a directory), minio (a local MinIO) or s3 (README).
 RECORDINGS ?= local
 
-.PHONY: help deps up demo down status test lint crds unit bench
+.PHONY: help deps up demo down status test lint crds unit bench node-deps images node-up node-down node-check
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: ## install missing system packages and build the pinned kube-apiserver/kubectl/helm (cached)
 	@$(SCRIPTS)/install-deps.sh
@@ -51,3 +54,23 @@ bench: deps ## proxy vs direct sshd: 1 GiB transfer, connect latency, memory of 
 	GATEHOUSE_PROXY_BIN=$(CURDIR)/target/release/gatehouse-proxy \
 	$(SCRIPTS)/control-plane.sh run $(CURDIR)/target/gatehouse/bench-control-plane -- \
 	  $(CURDIR)/target/release/bench-proxy
+
+node-deps: ## also what a real node needs: containerd, runc, CNI, buildah; kubelet & co., crictl (cached)
+	@$(SCRIPTS)/install-deps.sh node
+	@$(SCRIPTS)/build-tools.sh node >/dev/null
+
+images: ## operator, proxy and pause images built here from the Dockerfile, no registry
+	@$(SCRIPTS)/install-deps.sh node
+	@$(SCRIPTS)/images.sh $(IMAGES_DIR)
+
+node-up: node-deps images ## control plane + one real node (kubelet, containerd) that runs the chart's pods
+	@GATEHOUSE_NODE=1 $(SCRIPTS)/control-plane.sh up $(NODE_DIR)
+	@GATEHOUSE_IMAGES_DIR=$(IMAGES_DIR) $(SCRIPTS)/node.sh up $(NODE_DIR) || { $(SCRIPTS)/control-plane.sh down $(NODE_DIR); exit 1; }
+	@echo "helm install gatehouse charts/gatehouse -n gatehouse-system --create-namespace -f $(NODE_DIR)/node/values.yaml"
+	@echo "  with: source $(NODE_DIR)/env (GATEHOUSE_HELM, GATEHOUSE_KUBECTL) and --kubeconfig $(NODE_DIR)/kubeconfigs/admin.kubeconfig"
+
+node-down: ## stop the node and its control plane; fails if anything is left behind
+	@$(SCRIPTS)/control-plane.sh down $(NODE_DIR)
+
+node-check: node-up ## the chart on the real node: install, pods Ready and locked down, Lease, webhook via its Service, uninstall
+	@rc=0; $(SCRIPTS)/node-check.sh $(NODE_DIR) || rc=1; $(SCRIPTS)/control-plane.sh down $(NODE_DIR) || rc=1; exit $$rc

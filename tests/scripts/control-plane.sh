@@ -11,6 +11,12 @@
 # DIR defaults to target/gatehouse/control-plane (git-ignored). Binaries come from
 # build-tools.sh's cache; etcd from PATH (Debian's etcd-server) unless $ETCD is set.
 #
+# GATEHOUSE_NODE=1 (as root) starts a plane a real node can join (tests/scripts/node.sh up DIR):
+# the API server listens on the node address from tests/node.env (put on the loopback device,
+# removed by `down`) instead of 127.0.0.1, so pods reach it through the `kubernetes` Service;
+# Node authorization with NodeRestriction, the ServiceAccount admission plugin (pods get tokens)
+# and a client certificate for the kubelets. `down` also takes the node down.
+#
 # Users and their groups (what RBAC and the Gatehouse policies see) come from tests/users.tsv:
 # the certificate user gets a client certificate (CN=user, O=each group), every token user a
 # token in the apiserver's token file; each gets DIR/kubeconfigs/<kubeconfig>.kubeconfig.
@@ -19,6 +25,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=../tools.env
 source "$here/../tools.env"
+# shellcheck source=../node.env
+source "$here/../node.env"
+NODE_MODE="${GATEHOUSE_NODE:-}"
 TOOLS_DIR="${GATEHOUSE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/tools}"
 K8S_BIN="$TOOLS_DIR/kubernetes-$KUBERNETES_VERSION"
 ETCD="${ETCD:-$(command -v etcd || true)}"
@@ -59,7 +68,9 @@ stop_daemon() {
 }
 
 gen_certs() {
-  local pki="$1" admin subject
+  local pki="$1" sans="IP:127.0.0.1,DNS:localhost" admin subject
+  # A node's pods reach the API server at the `kubernetes` Service address, by that name.
+  [[ -z "$NODE_MODE" ]] || sans+=",IP:$GATEHOUSE_NODE_IP,IP:$GATEHOUSE_API_SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   admin="$(users_with certificate | head -1)"
   [[ -n "$admin" ]] || die "$USERS_TSV has no certificate user"
   # CN=user, then one O= per group.
@@ -71,7 +82,7 @@ gen_certs() {
     openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 3 \
       -subj "/CN=gatehouse-test-ca" 2>/dev/null
     openssl req "${ec[@]}" -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$sans" >server.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
       -extfile server.ext -out apiserver.crt 2>/dev/null
     openssl req "${ec[@]}" -keyout admin.key -out admin.csr \
@@ -79,6 +90,13 @@ gen_certs() {
     printf 'extendedKeyUsage=clientAuth\n' >client.ext
     openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
       -extfile client.ext -out admin.crt 2>/dev/null
+    if [[ -n "$NODE_MODE" ]]; then
+      # The API server's identity towards kubelets (logs, exec, port-forward).
+      openssl req "${ec[@]}" -keyout kubelet-client.key -out kubelet-client.csr \
+        -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+      openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
+        -extfile client.ext -out kubelet-client.crt 2>/dev/null
+    fi
     openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
     openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
     rm -f ./*.csr ./*.ext
@@ -110,6 +128,17 @@ EOF
   chmod 600 "$file"
 }
 
+# What a plane for a real node needs before anything starts.
+node_preflight() {
+  [[ $(id -u) == 0 ]] || die "GATEHOUSE_NODE=1 needs root (the node address, and later network devices, cgroups, containers)"
+  command -v ip >/dev/null || die "ip not found: apt-get install iproute2"
+  if ip -4 -o addr show | awk '{print $4}' | grep -qx "$GATEHOUSE_NODE_IP/32"; then
+    die "the node address $GATEHOUSE_NODE_IP is already on this machine: another node-mode plane runs (control-plane.sh down DIR), or choose another GATEHOUSE_NODE_IP"
+  fi
+  "$here/check-ranges.py" "$GATEHOUSE_NODE_IP/32" "$GATEHOUSE_SERVICE_CIDR" ||
+    die "the node address or Service range is a network of this machine: set GATEHOUSE_NODE_IP / GATEHOUSE_SERVICE_CIDR to free ranges"
+}
+
 up() {
   local dir="$1"
   [[ -x "$K8S_BIN/kube-apiserver" ]] || die "no kube-apiserver in $K8S_BIN: run tests/scripts/build-tools.sh"
@@ -117,10 +146,35 @@ up() {
   if [[ -f "$dir/apiserver.pid" ]] && kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null; then
     die "a control plane is already running in $dir (control-plane.sh down $dir)"
   fi
+  if [[ -d "$dir" ]]; then
+    local abs mounts
+    abs="$(cd "$dir" && pwd)"
+    # A node that was not taken down leaves mounts (volumes, rootfs) here: never delete through them.
+    mounts="$(findmnt -rno TARGET | grep -F "$abs/" || true)"
+    [[ -z "$mounts" ]] || die "mounts of an earlier node are left under $abs (tests/scripts/node.sh down $abs): ${mounts//$'\n'/ }"
+  fi
+  [[ -z "$NODE_MODE" ]] || node_preflight
   rm -rf "$dir"; mkdir -p "$dir/kubeconfigs"
   dir="$(cd "$dir" && pwd)"
-  local etcd_port peer_port api_port
+  local etcd_port peer_port api_port host=127.0.0.1 node_flags=()
   etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
+  if [[ -n "$NODE_MODE" ]]; then
+    host="$GATEHOUSE_NODE_IP"
+    ip addr add "$GATEHOUSE_NODE_IP/32" dev lo || die "cannot put the node address $GATEHOUSE_NODE_IP on lo"
+    echo "$GATEHOUSE_NODE_IP" >"$dir/node-ip"
+    # shellcheck disable=SC2054 # the commas are inside flag values
+    node_flags=(
+      --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+      --kubelet-client-certificate="$dir/pki/kubelet-client.crt" --kubelet-client-key="$dir/pki/kubelet-client.key"
+      # Nodes are reached at their InternalIP: a node name is never looked up in DNS.
+      --kubelet-preferred-address-types=InternalIP
+    )
+  else
+    # No pods, so no ServiceAccount tokens to mount (and no controller-manager to make the
+    # default ServiceAccounts the plugin would wait for).
+    node_flags=(--authorization-mode=RBAC --disable-admission-plugins=ServiceAccount)
+  fi
+  local server="https://$host:$api_port"
 
   gen_certs "$dir/pki"
   : >"$dir/tokens.csv"; chmod 600 "$dir/tokens.csv"
@@ -128,11 +182,11 @@ up() {
   while IFS=$'\t' read -r user kubeconfig groups; do
     token="$(openssl rand -hex 24)"
     echo "$token,$user,uid-$user,\"$groups\"" >>"$dir/tokens.csv"
-    write_kubeconfig "$dir/kubeconfigs/$kubeconfig.kubeconfig" "https://127.0.0.1:$api_port" \
+    write_kubeconfig "$dir/kubeconfigs/$kubeconfig.kubeconfig" "$server" \
       "$dir/pki/ca.crt" "$kubeconfig" "    token: $token"
   done < <(users_with token)
   kubeconfig="$(users_with certificate | head -1 | cut -f2)"
-  write_kubeconfig "$dir/kubeconfigs/$kubeconfig.kubeconfig" "https://127.0.0.1:$api_port" \
+  write_kubeconfig "$dir/kubeconfigs/$kubeconfig.kubeconfig" "$server" \
     "$dir/pki/ca.crt" "$kubeconfig" "    client-certificate: $dir/pki/admin.crt
     client-key: $dir/pki/admin.key"
 
@@ -143,21 +197,20 @@ up() {
     --initial-cluster "gatehouse-test=http://127.0.0.1:$peer_port"
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q true && break
-    kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || { tail -20 "$dir/etcd.log" >&2; die "etcd exited"; }
+    kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null || { tail -20 "$dir/etcd.log" >&2; down "$dir"; die "etcd exited"; }
     sleep 0.1
   done
 
-  log "starting kube-apiserver $KUBERNETES_VERSION on https://127.0.0.1:$api_port"
+  log "starting kube-apiserver $KUBERNETES_VERSION on $server"
   start_daemon apiserver "$dir" "$K8S_BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --bind-address="$host" --advertise-address="$host" --secure-port="$api_port" \
     --cert-dir="$dir/pki" \
     --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
     --client-ca-file="$dir/pki/ca.crt" --token-auth-file="$dir/tokens.csv" \
-    --authorization-mode=RBAC \
-    --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
-    --service-account-issuer="https://127.0.0.1:$api_port" \
+    "${node_flags[@]}" \
+    --service-cluster-ip-range="$GATEHOUSE_SERVICE_CIDR" --allow-privileged=true \
+    --service-account-issuer="$server" \
     --service-account-key-file="$dir/pki/sa.pub" --service-account-signing-key-file="$dir/pki/sa.key" \
     --profiling=false
   local kubectl="$K8S_BIN/kubectl" ready=""
@@ -177,18 +230,22 @@ up() {
 
   cat >"$dir/env" <<EOF
 export GATEHOUSE_CP_DIR=$dir
-export GATEHOUSE_KUBE_SERVER=https://127.0.0.1:$api_port
+export GATEHOUSE_KUBE_SERVER=$server
 export GATEHOUSE_KUBECTL=$K8S_BIN/kubectl
 export GATEHOUSE_HELM=$TOOLS_DIR/helm-$HELM_VERSION/helm
 export GATEHOUSE_MINIO=$TOOLS_DIR/minio-$MINIO_VERSION/minio
 export GATEHOUSE_KUBERNETES_VERSION=$KUBERNETES_VERSION
 EOF
-  log "ready: https://127.0.0.1:$api_port  (kubeconfigs in $dir/kubeconfigs; source $dir/env)"
+  [[ -z "$NODE_MODE" ]] || echo "export GATEHOUSE_NODE_IP=$GATEHOUSE_NODE_IP" >>"$dir/env"
+  log "ready: $server  (kubeconfigs in $dir/kubeconfigs; source $dir/env)"
 }
 
 down() {
-  local dir="$1"
+  local dir="$1" failed=""
   [[ -d "$dir" ]] || return 0
+  dir="$(cd "$dir" && pwd)"
+  # A real node goes first (its pods, containerd, kubelet, network), while the API server is up.
+  if [[ -d "$dir/node" ]]; then "$here/node.sh" down "$dir" || failed=1; fi
   # Daemons the tests started against this plane (the shared operator) go first.
   local pidfile name
   for pidfile in "$dir"/*.pid; do
@@ -198,14 +255,20 @@ down() {
   done
   stop_daemon apiserver "$dir"
   stop_daemon etcd "$dir"
+  if [[ -f "$dir/node-ip" ]]; then
+    ip addr del "$(cat "$dir/node-ip")/32" dev lo 2>/dev/null || true
+    rm -f "$dir/node-ip"
+  fi
   # Nothing started for this plane may outlive it.
   local leftovers
   leftovers="$(pgrep -f -- "$dir/" || true)"
   if [[ -n "$leftovers" ]]; then
-    log "error: processes still running for $dir: $(echo $leftovers)"; ps -o pid,args -p ${leftovers//$'\n'/,} >&2 || true
+    log "error: processes still running for $dir: ${leftovers//$'\n'/ }"; ps -o pid,args -p "${leftovers//$'\n'/,}" >&2 || true
+    # shellcheck disable=SC2086 # one pid per word
     kill -KILL $leftovers 2>/dev/null || true
     return 1
   fi
+  [[ -z "$failed" ]] || { log "error: the node in $dir was not taken down cleanly (see above)"; return 1; }
   log "stopped control plane in $dir"
 }
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Install the system packages the harness needs (Debian/Ubuntu), only those missing.
 # Go and Rust are expected on the machine already (Go >= 1.26 builds the pinned Kubernetes).
+#
+#   install-deps.sh        what `make test` needs
+#   install-deps.sh node   also what a real node needs (tests/scripts/node.sh, images.sh):
+#                          containerd, runc, the CNI plugins, iptables/nftables, buildah, gcc
+#                          with static glibc for the pause binary
 set -euo pipefail
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -16,9 +21,34 @@ declare -A wanted=(
   [setsid]=util-linux
   [asciinema]=asciinema
 )
+# file -> Debian package, for what is not a command on PATH
+declare -A wanted_files=()
+case "${1:-}" in
+  "") ;;
+  node)
+    wanted+=(
+      [containerd]=containerd
+      [runc]=runc
+      [iptables]=iptables
+      [nft]=nftables
+      [buildah]=buildah
+      [gcc]=gcc
+      [findmnt]=util-linux
+      [ip]=iproute2
+    )
+    wanted_files+=(
+      [/usr/lib/cni/bridge]=containernetworking-plugins
+      ["/usr/lib/$(uname -m)-linux-gnu/libc.a"]=libc6-dev
+    )
+    ;;
+  *) echo "usage: $0 [node]" >&2; exit 2 ;;
+esac
 missing=()
 for cmd in "${!wanted[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${wanted[$cmd]}")
+done
+for file in "${!wanted_files[@]}"; do
+  [[ -e "$file" ]] || missing+=("${wanted_files[$file]}")
 done
 if ((${#missing[@]})); then
   if [[ $(id -u) == 0 ]]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo); else
