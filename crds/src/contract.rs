@@ -76,12 +76,6 @@ pub mod published {
     /// The host key alias engineers' `ssh_config` uses for the proxy (`HostKeyAlias`), so one
     /// known_hosts line works whatever address the proxy is reached at.
     pub const PROXY_HOST_KEY_ALIAS: &str = "gatehouse-proxy";
-
-    /// `gatehouse-ssh` key holding the AuthorizedPrincipalsFile content for `login` on the
-    /// hosts of Direct HostGroup `namespace/host_group`.
-    pub fn principals_key(namespace: &str, host_group: &str, login: &str) -> String {
-        format!("principals.{namespace}.{host_group}.{login}")
-    }
 }
 
 /// Where the published files live on a target host (the sshd lines name these paths).
@@ -112,11 +106,78 @@ pub mod identity {
         principal.strip_prefix(PROXIED_PREFIX)?.split_once('/')
     }
 
-    /// The principal a Direct HostGroup's hosts accept for `login`:
-    /// `gatehouse:<ns>/<host_group>:<login>`, the content of `AuthorizedPrincipalsFile` for
-    /// that login on those hosts.
+    /// The principal of a Direct request's certificate for any host of its HostGroup:
+    /// `gatehouse:<ns>/<host_group>:<login>`.
     pub fn direct_principal(namespace: &str, host_group: &str, login: &str) -> String {
         format!("gatehouse:{namespace}/{host_group}:{login}")
+    }
+
+    /// The principal of a Direct request's certificate for one host (`spec.target.host`):
+    /// `gatehouse:<ns>/<host_group>/<host>:<login>`.
+    pub fn direct_host_principal(
+        namespace: &str,
+        host_group: &str,
+        host: &str,
+        login: &str,
+    ) -> String {
+        format!("gatehouse:{namespace}/{host_group}/{host}:{login}")
+    }
+
+    /// The principal of the proxy's one-minute upstream certificate for one session:
+    /// `gatehouse-upstream:<ns>/<host_group>/<host>:<login>`. It names the namespace, the
+    /// HostGroup, the host and the login, so a HostGroup in another namespace that points at
+    /// this host opens nothing here.
+    pub fn upstream_principal(
+        namespace: &str,
+        host_group: &str,
+        host: &str,
+        login: &str,
+    ) -> String {
+        format!("gatehouse-upstream:{namespace}/{host_group}/{host}:{login}")
+    }
+
+    /// What a host of HostGroup `namespace/host_group` accepts for `login`: the lines of its
+    /// `AuthorizedPrincipalsFile` for that login. Proxied hosts (trusting only the upstream CA)
+    /// accept the proxy's certificate for themselves; Direct hosts (trusting the user CA) accept
+    /// engineers' certificates for the whole group or for themselves. Never the bare login.
+    pub fn authorized_principals(
+        mode: crate::HostGroupMode,
+        namespace: &str,
+        host_group: &str,
+        host: &str,
+        login: &str,
+    ) -> Vec<String> {
+        match mode {
+            crate::HostGroupMode::Proxied => {
+                vec![upstream_principal(namespace, host_group, host, login)]
+            }
+            crate::HostGroupMode::Direct => vec![
+                direct_principal(namespace, host_group, login),
+                direct_host_principal(namespace, host_group, host, login),
+            ],
+        }
+    }
+
+    /// The principals of an engineer's certificate for a request. Proxied: one identity only
+    /// the Gatehouse proxy accepts (targets never trust the user CA). Direct: the HostGroup and
+    /// login, narrowed to the one host when the request names one (`spec.target.host`).
+    pub fn request_principals(
+        mode: crate::HostGroupMode,
+        namespace: &str,
+        request: &str,
+        host_group: &str,
+        host: Option<&str>,
+        login: &str,
+    ) -> Vec<String> {
+        match (mode, host) {
+            (crate::HostGroupMode::Proxied, _) => vec![proxied_principal(namespace, request)],
+            (crate::HostGroupMode::Direct, None) => {
+                vec![direct_principal(namespace, host_group, login)]
+            }
+            (crate::HostGroupMode::Direct, Some(host)) => {
+                vec![direct_host_principal(namespace, host_group, host, login)]
+            }
+        }
     }
 
     /// The key id of an engineer's certificate: names the request and the human, so sshd's log
@@ -177,5 +238,32 @@ mod tests {
             direct_principal("team", "db", "ubuntu"),
             "gatehouse:team/db:ubuntu"
         );
+    }
+
+    #[test]
+    fn hosts_accept_principals_bound_to_their_namespace_group_host_and_login() {
+        use crate::HostGroupMode::{Direct, Proxied};
+        assert_eq!(
+            authorized_principals(Proxied, "team", "db", "db1", "ubuntu"),
+            ["gatehouse-upstream:team/db/db1:ubuntu"]
+        );
+        assert_eq!(
+            authorized_principals(Direct, "team", "db", "db1", "ubuntu"),
+            ["gatehouse:team/db:ubuntu", "gatehouse:team/db/db1:ubuntu"]
+        );
+        // Nothing a host accepts is the bare login, or names another namespace or host.
+        for line in authorized_principals(Proxied, "a", "db", "db1", "ubuntu")
+            .into_iter()
+            .chain(authorized_principals(Direct, "a", "db", "db1", "ubuntu"))
+        {
+            assert_ne!(line, "ubuntu");
+            assert!(line.contains("a/db"), "{line}");
+            assert!(!authorized_principals(Direct, "b", "db", "db1", "ubuntu").contains(&line));
+            assert!(
+                !authorized_principals(Direct, "a", "db", "db2", "ubuntu")
+                    .iter()
+                    .any(|p| p.contains("db1"))
+            );
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! HostGroup: a set of SSH targets that policies select by label.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -115,4 +117,26 @@ pub struct HostGroupStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// What each host's sshd must accept, written by the operator: per host, per login the
+    /// namespace's policies allow on this group, the content of
+    /// `AuthorizedPrincipalsFile /etc/ssh/gatehouse_principals/<login>`. Principals name the
+    /// namespace, the HostGroup, the host and the login, so a HostGroup elsewhere that points at
+    /// the same machine opens nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub hosts: Vec<HostStatus>,
+}
+
+/// What one host's sshd must accept.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    /// The host's name in `spec.hosts`.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Login → the content of its AuthorizedPrincipalsFile on this host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorized_principals: BTreeMap<String, String>,
 }

@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod contract;
 pub mod duration;
 pub mod host_group;
+pub mod policy;
 pub mod rules;
 
 pub use access_policy::{
@@ -26,7 +27,7 @@ pub use access_request::{
     AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, Phase, Recording, Requester,
     SessionRecord, Target,
 };
-pub use host_group::{Host, HostGroup, HostGroupMode, HostGroupSpec, HostGroupStatus};
+pub use host_group::{Host, HostGroup, HostGroupMode, HostGroupSpec, HostGroupStatus, HostStatus};
 
 use kube::CustomResourceExt;
 

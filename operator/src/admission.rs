@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use gatehouse_crds::{AccessRequest, Phase, Requester, contract::annotations::DECISIONS};
 use k8s_openapi::api::authentication::v1::UserInfo;
 
-use crate::decisions::{self, DecisionKind, DecisionRecord, SealKey};
+use crate::{
+    decisions::{self, DecisionKind, DecisionRecord, SealKey},
+    ownership,
+};
 
 /// Longest approve/deny/revoke message admission records (the CRD's limit for status.approvals).
 pub const MAX_MESSAGE_LEN: usize = 1024;
@@ -33,13 +36,18 @@ pub struct Caller {
     pub uid: Option<String>,
     /// Groups, as authenticated.
     pub groups: Vec<String>,
+    /// Whether the caller is the Gatehouse operator itself (it manages the finalizer).
+    pub operator: bool,
 }
 
 impl Caller {
-    /// Read the caller from an AdmissionRequest's userInfo.
-    pub fn from_user_info(info: &UserInfo) -> Self {
+    /// Read the caller from an AdmissionRequest's userInfo; `operator` is the operator's own
+    /// user name, as the API server authenticates it.
+    pub fn from_user_info(info: &UserInfo, operator: &str) -> Self {
+        let username = info.username.clone().unwrap_or_default();
         Self {
-            username: info.username.clone().unwrap_or_default(),
+            operator: !operator.is_empty() && username == operator,
+            username,
             uid: info.uid.clone().filter(|uid| !uid.is_empty()),
             groups: info.groups.clone().unwrap_or_default(),
         }
@@ -83,6 +91,9 @@ pub enum Plan {
         /// What the caller must be allowed on top of being a Gatehouse user.
         authority: Authority,
     },
+    /// A change with no decision in it (labels, other annotations) by someone who is not the
+    /// requester: allowed only if `authority` holds (the request's approvers may; nobody else).
+    AllowIf(Authority),
     /// Refused, with the message the API server returns to the caller.
     Deny(String),
 }
@@ -108,6 +119,11 @@ fn describe(object: &AccessRequest) -> String {
 /// Plan a CREATE: the requester is whoever the API server authenticated; decisions cannot be
 /// smuggled in with the object.
 pub fn plan_create(caller: &Caller, object: &AccessRequest) -> Plan {
+    if !caller.operator
+        && let Err(message) = ownership::check(None, object)
+    {
+        return Plan::Deny(message);
+    }
     for key in TRIGGERS
         .iter()
         .map(|k| k.trigger_annotation())
@@ -139,6 +155,9 @@ pub fn plan_update(
     new: &AccessRequest,
     key: &SealKey,
 ) -> Plan {
+    if caller.operator {
+        return Plan::Allow;
+    }
     if annotation(old, DECISIONS) != annotation(new, DECISIONS) {
         return Plan::Deny(format!(
             "metadata.annotations[{DECISIONS}] is written by Gatehouse admission only and cannot be \
@@ -153,8 +172,22 @@ pub fn plan_update(
             (annotation(old, kind.trigger_annotation()) != Some(value)).then_some((*kind, value))
         })
         .collect();
+    if let Err(message) = ownership::check(Some(old), new) {
+        return Plan::Deny(message);
+    }
+    let requester = old.spec.requester.as_ref().map(|r| r.username.as_str());
     let (kind, value) = match set.as_slice() {
-        [] => return Plan::Allow,
+        // A request belongs to its requester: anyone else changing it must be its approver.
+        [] if requester == Some(caller.username.as_str()) => return Plan::Allow,
+        [] => {
+            return match old.status.as_ref().and_then(|s| s.policy.clone()) {
+                Some(policy) => Plan::AllowIf(Authority::ApproverOf { policy }),
+                None => Plan::Deny(format!(
+                    "only the requester of {} may change it while it has no governing policy",
+                    describe(old)
+                )),
+            };
+        }
         [one] => *one,
         _ => {
             return Plan::Deny(
@@ -171,7 +204,6 @@ pub fn plan_update(
     let what = describe(old);
     let phase = old.status.as_ref().and_then(|s| s.phase);
     let uid = old.metadata.uid.as_deref().unwrap_or_default();
-    let requester = old.spec.requester.as_ref().map(|r| r.username.as_str());
     let decisions = decisions::tally(key, uid, requester, annotation(old, DECISIONS));
     let ended = if decisions.revoked.is_some() {
         Some("Revoked".to_owned())
@@ -234,6 +266,15 @@ pub fn plan_update(
     }
 }
 
+/// The message for someone who is neither the requester nor an approver changing a request.
+pub fn not_yours(caller: &Caller, object: &AccessRequest, policy: &str) -> String {
+    format!(
+        "{} may not change {}: only its requester, its approvers (verb \"approve\" on accesspolicies.gatehouse.dev \"{policy}\") and Gatehouse may",
+        caller.username,
+        describe(object)
+    )
+}
+
 /// The message for a caller the SubjectAccessReview refused.
 pub fn not_an_approver(
     caller: &Caller,
@@ -279,6 +320,12 @@ pub fn validate(
     new: &AccessRequest,
     key: &SealKey,
 ) -> Option<String> {
+    // Whatever another mutating webhook did, the final object keeps Gatehouse's metadata.
+    if !caller.operator
+        && let Err(message) = ownership::check(old, new)
+    {
+        return Some(message);
+    }
     let Some(old) = old else {
         return match &new.spec.requester {
             Some(r) if *r == caller.as_requester() => None,

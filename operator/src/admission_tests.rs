@@ -11,6 +11,7 @@ fn caller(name: &str) -> Caller {
         username: name.to_owned(),
         uid: Some(format!("uid-{name}")),
         groups: vec!["sre-leads".to_owned()],
+        operator: false,
     }
 }
 
@@ -395,4 +396,78 @@ fn validate_checks_the_stamped_requester_on_create() {
     let object = request(&[], None, None);
     assert_eq!(validate(&caller("alice"), None, &object, &key()), None);
     assert!(validate(&caller("bob"), None, &object, &key()).is_some_and(|m| m.contains("\"bob\"")));
+}
+
+#[test]
+fn a_request_belongs_to_its_requester_its_approvers_and_the_operator() {
+    let old = approved_by(&["bob"]);
+    let labelled = {
+        let mut r = old.clone();
+        r.metadata.labels = Some([("owner".to_owned(), "alice".to_owned())].into());
+        r
+    };
+    // The requester may keep their own labels; anyone else must be an approver of the policy.
+    assert_eq!(
+        plan_update(&caller("alice"), &old, &labelled, &key()),
+        Plan::Allow
+    );
+    assert_eq!(
+        plan_update(&caller("dave"), &old, &labelled, &key()),
+        Plan::AllowIf(Authority::ApproverOf {
+            policy: "oncall".into()
+        })
+    );
+    let message = not_yours(&caller("dave"), &old, "oncall");
+    assert!(
+        message.starts_with(
+            "dave may not change AccessRequest team/r1: only its requester, its approvers"
+        ),
+        "{message}"
+    );
+
+    // Nobody but the operator touches the lifecycle metadata, not even the requester.
+    let mut finalized = old.clone();
+    finalized.metadata.finalizers = Some(vec!["gatehouse.dev/revocation".into()]);
+    let message = denial(plan_update(&caller("alice"), &old, &finalized, &key()));
+    assert!(
+        message.starts_with("metadata.finalizers of AccessRequest team/r1"),
+        "{message}"
+    );
+    let operator = Caller {
+        operator: true,
+        ..caller("system:serviceaccount:gatehouse-system:gatehouse-operator")
+    };
+    assert_eq!(
+        plan_update(&operator, &old, &finalized, &key()),
+        Plan::Allow
+    );
+
+    // The validating webhook holds the same line for the final object.
+    assert!(
+        validate(&caller("alice"), Some(&old), &finalized, &key())
+            .is_some_and(|m| m.contains("metadata.finalizers"))
+    );
+    assert_eq!(validate(&operator, Some(&old), &finalized, &key()), None);
+}
+
+#[test]
+fn the_operator_is_recognised_by_its_authenticated_name_only() {
+    let info = UserInfo {
+        username: Some("system:serviceaccount:gatehouse-system:gatehouse-operator".into()),
+        ..Default::default()
+    };
+    assert!(
+        Caller::from_user_info(
+            &info,
+            "system:serviceaccount:gatehouse-system:gatehouse-operator"
+        )
+        .operator
+    );
+    assert!(
+        !Caller::from_user_info(&info, "system:serviceaccount:other:gatehouse-operator").operator
+    );
+    assert!(
+        !Caller::from_user_info(&UserInfo::default(), "").operator,
+        "an empty name is nobody"
+    );
 }

@@ -106,13 +106,15 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         host_group: host_group.as_deref(),
         policies: &policies,
         pending_ttl: ctx.pending_ttl,
+        revoked_in_namespace: ctx.revocations.count_in(&namespace).await?,
+        revoked_limit: ctx.revocations.per_namespace_limit(),
         now,
     };
     match decision::decide(&request, &facts) {
         Decision::Wait(requeue) => Ok(requeue.map_or_else(Action::await_change, Action::requeue)),
         Decision::Write(transition) => {
             let requeue = transition.requeue;
-            write(&api, &request, &previous, transition, &ctx).await?;
+            write(&api, &request, &previous, transition, None, &ctx).await?;
             Ok(requeue.map_or_else(Action::await_change, Action::requeue))
         }
         Decision::Issue(issuance) => {
@@ -124,12 +126,26 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
                     .observe(now.duration_since(approved).as_secs_f64().max(0.0));
             }
             let requeue = transition.requeue;
-            write(&api, &request, &previous, transition, &ctx).await?;
+            // One request, one certificate: the write succeeds only against the version the
+            // decision read, so a stale cache can never put a second certificate in status.
+            write(
+                &api,
+                &request,
+                &previous,
+                transition,
+                request.metadata.resource_version.as_deref(),
+                &ctx,
+            )
+            .await?;
             Ok(requeue.map_or_else(Action::await_change, Action::requeue))
         }
-        Decision::Release(transition) => {
+        Decision::Release { transition, revoke } => {
             if let Some(transition) = transition {
-                write(&api, &request, &previous, transition, &ctx).await?;
+                write(&api, &request, &previous, transition, None, &ctx).await?;
+            }
+            // The request (and its finalizer) stays until its certificate is listed.
+            if let Some(entry) = revoke {
+                ctx.revocations.add(entry).await?;
             }
             remove_finalizer(&api, &request).await?;
             Ok(Action::await_change())
@@ -166,12 +182,14 @@ fn sign(
     Ok(decision::issued(request, issuance, serial, line, now))
 }
 
-/// Apply the status if it changed; publish the Event and log line of the transition.
+/// Apply the status if it changed (only against `resource_version`, when given); then publish
+/// the revocation, the Event and the log line of the transition.
 async fn write(
     api: &Api<AccessRequest>,
     request: &AccessRequest,
     previous: &AccessRequestStatus,
     transition: Transition,
+    resource_version: Option<&str>,
     ctx: &Context,
 ) -> Result<()> {
     if !request_status::changed(previous, &transition.status) {
@@ -180,16 +198,14 @@ async fn write(
     let name = request.name_any();
     let namespace = request.namespace().unwrap_or_default();
     let what = format!("AccessRequest {namespace}/{name}");
-    // A revoked certificate is published as revoked before the status says so: if publishing
-    // fails, the reconcile retries (a terminal status would never be looked at again).
-    if let Some(entry) = transition.revoke {
-        ctx.revocations.add(entry).await?;
-    }
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": AccessRequest::api_version(&()),
         "kind": AccessRequest::kind(&()),
         "status": transition.status,
     });
+    if let Some(version) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
     api.patch_status(
         &name,
         &PatchParams::apply(managers::OPERATOR).force(),
@@ -200,6 +216,13 @@ async fn write(
         what: what.clone(),
         source,
     })?;
+    // Status says Revoked first, whatever happens to the list: the proxy refuses on status. The
+    // publisher keeps merging Revoked requests from the store, so a failure here is retried.
+    if let Some(entry) = transition.revoke
+        && let Err(error) = ctx.revocations.add(entry).await
+    {
+        tracing::warn!(%error, request = %what, "publishing the revocation failed; the publisher retries");
+    }
     if let Some(note) = transition.note {
         tracing::info!(
             request = %what,

@@ -16,6 +16,7 @@ use gatehouse_crds::{
     conditions::{READY, decision_reasons},
     contract::identity,
     duration,
+    policy::{self, Ask},
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,9 +24,8 @@ use kube::{ResourceExt, runtime::events::EventType};
 
 use crate::{
     decisions::Decisions,
-    policy::{self, Ask},
     request_status::{self, Issued},
-    revocations::Revoked,
+    revocations::{self, Revoked},
 };
 
 /// How long a new request may wait for the caches to show the policy or HostGroup it needs.
@@ -44,6 +44,10 @@ pub struct Facts<'a> {
     pub policies: &'a [AccessPolicy],
     /// Pending requests nobody approves expire after this long.
     pub pending_ttl: Duration,
+    /// Live entries the namespace holds on the revocation list.
+    pub revoked_in_namespace: usize,
+    /// How many it may hold before it gets no new Direct certificate.
+    pub revoked_limit: usize,
     /// Now.
     pub now: Timestamp,
 }
@@ -119,8 +123,14 @@ pub enum Decision {
     Write(Transition),
     /// Sign a certificate, then write the Issued status ([`issued`]).
     Issue(Box<Issuance>),
-    /// The request is being deleted: write this status first (if any), then let it go.
-    Release(Option<Transition>),
+    /// The request is being deleted: write this status first (if any), make sure its
+    /// certificate is on the revocation list (if it opens hosts directly), then let it go.
+    Release {
+        /// Revoked, if it was Issued.
+        transition: Option<Transition>,
+        /// The list entry that must be published before the request goes.
+        revoke: Option<Revoked>,
+    },
 }
 
 fn to_duration(span: jiff::SignedDuration) -> Duration {
@@ -149,7 +159,7 @@ fn end(
         _ => "Failed",
     };
     let revoke = (phase == Phase::Revoked)
-        .then(|| revoked_entry(request, previous))
+        .then(|| revocations::entry_for(&request.namespace().unwrap_or_default(), previous, now.0))
         .flatten();
     Transition {
         status: request_status::ended(
@@ -170,23 +180,12 @@ fn end(
     }
 }
 
-/// The revocation-list entry for the certificate `previous` names, if it names one.
-fn revoked_entry(request: &AccessRequest, previous: &AccessRequestStatus) -> Option<Revoked> {
-    Some(Revoked {
-        namespace: request.namespace().unwrap_or_default(),
-        name: request.name_any(),
-        serial: previous.serial.as_deref()?.parse().ok()?,
-        key_id: previous.key_id.clone().unwrap_or_default(),
-        valid_before: previous.valid_before.as_ref()?.0.to_string(),
-    })
-}
-
 /// Decide the next step for `request`.
 pub fn decide(request: &AccessRequest, facts: &Facts<'_>) -> Decision {
     let previous = request.status.clone().unwrap_or_default();
     let now = Time(facts.now);
     if request.metadata.deletion_timestamp.is_some() {
-        let revoke = (previous.phase == Some(Phase::Issued)).then(|| {
+        let transition = (previous.phase == Some(Phase::Issued)).then(|| {
             end(
                 request,
                 &previous,
@@ -196,7 +195,17 @@ pub fn decide(request: &AccessRequest, facts: &Facts<'_>) -> Decision {
                 &now,
             )
         });
-        return Decision::Release(revoke);
+        // Issued or already Revoked: either way its certificate must be listed before it goes.
+        let revoke = matches!(previous.phase, Some(Phase::Issued | Phase::Revoked))
+            .then(|| {
+                revocations::entry_for(
+                    &request.namespace().unwrap_or_default(),
+                    &previous,
+                    facts.now,
+                )
+            })
+            .flatten();
+        return Decision::Release { transition, revoke };
     }
     if previous.phase.is_some_and(Phase::is_terminal) {
         return Decision::Wait(None);
@@ -226,7 +235,7 @@ pub fn decide(request: &AccessRequest, facts: &Facts<'_>) -> Decision {
         ));
     }
     if previous.phase == Some(Phase::Issued) {
-        return still_issued(request, &previous, facts.now, &now);
+        return still_issued(request, &previous, facts, &now);
     }
     let created = request
         .metadata
@@ -268,13 +277,15 @@ pub fn decide(request: &AccessRequest, facts: &Facts<'_>) -> Decision {
     }
 }
 
-/// An Issued request: still valid (look again at expiry), expired, or broken.
+/// An Issued request: still valid (look again at expiry), expired, withdrawn by a policy or
+/// HostGroup change, or broken.
 fn still_issued(
     request: &AccessRequest,
     previous: &AccessRequestStatus,
-    at: Timestamp,
+    facts: &Facts<'_>,
     now: &Time,
 ) -> Decision {
+    let at = facts.now;
     let Some(valid_before) = previous.valid_before.as_ref().map(|t| t.0) else {
         return Decision::Write(end(
             request,
@@ -292,6 +303,22 @@ fn still_issued(
             Phase::Expired,
             None,
             format!("certificate expired at {valid_before}"),
+            now,
+        ));
+    }
+    // Removing access removes it: a GitOps revert of the policy or HostGroup ends the grant.
+    let policy_name = previous.policy.as_deref().unwrap_or_default();
+    let policy = facts
+        .policies
+        .iter()
+        .find(|p| p.name_any() == policy_name && p.namespace() == request.namespace());
+    if let Err(withdrawal) = policy::still_covers(request, policy_name, policy, facts.host_group) {
+        return Decision::Write(end(
+            request,
+            previous,
+            Phase::Revoked,
+            None,
+            format!("access withdrawn: {withdrawal}"),
             now,
         ));
     }
@@ -429,6 +456,40 @@ fn approve_or_wait(
             now,
         ));
     }
+    // Revoked Direct certificates stay listed until they expire: a namespace that revoked too
+    // many gets no new one until some do, so revoking can never exhaust the list.
+    if host_group.spec.mode == gatehouse_crds::HostGroupMode::Direct
+        && facts.revoked_in_namespace >= facts.revoked_limit
+    {
+        let namespace = request.namespace().unwrap_or_default();
+        let mut paused = request_status::pending(
+            previous,
+            &terms.policy,
+            &granted,
+            approvals,
+            required,
+            now,
+            request.metadata.generation,
+        );
+        gatehouse_crds::conditions::set_condition(
+            &mut paused.conditions,
+            READY,
+            false,
+            gatehouse_crds::conditions::reasons::PENDING,
+            &format!(
+                "approved, but namespace {namespace} holds {} revoked Direct certificates that are still valid (limit {}): issuing resumes as they expire",
+                facts.revoked_in_namespace, facts.revoked_limit
+            ),
+            now,
+            request.metadata.generation,
+        );
+        return Decision::Write(Transition {
+            status: paused,
+            note: None,
+            requeue: Some(Duration::from_secs(30)),
+            revoke: None,
+        });
+    }
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
     let uid = request.metadata.uid.clone().unwrap_or_default();
@@ -444,11 +505,12 @@ fn approve_or_wait(
     let order = CertificateOrder {
         public_key: request.spec.public_key.clone(),
         key_id: identity::user_key_id(&namespace, &name, &uid, requester),
-        principals: gatehouse_ssh_ca::principals(
+        principals: identity::request_principals(
             host_group.spec.mode,
             &namespace,
             &name,
             &request.spec.target.host_group,
+            request.spec.target.host.as_deref(),
             &request.spec.login,
         ),
         valid_after,

@@ -93,11 +93,13 @@ fn approvals(users: &[(&str, &str)]) -> Decisions {
     }
 }
 
+/// Issued through the proxy (its certificate opens nothing without it).
 fn issued_status(valid_before: Option<i64>) -> AccessRequestStatus {
     AccessRequestStatus {
         phase: Some(Phase::Issued),
         policy: Some("oncall".into()),
         serial: Some("77".into()),
+        principals: vec!["gatehouse-proxy:team/r1".into()],
         key_id: Some("gatehouse:team/r1 uid=uid-r1 requester=alice".into()),
         valid_before: valid_before.map(|s| Time(at(s))),
         ..AccessRequestStatus::default()
@@ -117,6 +119,7 @@ struct World {
     decisions: Decisions,
     host_group: Option<HostGroup>,
     policies: Vec<AccessPolicy>,
+    revoked_in_namespace: usize,
     now: i64,
 }
 
@@ -126,6 +129,7 @@ impl World {
             decisions: Decisions::default(),
             host_group: Some(host_group(gatehouse_crds::HostGroupMode::Proxied)),
             policies: vec![policy("oncall", approvals_required)],
+            revoked_in_namespace: 0,
             now: T0 + 60,
         }
     }
@@ -138,6 +142,8 @@ impl World {
                 host_group: self.host_group.as_ref(),
                 policies: &self.policies,
                 pending_ttl: Duration::from_secs(24 * 3600),
+                revoked_in_namespace: self.revoked_in_namespace,
+                revoked_limit: 1000,
                 now: at(self.now),
             },
         )
@@ -336,23 +342,36 @@ fn unapproved_requests_expire_after_the_pending_ttl() {
     assert_eq!(t.note.unwrap().type_, EventType::Normal);
 }
 
+/// Issued for a Direct HostGroup (hosts trust the certificate itself).
+fn issued_direct(valid_before: i64) -> AccessRequestStatus {
+    AccessRequestStatus {
+        principals: vec!["gatehouse:team/db:ubuntu".into()],
+        ..issued_status(Some(valid_before))
+    }
+}
+
 #[test]
-fn revoking_an_issued_request_publishes_its_serial_first() {
+fn revoking_a_direct_certificate_lists_its_serial() {
     let mut w = World::new(1);
     w.decisions.revoked = Some(record(DecisionKind::Revoke, "alice", "t", Some("done")));
-    let t = written(w.decide(&request(T0, Some(issued_status(Some(T0 + 3600))))));
+    let t = written(w.decide(&request(T0, Some(issued_direct(T0 + 3600)))));
     assert_eq!(t.status.phase, Some(Phase::Revoked));
     assert_eq!(ready(&t), ("Revoked", "revoked by alice: done"));
     let entry = t
         .revoke
         .expect("the certificate goes on the revocation list");
-    assert_eq!((entry.name.as_str(), entry.serial), ("r1", 77));
-    assert_eq!(entry.valid_before, at(T0 + 3600).to_string());
+    assert_eq!((entry.namespace.as_str(), entry.serial), ("team", 77));
+    assert_eq!(entry.valid_before, at(T0 + 3600));
     assert_eq!(
         t.status.serial.as_deref(),
         Some("77"),
         "kept for the audit trail"
     );
+
+    // A proxied certificate needs no list entry: the proxy refuses it on the status alone.
+    let t = written(w.decide(&request(T0, Some(issued_status(Some(T0 + 3600))))));
+    assert_eq!(t.status.phase, Some(Phase::Revoked));
+    assert_eq!(t.revoke, None);
 
     // Revoking a request that never got a certificate has nothing to publish.
     let t = written(w.decide(&request(T0, Some(pending_status()))));
@@ -412,18 +431,45 @@ fn an_unusable_public_key_fails_instead_of_issuing() {
 #[test]
 fn deletion_revokes_an_issued_request_and_releases_any() {
     let w = World::new(1);
-    let mut issued = request(T0, Some(issued_status(Some(T0 + 3600))));
+    let mut issued = request(T0, Some(issued_direct(T0 + 3600)));
     issued.metadata.deletion_timestamp = Some(Time(at(T0 + 30)));
-    let Decision::Release(Some(t)) = w.decide(&issued) else {
-        panic!("an Issued request is revoked before it goes");
+    let Decision::Release {
+        transition: Some(t),
+        revoke: Some(entry),
+    } = w.decide(&issued)
+    else {
+        panic!("an Issued request is revoked and listed before it goes");
     };
     assert_eq!(t.status.phase, Some(Phase::Revoked));
     assert_eq!(ready(&t).1, "AccessRequest deleted");
-    assert_eq!(t.revoke.map(|e| e.serial), Some(77));
+    assert_eq!(entry.serial, 77);
+
+    // Already Revoked (a retry after the status write): still listed before it goes.
+    let mut revoked = request(
+        T0,
+        Some(AccessRequestStatus {
+            phase: Some(Phase::Revoked),
+            ..issued_direct(T0 + 3600)
+        }),
+    );
+    revoked.metadata.deletion_timestamp = Some(Time(at(T0 + 30)));
+    assert!(matches!(
+        w.decide(&revoked),
+        Decision::Release {
+            transition: None,
+            revoke: Some(Revoked { serial: 77, .. })
+        }
+    ));
 
     let mut pending = request(T0, Some(pending_status()));
     pending.metadata.deletion_timestamp = Some(Time(at(T0 + 30)));
-    assert_eq!(w.decide(&pending), Decision::Release(None));
+    assert_eq!(
+        w.decide(&pending),
+        Decision::Release {
+            transition: None,
+            revoke: None
+        }
+    );
 }
 
 #[test]
@@ -474,4 +520,79 @@ fn a_signed_certificate_becomes_the_issued_status() {
         "certificate serial 42 issued for 1h, principals [gatehouse-proxy:team/r1]"
     );
     assert_eq!(t.requeue, Some(Duration::from_secs(3601)));
+}
+
+#[test]
+fn removing_access_in_git_revokes_the_grant_naming_the_change() {
+    type Change = Box<dyn Fn(&mut World, &mut AccessRequest)>;
+    let cases: [(Change, &str); 6] = [
+        (
+            Box::new(|w, _| w.policies.clear()),
+            "AccessPolicy team/oncall was deleted",
+        ),
+        (
+            Box::new(|w, _| w.host_group = None),
+            "HostGroup team/db was deleted",
+        ),
+        (
+            Box::new(|w, _| w.policies[0].spec.logins = vec!["postgres".into()]),
+            "AccessPolicy team/oncall no longer allows login ubuntu",
+        ),
+        (
+            Box::new(|w, _| w.policies[0].spec.subjects[0].name = "ops".into()),
+            "AccessPolicy team/oncall no longer names alice among its subjects",
+        ),
+        (
+            Box::new(|w, _| {
+                w.host_group.as_mut().unwrap().metadata.labels =
+                    Some([("env".to_owned(), "staging".to_owned())].into())
+            }),
+            "AccessPolicy team/oncall no longer selects HostGroup db",
+        ),
+        (
+            Box::new(|_, r| r.spec.target.host = Some("db7".into())),
+            "host db7 was removed from HostGroup team/db",
+        ),
+    ];
+    for (change, message) in cases {
+        let mut w = World::new(1);
+        let mut r = request(T0, Some(issued_direct(T0 + 3600)));
+        change(&mut w, &mut r);
+        let t = written(w.decide(&r));
+        assert_eq!(t.status.phase, Some(Phase::Revoked), "{message}");
+        assert_eq!(ready(&t).1, format!("access withdrawn: {message}"));
+        assert_eq!(
+            t.revoke.map(|e| e.serial),
+            Some(77),
+            "{message}: listed for Direct hosts"
+        );
+    }
+    // An edit that still covers the request changes nothing.
+    let mut w = World::new(1);
+    w.policies[0].spec.max_duration = "10m".into();
+    w.policies[0].spec.logins.push("postgres".into());
+    assert!(matches!(
+        w.decide(&request(T0, Some(issued_direct(T0 + 3600)))),
+        Decision::Wait(Some(_))
+    ));
+}
+
+#[test]
+fn a_namespace_that_revoked_too_many_direct_certificates_waits_for_them_to_expire() {
+    let mut w = World::new(0);
+    w.host_group = Some(host_group(gatehouse_crds::HostGroupMode::Direct));
+    w.revoked_in_namespace = 1000;
+    let t = written(w.decide(&request(T0, None)));
+    assert_eq!(t.status.phase, Some(Phase::Pending));
+    assert!(
+        ready(&t)
+            .1
+            .contains("holds 1000 revoked Direct certificates"),
+        "{}",
+        ready(&t).1
+    );
+    assert_eq!(t.requeue, Some(Duration::from_secs(30)));
+    // Proxied certificates are never listed, so they are never held back.
+    w.host_group = Some(host_group(gatehouse_crds::HostGroupMode::Proxied));
+    assert!(matches!(w.decide(&request(T0, None)), Decision::Issue(_)));
 }

@@ -91,6 +91,26 @@ pub enum Error {
         /// API error.
         source: kube::Error,
     },
+    /// The stored revocation list does not parse: publishing stops rather than lose entries.
+    #[error(
+        "ConfigMap {configmap} holds a revocation list that does not parse ({problem}); fix or delete its revoked.json only if no revoked certificate is still valid"
+    )]
+    CorruptRevocationList {
+        /// The ConfigMap.
+        configmap: &'static str,
+        /// What the parser said.
+        problem: String,
+    },
+    /// The revocation list would not fit in its ConfigMap.
+    #[error(
+        "the revocation list would hold {entries} entries ({bytes} bytes), more than a ConfigMap can store"
+    )]
+    RevocationListFull {
+        /// Entries.
+        entries: usize,
+        /// Bytes as stored.
+        bytes: usize,
+    },
     /// Serving HTTP (health, metrics) failed.
     #[error(transparent)]
     Serve(#[from] gatehouse_runtime::Error),

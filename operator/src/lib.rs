@@ -4,8 +4,8 @@
 //! Secrets) and from admission reviews; it goes out as AccessRequest status and Events
 //! ([`controller`]), admission verdicts ([`webhook`]), published CA keys, principals and
 //! revocations ([`publish`], [`revocations`]) and metrics ([`metrics`]). The decisions themselves are pure
-//! functions: the state machine ([`decision`]), which policy governs a request ([`policy`]), its status ([`request_status`]), the
-//! sealed decision records ([`decisions`]), the admission rules ([`admission`]). Certificates
+//! functions: the state machine ([`decision`]), which policy governs a request ([`gatehouse_crds::policy`]), its status ([`request_status`]), the
+//! sealed decision records ([`decisions`]), the admission rules ([`admission`], [`ownership`]). Certificates
 //! are signed by [`gatehouse_ssh_ca`]; process plumbing comes from [`gatehouse_runtime`].
 
 pub mod admission;
@@ -15,7 +15,7 @@ pub mod decision;
 pub mod decisions;
 pub mod error;
 pub mod metrics;
-pub mod policy;
+pub mod ownership;
 pub mod publish;
 pub mod request_status;
 pub mod revocations;

@@ -39,7 +39,7 @@ use kube::{
     runtime::{
         Controller,
         events::{Recorder, Reporter},
-        reflector::Store,
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -88,6 +88,10 @@ struct Args {
     /// Pending requests nobody approves expire after this long (Go duration, e.g. 24h).
     #[arg(long, env = "GATEHOUSE_PENDING_TTL", default_value = "24h", value_parser = parse_duration)]
     pending_ttl: Duration,
+    /// Revoked Direct certificates (still valid) a namespace may hold on the revocation list
+    /// before it gets no new Direct certificate until some expire.
+    #[arg(long, env = "GATEHOUSE_MAX_REVOCATIONS_PER_NAMESPACE", default_value_t = gatehouse_operator::revocations::DEFAULT_PER_NAMESPACE_LIMIT)]
+    max_revocations_per_namespace: usize,
     /// Name of the leader-election Lease.
     #[arg(
         long,
@@ -155,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             client: client.clone(),
             seal: admission.seal.clone(),
             metrics: metrics.clone(),
+            operator_username: own_username(&client).await?,
         };
         tokio::spawn(webhook::serve(listener, acceptor, ctx));
         webhook::inject_ca_bundle(
@@ -210,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                     seal: admission.seal.clone(),
                     metrics: metrics.clone(),
                     pending_ttl: args.pending_ttl,
+                    revocation_limit: args.max_revocations_per_namespace,
                     recorder: Recorder::new(client.clone(), reporter.clone()),
                 };
                 running = Some(tokio::spawn(lead.run()));
@@ -237,6 +243,25 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The operator's own user name as the API server authenticates it (admission lets only this
+/// identity manage the finalizer). Asked with a SelfSubjectReview, which every user may create.
+async fn own_username(client: &Client) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+        .context("asking the API server who the operator is (SelfSubjectReview)")?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|name| !name.is_empty())
+        .context("the SelfSubjectReview named no user")
+}
+
 /// Everything the leader runs.
 struct Lead {
     client: Client,
@@ -248,6 +273,7 @@ struct Lead {
     seal: gatehouse_operator::decisions::SealKey,
     metrics: Metrics,
     pending_ttl: Duration,
+    revocation_limit: usize,
     recorder: Recorder,
 }
 
@@ -291,10 +317,36 @@ impl Lead {
         let requests_api: Api<AccessRequest> = namespaced_or_all(&self.client, ns);
         let controller = Controller::new(requests_api, watcher::Config::default());
         let requests = controller.store();
+        // A policy or HostGroup change may withdraw (or grant) access: look at the requests of
+        // its namespace again.
+        let in_namespace = |requests: Store<AccessRequest>| {
+            move |namespace: Option<String>| {
+                requests
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.metadata.namespace == namespace)
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let for_policy = in_namespace(requests.clone());
+        let for_group = in_namespace(requests.clone());
+        let controller = controller
+            .watches(
+                namespaced_or_all::<AccessPolicy>(&self.client, ns),
+                watcher::Config::default(),
+                move |policy| for_policy(policy.metadata.namespace),
+            )
+            .watches(
+                namespaced_or_all::<HostGroup>(&self.client, ns),
+                watcher::Config::default(),
+                move |group| for_group(group.metadata.namespace),
+            );
         let revocations = Arc::new(Revocations::new(
             self.client.clone(),
             &self.namespace,
             Arc::clone(&self.user_ca),
+            self.revocation_limit,
         ));
         let publisher = Publisher {
             client: self.client.clone(),

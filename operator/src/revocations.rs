@@ -1,96 +1,211 @@
-//! The revocation list: certificates revoked while still inside their validity.
+//! The revocation list: Direct-mode certificates revoked while still inside their validity.
 //!
-//! Data comes from the reconciler (each revocation, recorded before the request's status says
-//! Revoked) and from the AccessRequest store (what it shows as Revoked); it goes out as ConfigMap
-//! `gatehouse-revocations` with the list as JSON (for the proxy and people) and as an OpenSSH KRL
-//! (for Direct hosts' `RevokedKeys`). The ConfigMap is the list's durable home: entries stay until
-//! their certificate's validBefore even after the AccessRequest is deleted, and survive restarts.
+//! Data comes from the reconciler (each revocation, after the request's status says Revoked,
+//! and before a deleted request is let go) and from the AccessRequest store (whatever it shows
+//! as Revoked); it goes out as ConfigMap `gatehouse-revocations`: the list as JSON and as an
+//! OpenSSH KRL for Direct hosts' `RevokedKeys`. The ConfigMap is the list's durable home:
+//! entries stay until their certificate's validBefore even after the AccessRequest is deleted,
+//! and survive restarts.
+//!
+//! The list cannot be exhausted by revoking: proxied certificates open nothing but the proxy,
+//! which checks the request itself, so they are never listed; entries are compact (namespace,
+//! serial, end of validity) and leave with their certificate; a namespace holding
+//! [`Revocations::per_namespace_limit`] live entries gets no new Direct certificate until some
+//! expire. A list that cannot be written never keeps a request Issued (its status is written
+//! first), and a stored list that does not parse stops publishing instead of being read as empty.
 
 use std::sync::Arc;
 
 use gatehouse_crds::{
-    AccessRequest, Phase,
-    contract::published::{REVOCATIONS_CONFIGMAP, REVOKED_JSON, REVOKED_KRL},
+    AccessRequest, AccessRequestStatus, Phase,
+    contract::{
+        identity,
+        published::{REVOCATIONS_CONFIGMAP, REVOKED_JSON, REVOKED_KRL},
+    },
 };
 use gatehouse_ssh_ca::CaKey;
+use jiff::Timestamp;
 use k8s_openapi::{ByteString, api::core::v1::ConfigMap};
 use kube::{Api, Client, ResourceExt};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     config_map,
     error::{Error, Result},
 };
 
+/// Largest list the operator writes: a ConfigMap holds at most 1 MiB, with room for metadata.
+pub const MAX_LIST_BYTES: usize = 900 * 1024;
+/// Default for [`Revocations::per_namespace_limit`].
+pub const DEFAULT_PER_NAMESPACE_LIMIT: usize = 1000;
+
 /// One revoked certificate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Revoked {
-    /// Request namespace.
+    /// Namespace of the request it was issued for.
     pub namespace: String,
-    /// Request name.
-    pub name: String,
-    /// Certificate serial.
+    /// Certificate serial (a string: 64-bit values do not survive every JSON reader).
+    #[serde(
+        serialize_with = "serial_as_string",
+        deserialize_with = "serial_from_either"
+    )]
     pub serial: u64,
-    /// Certificate key id.
-    pub key_id: String,
-    /// End of the certificate's validity (after which the entry is dropped).
-    pub valid_before: String,
+    /// End of the certificate's validity, after which the entry is dropped.
+    pub valid_before: Timestamp,
 }
 
-/// Revoked certificates that would otherwise still be valid at `now`, sorted.
-pub fn revoked(requests: &[Arc<AccessRequest>], now: jiff::Timestamp) -> Vec<Revoked> {
+fn serial_as_string<S: Serializer>(serial: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&serial.to_string())
+}
+
+/// Lists written before serials were strings hold numbers.
+fn serial_from_either<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(u64),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// The list entry for the certificate `status` names, if it opens hosts directly and is still
+/// valid at `now` (a proxied certificate opens nothing without the proxy, which checks status).
+pub fn entry_for(namespace: &str, status: &AccessRequestStatus, now: Timestamp) -> Option<Revoked> {
+    let valid_before = status.valid_before.as_ref()?.0;
+    let direct = status
+        .principals
+        .iter()
+        .any(|p| identity::parse_proxied_principal(p).is_none());
+    (direct && valid_before > now).then_some(Revoked {
+        namespace: namespace.to_owned(),
+        serial: status.serial.as_deref()?.parse().ok()?,
+        valid_before,
+    })
+}
+
+/// What the store shows as revoked and still valid, sorted.
+pub fn revoked(requests: &[Arc<AccessRequest>], now: Timestamp) -> Vec<Revoked> {
     let mut out: Vec<Revoked> = requests
         .iter()
         .filter_map(|r| {
             let status = r.status.as_ref()?;
-            let valid_before = status.valid_before.as_ref()?.0;
-            if status.phase != Some(Phase::Revoked) || valid_before <= now {
-                return None;
-            }
-            Some(Revoked {
-                namespace: r.namespace().unwrap_or_default(),
-                name: r.name_any(),
-                serial: status.serial.as_deref()?.parse().ok()?,
-                key_id: status.key_id.clone().unwrap_or_default(),
-                valid_before: valid_before.to_string(),
-            })
+            (status.phase == Some(Phase::Revoked))
+                .then(|| entry_for(&r.namespace().unwrap_or_default(), status, now))
+                .flatten()
         })
         .collect();
-    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out.sort_by(|a, b| (&a.namespace, a.serial).cmp(&(&b.namespace, b.serial)));
     out
 }
 
-/// The revocation list. The ConfigMap is its durable home: entries stay until their
-/// certificate's validBefore even after the AccessRequest is deleted, and survive restarts
-/// (the list is read back from the ConfigMap before the first change).
+/// `list` with `entries` added (once per serial) and expired entries dropped, sorted.
+pub fn merged(mut list: Vec<Revoked>, entries: Vec<Revoked>, now: Timestamp) -> Vec<Revoked> {
+    for entry in entries {
+        if !list.iter().any(|e| e.serial == entry.serial) {
+            list.push(entry);
+        }
+    }
+    list.retain(|e| e.valid_before > now);
+    list.sort_by(|a, b| (&a.namespace, a.serial).cmp(&(&b.namespace, b.serial)));
+    list
+}
+
+/// Parse the stored list; a ConfigMap without it is an empty list, anything unreadable an error.
+pub fn parse(text: Option<&str>) -> Result<Vec<Revoked>> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(text).map_err(|e| Error::CorruptRevocationList {
+            configmap: REVOCATIONS_CONFIGMAP,
+            problem: e.to_string(),
+        }),
+    }
+}
+
+/// The list as published: JSON text and KRL bytes. Refused when too large to store.
+pub fn render(list: &[Revoked], ca: &CaKey, now: Timestamp) -> Result<(String, Vec<u8>)> {
+    let serials: Vec<u64> = list.iter().map(|r| r.serial).collect();
+    let now_secs = now.as_second().unsigned_abs();
+    let krl = gatehouse_ssh_ca::encode_krl(
+        ca.public_key(),
+        &serials,
+        &[],
+        now_secs,
+        now_secs,
+        "gatehouse",
+    );
+    // A Vec of plain structs always serialises.
+    let json = serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned());
+    // binaryData is base64: four bytes for every three.
+    let bytes = json.len() + krl.len().div_ceil(3) * 4;
+    if bytes > MAX_LIST_BYTES {
+        return Err(Error::RevocationListFull {
+            entries: list.len(),
+            bytes,
+        });
+    }
+    Ok((json, krl))
+}
+
+/// The revocation list, kept in memory and in its ConfigMap.
 pub struct Revocations {
     api: Api<ConfigMap>,
     user_ca: Arc<CaKey>,
-    list: tokio::sync::Mutex<Option<Vec<Revoked>>>,
+    per_namespace_limit: usize,
+    list: tokio::sync::Mutex<Option<Listed>>,
+}
+
+/// The list as last published, with its entries counted per namespace.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    entries: Vec<Revoked>,
+    per_namespace: std::collections::HashMap<String, usize>,
+}
+
+impl From<Vec<Revoked>> for Listed {
+    fn from(entries: Vec<Revoked>) -> Self {
+        let mut per_namespace = std::collections::HashMap::new();
+        for entry in &entries {
+            *per_namespace.entry(entry.namespace.clone()).or_insert(0) += 1;
+        }
+        Self {
+            entries,
+            per_namespace,
+        }
+    }
 }
 
 impl std::fmt::Debug for Revocations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Revocations").finish_non_exhaustive()
+        f.debug_struct("Revocations")
+            .field("per_namespace_limit", &self.per_namespace_limit)
+            .finish_non_exhaustive()
     }
-}
-
-fn still_valid(entry: &Revoked, now: jiff::Timestamp) -> bool {
-    entry
-        .valid_before
-        .parse::<jiff::Timestamp>()
-        .is_ok_and(|t| t > now)
 }
 
 impl Revocations {
     /// Revocations published in `namespace`, scoped to `user_ca`.
-    pub fn new(client: Client, namespace: &str, user_ca: Arc<CaKey>) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        user_ca: Arc<CaKey>,
+        per_namespace_limit: usize,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             user_ca,
+            per_namespace_limit,
             list: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Live entries a namespace may hold before it gets no new Direct certificate.
+    pub fn per_namespace_limit(&self) -> usize {
+        self.per_namespace_limit
     }
 
     async fn load(&self) -> Result<Vec<Revoked>> {
@@ -102,14 +217,24 @@ impl Revocations {
                 what: format!("ConfigMap {REVOCATIONS_CONFIGMAP}"),
                 source,
             })?;
-        let text = existing
-            .and_then(|cm| cm.data)
-            .and_then(|mut d| d.remove(REVOKED_JSON))
-            .unwrap_or_default();
-        Ok(serde_json::from_str(&text).unwrap_or_default())
+        let data = existing.and_then(|cm| cm.data).unwrap_or_default();
+        parse(data.get(REVOKED_JSON).map(String::as_str))
     }
 
-    /// Record one revocation and publish before returning, so a revocation is never only in memory.
+    /// How many entries `namespace` holds (as of the last merge; expired ones leave at the
+    /// next, at most 30 s later, so the count errs high).
+    pub async fn count_in(&self, namespace: &str) -> Result<usize> {
+        let mut slot = self.list.lock().await;
+        if slot.is_none() {
+            *slot = Some(Listed::from(self.load().await?));
+        }
+        Ok(slot
+            .as_ref()
+            .and_then(|listed| listed.per_namespace.get(namespace).copied())
+            .unwrap_or(0))
+    }
+
+    /// Record one revocation and publish before returning.
     pub async fn add(&self, entry: Revoked) -> Result<()> {
         self.merge(vec![entry], true).await
     }
@@ -122,82 +247,35 @@ impl Revocations {
     async fn merge(&self, entries: Vec<Revoked>, must_publish: bool) -> Result<()> {
         let mut slot = self.list.lock().await;
         let first = slot.is_none();
-        let mut list = match slot.take() {
-            Some(list) => list,
+        let before = match slot.take() {
+            Some(listed) => listed.entries,
             None => self.load().await?,
         };
-        let before = list.clone();
-        let now = jiff::Timestamp::now();
-        for entry in entries {
-            if !list.iter().any(|e| e.serial == entry.serial) {
-                list.push(entry);
-            }
-        }
-        list.retain(|e| still_valid(e, now));
-        list.sort_by(|a, b| {
-            (&a.namespace, &a.name, a.serial).cmp(&(&b.namespace, &b.name, b.serial))
-        });
+        let now = Timestamp::now();
+        let list = merged(before.clone(), entries, now);
         if (first || must_publish || list != before)
             && let Err(error) = self.publish(&list, now).await
         {
             // Keep the previous list so the next call retries the same change.
-            *slot = Some(before);
+            *slot = Some(Listed::from(before));
             return Err(error);
         }
-        *slot = Some(list);
+        *slot = Some(Listed::from(list));
         Ok(())
     }
 
-    async fn publish(&self, list: &[Revoked], now: jiff::Timestamp) -> Result<()> {
-        let serials: Vec<u64> = list.iter().map(|r| r.serial).collect();
-        let now_secs = now.as_second().unsigned_abs();
-        let krl = gatehouse_ssh_ca::encode_krl(
-            self.user_ca.public_key(),
-            &serials,
-            &[],
-            now_secs,
-            now_secs,
-            "gatehouse",
-        );
-        let json = serde_json::to_string_pretty(list).unwrap_or_else(|_| "[]".to_owned());
-        let binary = [(REVOKED_KRL.to_owned(), ByteString(krl))].into();
+    async fn publish(&self, list: &[Revoked], now: Timestamp) -> Result<()> {
+        let (json, krl) = render(list, &self.user_ca, now)?;
         config_map::apply(
             &self.api,
             REVOCATIONS_CONFIGMAP,
             Some([(REVOKED_JSON.to_owned(), json)].into()),
-            Some(binary),
+            Some([(REVOKED_KRL.to_owned(), ByteString(krl))].into()),
         )
         .await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn only_revoked_and_still_valid_certificates_are_listed() {
-        let now =
-            jiff::Timestamp::from_second(1_800_000_000).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let make = |name: &str, phase: Phase, until: i64| {
-            let mut r: AccessRequest = serde_json::from_value(json!({
-                "apiVersion": "gatehouse.dev/v1alpha1", "kind": "AccessRequest",
-                "metadata": {"name": name, "namespace": "team"},
-                "spec": {"target": {"hostGroup": "db"}, "login": "u", "publicKey": "k"},
-                "status": {"phase": phase, "serial": "9", "keyId": "kid", "validBefore": jiff::Timestamp::from_second(until).unwrap_or(now).to_string()},
-            }))
-            .unwrap();
-            r.metadata.namespace = Some("team".into());
-            Arc::new(r)
-        };
-        let requests = [
-            make("revoked", Phase::Revoked, 1_800_000_100),
-            make("revoked-expired", Phase::Revoked, 1_799_999_000),
-            make("issued", Phase::Issued, 1_800_000_100),
-        ];
-        let list = revoked(&requests, now);
-        assert_eq!(list.len(), 1);
-        assert_eq!((list[0].name.as_str(), list[0].serial), ("revoked", 9));
-    }
-}
+#[path = "revocations_tests.rs"]
+mod tests;

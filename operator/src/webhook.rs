@@ -59,6 +59,8 @@ pub struct WebhookContext {
     pub seal: SealKey,
     /// Metrics.
     pub metrics: Metrics,
+    /// The operator's own user name: it alone manages the finalizer.
+    pub operator_username: String,
 }
 
 impl std::fmt::Debug for WebhookContext {
@@ -229,7 +231,7 @@ fn validate(request: &AdmissionRequest<AccessRequest>, ctx: &WebhookContext) -> 
     let Some(object) = &request.object else {
         return response;
     };
-    let caller = Caller::from_user_info(&request.user_info);
+    let caller = Caller::from_user_info(&request.user_info, &ctx.operator_username);
     let old = if request.operation == Operation::Update {
         request.old_object.as_ref()
     } else {
@@ -252,7 +254,7 @@ async fn mutate(
     let Some(object) = &request.object else {
         return response;
     };
-    let caller = Caller::from_user_info(&request.user_info);
+    let caller = Caller::from_user_info(&request.user_info, &ctx.operator_username);
     let plan = match (&request.operation, &request.old_object) {
         (Operation::Create, _) => admission::plan_create(&caller, object),
         (Operation::Update, Some(old)) => admission::plan_update(&caller, old, object, &ctx.seal),
@@ -261,6 +263,23 @@ async fn mutate(
     let mutated = match plan {
         Plan::Allow => return response,
         Plan::Deny(message) => return response.deny(message),
+        Plan::AllowIf(Authority::None) => return response,
+        Plan::AllowIf(Authority::ApproverOf { policy }) => {
+            let namespace = request.namespace.clone().unwrap_or_default();
+            return match may_approve(&ctx.client, &request.user_info, &namespace, &policy).await {
+                Ok(true) => response,
+                Ok(false) => {
+                    let old = request.old_object.as_ref().unwrap_or(object);
+                    response.deny(admission::not_yours(&caller, old, &policy))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "SubjectAccessReview failed");
+                    response.deny(format!(
+                        "cannot check approval rights right now ({error}); retry"
+                    ))
+                }
+            };
+        }
         Plan::StampRequester(requester) => {
             let mut out = object.clone();
             out.spec.requester = Some(requester);

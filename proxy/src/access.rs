@@ -11,8 +11,10 @@
 use std::{net::IpAddr, sync::Arc};
 
 use gatehouse_crds::{
-    AccessPolicy, AccessRequest, CertificateExtension, Host, HostGroup, HostGroupMode, Phase,
+    AccessPolicy, AccessRequest, AccessRequestStatus, CertificateExtension, Host, HostGroup,
+    HostGroupMode, Phase,
     contract::identity::{self, FORCE_COMMAND, SOURCE_ADDRESS},
+    policy,
 };
 use kube::ResourceExt;
 use russh::keys::{
@@ -20,7 +22,10 @@ use russh::keys::{
     ssh_key::{Fingerprint, certificate::CertType},
 };
 
-use crate::user_name::{self, TargetName};
+use crate::{
+    network::source_address_allows,
+    user_name::{self, TargetName},
+};
 
 /// The live objects the decision reads (reflector stores in the proxy, plain values in tests).
 pub trait Lookup {
@@ -164,19 +169,11 @@ pub fn authorize(
             format!("AccessRequest {namespace}/{name} does not exist"),
         )
     })?;
-    let status = request.status.clone().unwrap_or_default();
-    if status.phase != Some(Phase::Issued) {
-        return Err(refuse(
-            "not_issued",
-            format!(
-                "AccessRequest {namespace}/{name} is {}, not Issued",
-                status
-                    .phase
-                    .map(|p| format!("{p:?}"))
-                    .unwrap_or_else(|| "new".into())
-            ),
-        ));
-    }
+    let Live {
+        status,
+        policy,
+        group,
+    } = live(&request, lookup)?;
     // The certificate must be the one this request issued, not one of a deleted namesake.
     if status.serial.as_deref() != Some(cert.serial().to_string().as_str())
         || status.key_id.as_deref() != Some(cert.key_id())
@@ -216,12 +213,6 @@ pub fn authorize(
         ));
     }
     let group_name = &request.spec.target.host_group;
-    let group = lookup.host_group(namespace, group_name).ok_or_else(|| {
-        refuse(
-            "no_host_group",
-            format!("HostGroup {namespace}/{group_name} does not exist"),
-        )
-    })?;
     if group.spec.mode != HostGroupMode::Proxied {
         return Err(refuse(
             "not_proxied",
@@ -233,13 +224,8 @@ pub fn authorize(
         wanted_host.as_deref(),
         request.spec.target.host.as_deref(),
     )?;
-    let (record_input, recording_required) = status
-        .policy
-        .as_deref()
-        .and_then(|p| lookup.policy(namespace, p))
-        .map(|p| (p.spec.recording.record_input, p.spec.recording.required))
-        // A deleted policy cannot relax recording: record, fail closed.
-        .unwrap_or((false, true));
+    let recording = &policy.spec.recording;
+    let (record_input, recording_required) = (recording.record_input, recording.required);
     Ok(Grant {
         request: RequestRef {
             namespace: namespace.to_owned(),
@@ -339,57 +325,20 @@ fn extensions(cert: &Certificate) -> Vec<CertificateExtension> {
     .collect()
 }
 
-/// Whether `peer` is inside one of the comma-separated addresses or CIDR blocks.
-pub fn source_address_allows(list: &str, peer: IpAddr) -> bool {
-    list.split(',').map(str::trim).any(|entry| {
-        let (addr, bits) = match entry.split_once('/') {
-            Some((a, b)) => (a, b.parse::<u32>().ok()),
-            None => (entry, None),
-        };
-        let Ok(net) = addr.parse::<IpAddr>() else {
-            return false;
-        };
-        let peer = match (net, peer) {
-            // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
-            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-            _ => peer,
-        };
-        match (net, peer) {
-            (IpAddr::V4(n), IpAddr::V4(p)) => {
-                prefix_match(u128::from(u32::from(n)), u128::from(u32::from(p)), bits, 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(p)) => prefix_match(u128::from(n), u128::from(p), bits, 128),
-            _ => false,
-        }
-    })
+/// What a live request rests on.
+struct Live {
+    status: AccessRequestStatus,
+    policy: Arc<AccessPolicy>,
+    group: Arc<HostGroup>,
 }
 
-fn prefix_match(net: u128, peer: u128, bits: Option<u32>, width: u32) -> bool {
-    let bits = bits.unwrap_or(width);
-    if bits > width {
-        return false;
-    }
-    if bits == 0 {
-        return true;
-    }
-    let shift = width - bits;
-    (net >> shift) == (peer >> shift)
-}
-
-/// Whether a grant still holds: the request still exists with the same UID, is Issued with
-/// the same serial, and has not reached validBefore. The error is the message shown to the
-/// engineer when the proxy ends the session, and a metric label.
-pub fn still_valid(grant: &Grant, lookup: &dyn Lookup, now: u64) -> Result<(), Refusal> {
-    let RequestRef {
-        namespace, name, ..
-    } = &grant.request;
-    let Some(request) = lookup.request(namespace, name) else {
-        return Err(refuse(
-            "revoked",
-            format!("AccessRequest {namespace}/{name} was deleted"),
-        ));
-    };
-    if request.uid().as_deref() != Some(grant.request.uid.as_str()) {
+/// The request as it stands must still grant access: not being deleted (the operator may be
+/// down and its finalizer keep the object), Issued, and still covered by its policy and
+/// HostGroup (removing access in Git removes it, without waiting for the operator).
+fn live(request: &AccessRequest, lookup: &dyn Lookup) -> Result<Live, Refusal> {
+    let namespace = request.namespace().unwrap_or_default();
+    let name = request.name_any();
+    if request.metadata.deletion_timestamp.is_some() {
         return Err(refuse(
             "revoked",
             format!("AccessRequest {namespace}/{name} was deleted"),
@@ -397,7 +346,7 @@ pub fn still_valid(grant: &Grant, lookup: &dyn Lookup, now: u64) -> Result<(), R
     }
     let status = request.status.clone().unwrap_or_default();
     match status.phase {
-        Some(Phase::Issued) if status.serial == Some(grant.serial.to_string()) => {}
+        Some(Phase::Issued) => {}
         Some(Phase::Expired) => {
             return Err(refuse(
                 "expired",
@@ -406,13 +355,82 @@ pub fn still_valid(grant: &Grant, lookup: &dyn Lookup, now: u64) -> Result<(), R
         }
         phase => {
             return Err(refuse(
-                "revoked",
+                "not_issued",
                 format!(
-                    "AccessRequest {namespace}/{name} is {}",
-                    phase.map(|p| format!("{p:?}")).unwrap_or_default()
+                    "AccessRequest {namespace}/{name} is {}, not Issued",
+                    phase
+                        .map(|p| format!("{p:?}"))
+                        .unwrap_or_else(|| "new".into())
                 ),
             ));
         }
+    }
+    let policy_name = status.policy.clone().unwrap_or_default();
+    let policy = lookup.policy(&namespace, &policy_name);
+    let group = lookup.host_group(&namespace, &request.spec.target.host_group);
+    if let Err(withdrawal) =
+        policy::still_covers(request, &policy_name, policy.as_deref(), group.as_deref())
+    {
+        return Err(refuse(
+            "withdrawn",
+            format!("access withdrawn: {withdrawal}"),
+        ));
+    }
+    match (policy, group) {
+        (Some(policy), Some(group)) => Ok(Live {
+            status,
+            policy,
+            group,
+        }),
+        // still_covers refuses both cases; this keeps the compiler and the reader sure.
+        _ => Err(refuse("withdrawn", "access withdrawn")),
+    }
+}
+
+/// Whether a grant still holds: the request still exists with the same UID, is live (see
+/// [`live`]) with the same serial, its host is still in its HostGroup at the same address, and
+/// it has not reached validBefore. The error is the message shown to the engineer when the
+/// proxy ends the session, and a metric label.
+pub fn still_valid(grant: &Grant, lookup: &dyn Lookup, now: u64) -> Result<(), Refusal> {
+    let RequestRef {
+        namespace, name, ..
+    } = &grant.request;
+    let deleted = || {
+        refuse(
+            "revoked",
+            format!("AccessRequest {namespace}/{name} was deleted"),
+        )
+    };
+    let request = lookup.request(namespace, name).ok_or_else(deleted)?;
+    if request.uid().as_deref() != Some(grant.request.uid.as_str()) {
+        return Err(deleted());
+    }
+    // A live session of a request that left Issued was revoked, whatever its phase says.
+    let Live { status, group, .. } =
+        live(&request, lookup).map_err(|refusal| match refusal.reason {
+            "not_issued" => Refusal {
+                reason: "revoked",
+                message: refusal.message.replace(", not Issued", ""),
+            },
+            _ => refusal,
+        })?;
+    if status.serial != Some(grant.serial.to_string()) {
+        return Err(refuse(
+            "revoked",
+            format!("AccessRequest {namespace}/{name} was issued a new certificate"),
+        ));
+    }
+    let same_host = group.spec.hosts.iter().any(|h| {
+        h.name == grant.host.name && h.address == grant.host.address && h.port == grant.host.port
+    });
+    if !same_host {
+        return Err(refuse(
+            "withdrawn",
+            format!(
+                "access withdrawn: host {} is no longer in HostGroup {namespace}/{} at {}:{}",
+                grant.host.name, grant.host_group, grant.host.address, grant.host.port
+            ),
+        ));
     }
     if grant.valid_before <= now {
         return Err(refuse(

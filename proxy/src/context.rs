@@ -8,7 +8,7 @@ use gatehouse_ssh_ca::CaKey;
 use russh::keys::ssh_key::Fingerprint;
 
 use crate::{
-    inventory::Inventory, metrics::Metrics, ratelimit::RateLimiter,
+    inventory::Inventory, metrics::Metrics, network::AllowedTargets, ratelimit::RateLimiter,
     recording::uploader::UploadQueue, session_history::SessionStatus,
 };
 
@@ -30,6 +30,8 @@ pub struct Shared {
     pub user_ca: Fingerprint,
     /// Signs upstream certificates.
     pub upstream_ca: CaKey,
+    /// Where upstream connections may go.
+    pub allowed_targets: AllowedTargets,
     /// Failed-login limiter.
     pub limiter: Mutex<RateLimiter>,
     /// Metrics.

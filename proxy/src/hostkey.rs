@@ -64,17 +64,13 @@ pub fn verify(
                     host.name
                 ));
             }
-            let names = [host.name.as_str(), host.address.as_str()];
-            if !cert
-                .valid_principals()
-                .iter()
-                .any(|p| names.contains(&p.as_str()))
-            {
+            // Only the address counts: it is where the proxy connects. The host's name in the
+            // HostGroup is a label its namespace chose, so it proves nothing about the machine.
+            if !cert.valid_principals().contains(&host.address) {
                 return Err(format!(
-                    "host {}: its host certificate names {:?}, not {:?} or {:?}",
+                    "host {}: its host certificate names {:?}, not its address {:?}",
                     host.name,
                     cert.valid_principals(),
-                    host.name,
                     host.address
                 ));
             }
@@ -147,20 +143,25 @@ mod tests {
         let (ca, other_ca, subject) = (key(), key(), key());
         let h = host(&[]);
         let cas = vec![ca.public_key().to_openssh().unwrap()];
-        let good = host_cert(&ca, &subject, CertType::Host, "db-1");
+        let good = host_cert(&ca, &subject, CertType::Host, "127.0.0.1");
         assert_eq!(verify(&good, &h, &cas, 1_500), Ok(()));
-        let by_address = host_cert(&ca, &subject, CertType::Host, "127.0.0.1");
-        assert_eq!(verify(&by_address, &h, &cas, 1_500), Ok(()));
+        // The HostGroup's own name for the host is not an identity the certificate proves.
+        let by_name = host_cert(&ca, &subject, CertType::Host, "db-1");
+        assert!(
+            verify(&by_name, &h, &cas, 1_500)
+                .unwrap_err()
+                .contains("not its address")
+        );
 
-        let wrong_ca = host_cert(&other_ca, &subject, CertType::Host, "db-1");
+        let wrong_ca = host_cert(&other_ca, &subject, CertType::Host, "127.0.0.1");
         assert!(verify(&wrong_ca, &h, &cas, 1_500).is_err());
-        let user_cert = host_cert(&ca, &subject, CertType::User, "db-1");
+        let user_cert = host_cert(&ca, &subject, CertType::User, "127.0.0.1");
         assert!(
             verify(&user_cert, &h, &cas, 1_500)
                 .unwrap_err()
                 .contains("user certificate")
         );
-        let other_name = host_cert(&ca, &subject, CertType::Host, "db-2");
+        let other_name = host_cert(&ca, &subject, CertType::Host, "10.0.0.2");
         assert!(
             verify(&other_name, &h, &cas, 1_500)
                 .unwrap_err()

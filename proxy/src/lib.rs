@@ -17,6 +17,7 @@ pub mod error;
 pub mod hostkey;
 pub mod inventory;
 pub mod metrics;
+pub mod network;
 pub mod ratelimit;
 pub mod recording;
 pub mod server;

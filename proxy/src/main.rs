@@ -18,6 +18,7 @@ use gatehouse_proxy::{
     context::{RecordingSettings, Shared},
     inventory::Inventory,
     metrics::Metrics,
+    network::AllowedTargets,
     ratelimit::{Limits, RateLimiter},
     recording::{
         Store, Uploader,
@@ -107,6 +108,11 @@ struct Args {
     /// How long a blocked address or user name stays blocked.
     #[arg(long, env = "GATEHOUSE_AUTH_BLOCK", default_value = "5m", value_parser = parse_duration)]
     auth_block: Duration,
+    /// Targets the proxy may connect to, as CIDR[:PORTS] entries (`10.0.0.0/8:22`,
+    /// `[fd00::/8]:22-2222`); a HostGroup pointing anywhere else is refused with a message.
+    /// Empty: anywhere.
+    #[arg(long, env = "GATEHOUSE_ALLOWED_TARGETS", value_delimiter = ',')]
+    allowed_targets: Vec<String>,
     /// This replica's name in Events (default: the pod name).
     #[arg(long, env = "POD_NAME", default_value = "gatehouse-proxy")]
     identity: String,
@@ -193,6 +199,8 @@ async fn main() -> anyhow::Result<()> {
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let store = store(&args)?;
+    let allowed_targets = AllowedTargets::parse(&args.allowed_targets)
+        .map_err(|e| anyhow::anyhow!("--allowed-targets: {e}"))?;
     std::fs::create_dir_all(&args.spool_dir)
         .with_context(|| format!("creating spool directory {}", args.spool_dir.display()))?;
     // No session runs yet, so every partial file is an earlier run's.
@@ -261,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
         inventory,
         user_ca,
         upstream_ca,
+        allowed_targets,
         limiter: std::sync::Mutex::new(RateLimiter::new(Limits {
             failures: args.max_auth_failures,
             block: args.auth_block,

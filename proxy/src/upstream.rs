@@ -6,6 +6,7 @@
 
 use std::{
     borrow::Cow,
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -22,6 +23,7 @@ use crate::{
     access::Grant,
     error::{Error, Result},
     hostkey,
+    network::AllowedTargets,
 };
 
 /// Lifetime of an upstream certificate: long enough to authenticate, useless if stolen.
@@ -89,7 +91,14 @@ pub fn credentials(
             public_key: &public,
             serial: cert::random_serial(),
             key_id: upstream_key_id(grant, connection),
-            principals: vec![grant.login.clone()],
+            // Bound to the namespace, HostGroup, host and login: the host's
+            // AuthorizedPrincipalsFile accepts nothing else (never the bare login).
+            principals: vec![identity::upstream_principal(
+                &grant.request.namespace,
+                &grant.host_group,
+                &grant.host.name,
+                &grant.login,
+            )],
             valid_after,
             valid_before: now + CERT_LIFETIME.as_secs(),
             extensions: &grant.extensions,
@@ -105,6 +114,7 @@ pub fn credentials(
 pub async fn connect(
     grant: Arc<Grant>,
     ca: &CaKey,
+    allowed: &AllowedTargets,
     connection: &str,
 ) -> Result<client::Handle<UpstreamHandler>> {
     let host = &grant.host;
@@ -132,7 +142,36 @@ pub async fn connect(
         refusal: refusal.clone(),
     };
     let port = u16::try_from(host.port).map_err(|_| failed(format!("bad port {}", host.port)))?;
-    let connecting = client::connect(Arc::new(config), (host.address.as_str(), port), handler);
+    // Resolve once and dial only an allowed address, so a name cannot re-resolve elsewhere.
+    let resolved: Vec<SocketAddr> = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::lookup_host((host.address.as_str(), port)),
+    )
+    .await
+    .map_err(|_| {
+        failed(format!(
+            "resolving {} took longer than {CONNECT_TIMEOUT:?}",
+            host.address
+        ))
+    })?
+    .map_err(|e| failed(format!("resolving {}: {e}", host.address)))?
+    .collect();
+    let Some(address) = resolved
+        .iter()
+        .copied()
+        .find(|a| allowed.allows(a.ip(), a.port()))
+    else {
+        return Err(failed(format!(
+            "{} is outside the targets this proxy may reach (allowed: {}; chart value proxy.allowedTargets)",
+            resolved
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            allowed.describe()
+        )));
+    };
+    let connecting = client::connect(Arc::new(config), address, handler);
     let mut handle = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Err(_) => return Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         Ok(Err(error)) => {
@@ -148,8 +187,16 @@ pub async fn connect(
         .map_err(|e| failed(e.to_string()))?;
     if !auth.success() {
         return Err(failed(format!(
-            "the target refused login {:?} with the upstream certificate (does its sshd trust the Gatehouse upstream CA for this login?)",
-            grant.login
+            "the target refused login {:?} with the upstream certificate (its sshd must trust the Gatehouse upstream CA and accept principal {:?} for this login: see HostGroup {}/{} status.hosts)",
+            grant.login,
+            identity::upstream_principal(
+                &grant.request.namespace,
+                &grant.host_group,
+                &grant.host.name,
+                &grant.login
+            ),
+            grant.request.namespace,
+            grant.host_group
         )));
     }
     Ok(handle)

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use gatehouse_crds::{
-    CertificateExtension, HostGroupMode,
-    contract::identity::{self, FORCE_COMMAND, SOURCE_ADDRESS},
+    CertificateExtension,
+    contract::identity::{FORCE_COMMAND, SOURCE_ADDRESS},
 };
 use ssh_key::{
     Algorithm, Certificate, PublicKey,
@@ -115,24 +115,6 @@ pub fn random_serial() -> u64 {
     }
 }
 
-/// The principals of a request's certificate.
-///
-/// Proxied: one identity only the Gatehouse proxy accepts (targets never trust the user CA).
-/// Direct: one principal scoped to the HostGroup and the login, which the group's hosts list
-/// in their AuthorizedPrincipalsFile for that login (see [`identity::direct_principal`]).
-pub fn principals(
-    mode: HostGroupMode,
-    namespace: &str,
-    request: &str,
-    host_group: &str,
-    login: &str,
-) -> Vec<String> {
-    match mode {
-        HostGroupMode::Proxied => vec![identity::proxied_principal(namespace, request)],
-        HostGroupMode::Direct => vec![identity::direct_principal(namespace, host_group, login)],
-    }
-}
-
 /// Validity window for a certificate issued at `now` (unix seconds) for `granted`.
 pub fn validity(now: u64, granted: Duration) -> (u64, u64) {
     (
@@ -144,6 +126,7 @@ pub fn validity(now: u64, granted: Duration) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_crds::contract::identity;
     use ssh_key::HashAlg;
 
     const ALICE: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIISa1AY8mpx0OMvpQM9rRmi9MFzv63hBz+TstwkC/lzx alice@laptop";
@@ -153,7 +136,7 @@ mod tests {
             public_key: ALICE,
             serial: 42,
             key_id: identity::user_key_id("team", "r1", "0000-1111", "alice"),
-            principals: principals(HostGroupMode::Direct, "team", "r1", "prod-db", "ubuntu"),
+            principals: vec![identity::direct_principal("team", "prod-db", "ubuntu")],
             valid_after: 1_700_000_000,
             valid_before: 1_700_003_600,
             extensions,
@@ -214,12 +197,6 @@ mod tests {
         // The certified key is the requester's.
         let alice = PublicKey::from_openssh(ALICE).unwrap();
         assert_eq!(cert.public_key(), alice.key_data());
-    }
-
-    #[test]
-    fn proxied_principal_is_not_a_login() {
-        let p = principals(HostGroupMode::Proxied, "team", "r1", "prod-db", "ubuntu");
-        assert_eq!(p, ["gatehouse-proxy:team/r1"]);
     }
 
     #[test]

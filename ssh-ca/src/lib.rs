@@ -18,8 +18,7 @@ pub mod krl;
 
 pub use ca::CaKey;
 pub use cert::{
-    BACKDATE, UserCertSpec, parse_user_public_key, principals, random_serial, sign_user_cert,
-    validity,
+    BACKDATE, UserCertSpec, parse_user_public_key, random_serial, sign_user_cert, validity,
 };
 pub use error::{Error, Result};
 pub use krl::encode_krl;

@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use gatehouse_crds::{AccessPolicy, AccessRequest, HostGroup, contract::published::SSH_CONFIGMAP};
 use gatehouse_ssh_ca::CaKey;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, Client, runtime::reflector::Store};
 use tokio::sync::Notify;
 
@@ -70,37 +71,41 @@ impl Publisher {
         }
     }
 
+    /// Publish everything once. Each part is independent: a HostGroup whose status cannot be
+    /// written, or a revocation list that cannot be stored, does not hold up the others.
     async fn publish_once(
         &self,
         last: Option<&BTreeMap<String, String>>,
     ) -> Result<BTreeMap<String, String>> {
-        let groups: Vec<HostGroup> = self
-            .host_groups
-            .state()
-            .iter()
-            .map(|g| (**g).clone())
-            .collect();
+        let user_ca = self.user_ca.public_key_line()?;
+        let data =
+            ssh_config::ssh_data(&user_ca, &self.upstream_ca_line, &self.proxy_host_key_line);
+        if last != Some(&data) {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+            config_map::apply(&api, SSH_CONFIGMAP, Some(data.clone()), None).await?;
+        }
+        if let Err(error) = self
+            .revocations
+            .sync(revocations::revoked(
+                &self.requests.state(),
+                jiff::Timestamp::now(),
+            ))
+            .await
+        {
+            tracing::warn!(%error, "publishing the revocation list failed; retrying");
+        }
         let policies: Vec<AccessPolicy> = self
             .policies
             .state()
             .iter()
             .map(|p| (**p).clone())
             .collect();
-        let user_ca = self.user_ca.public_key_line()?;
-        let mut data = ssh_config::ssh_data(&user_ca, &self.upstream_ca_line, &groups, &policies);
-        data.extend(ssh_config::proxy_host_key_data(&self.proxy_host_key_line));
-        if last != Some(&data) {
-            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-            config_map::apply(&api, SSH_CONFIGMAP, Some(data.clone()), None).await?;
-        }
-        self.revocations
-            .sync(revocations::revoked(
-                &self.requests.state(),
-                jiff::Timestamp::now(),
-            ))
-            .await?;
-        for group in &groups {
-            host_groups::write_status(&self.client, group).await?;
+        let now = Time(jiff::Timestamp::now());
+        for group in self.host_groups.state() {
+            let next = host_groups::status(&group, &policies, &now);
+            if let Err(error) = host_groups::write_status(&self.client, &group, next).await {
+                tracing::warn!(%error, "writing HostGroup status failed; retrying");
+            }
         }
         Ok(data)
     }

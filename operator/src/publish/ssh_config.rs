@@ -1,153 +1,97 @@
-//! The content of ConfigMap `gatehouse-ssh`: what target hosts and engineers need to trust
-//! Gatehouse. Pure: CA public keys, HostGroups and AccessPolicies in, ConfigMap data out.
+//! The content of ConfigMap `gatehouse-ssh`: what every target host and every engineer needs
+//! to trust Gatehouse. Pure: CA public keys and the proxy's host key in, ConfigMap data out.
 //!
-//! Proxied hosts trust only the upstream CA; Direct hosts trust the user CA with an
-//! AuthorizedPrincipalsFile per login (one key per Direct HostGroup and login) and a KRL; the
-//! proxy's host key is published for engineers' known_hosts.
+//! Proxied hosts trust only the upstream CA, Direct hosts the user CA and its KRL; both accept
+//! only the principals published per host in their HostGroup's status ([`super::host_groups`])
+//! through `AuthorizedPrincipalsFile`, and no authorized_keys at all, so a key planted through
+//! a session cannot become a side door. The proxy's host key is published for known_hosts.
 
 use std::collections::BTreeMap;
 
-use gatehouse_crds::{
-    AccessPolicy, HostGroup, HostGroupMode,
-    contract::{
-        host_paths, identity,
-        published::{
-            PROXY_HOST_KEY_ALIAS, PROXY_HOST_KEY_PUB, PROXY_KNOWN_HOSTS, SSHD_CONFIG_DIRECT,
-            SSHD_CONFIG_PROXIED, UPSTREAM_CA_PUB, USER_CA_PUB, principals_key,
-        },
+use gatehouse_crds::contract::{
+    host_paths,
+    published::{
+        PROXY_HOST_KEY_ALIAS, PROXY_HOST_KEY_PUB, PROXY_KNOWN_HOSTS, SSHD_CONFIG_DIRECT,
+        SSHD_CONFIG_PROXIED, UPSTREAM_CA_PUB, USER_CA_PUB,
     },
 };
-use kube::ResourceExt;
 
-use crate::policy::selector_matches;
+/// The sshd lines every host of a Proxied HostGroup needs.
+pub fn sshd_config_proxied() -> String {
+    format!(
+        "# Hosts reached through the Gatehouse proxy: trust only the upstream CA ({UPSTREAM_CA_PUB}),\n\
+         # accept only the principals of this host's HostGroup status.hosts[].authorizedPrincipals,\n\
+         # and no authorized_keys.\n\
+         TrustedUserCAKeys {}\nAuthorizedPrincipalsFile {}/%u\nAuthorizedKeysFile none\n",
+        host_paths::UPSTREAM_CA,
+        host_paths::PRINCIPALS_DIR,
+    )
+}
 
-/// The `gatehouse-ssh` ConfigMap data.
+/// The sshd lines every host of a Direct HostGroup needs.
+pub fn sshd_config_direct() -> String {
+    format!(
+        "# Hosts of Direct HostGroups: trust the user CA ({USER_CA_PUB}) minus its KRL, accept only the\n\
+         # principals of this host's HostGroup status.hosts[].authorizedPrincipals, and no authorized_keys.\n\
+         TrustedUserCAKeys {}\nAuthorizedPrincipalsFile {}/%u\nRevokedKeys {}\nAuthorizedKeysFile none\n",
+        host_paths::USER_CA,
+        host_paths::PRINCIPALS_DIR,
+        host_paths::KRL
+    )
+}
+
+/// The `gatehouse-ssh` ConfigMap data: CA keys, sshd lines, the proxy's host key.
 pub fn ssh_data(
     user_ca: &str,
     upstream_ca: &str,
-    host_groups: &[HostGroup],
-    policies: &[AccessPolicy],
+    proxy_host_key: &str,
 ) -> BTreeMap<String, String> {
-    let mut data = BTreeMap::new();
-    data.insert(USER_CA_PUB.to_owned(), format!("{user_ca}\n"));
-    data.insert(UPSTREAM_CA_PUB.to_owned(), format!("{upstream_ca}\n"));
-    data.insert(
-        SSHD_CONFIG_PROXIED.to_owned(),
-        format!(
-            "# Hosts reached through the Gatehouse proxy: trust only the upstream CA ({UPSTREAM_CA_PUB})\nTrustedUserCAKeys {}\n",
-            host_paths::UPSTREAM_CA
-        ),
-    );
-    data.insert(
-        SSHD_CONFIG_DIRECT.to_owned(),
-        format!(
-            "# Hosts of direct HostGroups: trust the user CA, accept only principals published for this group\n\
-             TrustedUserCAKeys {}\nAuthorizedPrincipalsFile {}/%u\nRevokedKeys {}\n",
-            host_paths::USER_CA,
-            host_paths::PRINCIPALS_DIR,
-            host_paths::KRL
-        ),
-    );
-    for group in host_groups
-        .iter()
-        .filter(|g| g.spec.mode == HostGroupMode::Direct)
-    {
-        let namespace = group.namespace().unwrap_or_default();
-        let name = group.name_any();
-        let mut logins: Vec<&str> = policies
-            .iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|p| selector_matches(&p.spec.host_selector, group.labels()))
-            .flat_map(|p| p.spec.logins.iter().map(String::as_str))
-            .collect();
-        logins.sort_unstable();
-        logins.dedup();
-        for login in logins {
-            data.insert(
-                principals_key(&namespace, &name, login),
-                format!("{}\n", identity::direct_principal(&namespace, &name, login)),
-            );
-        }
-    }
-    data
-}
-
-/// The proxy host key, as a public key and as a known_hosts line for [`PROXY_HOST_KEY_ALIAS`].
-pub fn proxy_host_key_data(line: &str) -> BTreeMap<String, String> {
     [
-        (PROXY_HOST_KEY_PUB.to_owned(), format!("{line}\n")),
+        (USER_CA_PUB, format!("{user_ca}\n")),
+        (UPSTREAM_CA_PUB, format!("{upstream_ca}\n")),
+        (SSHD_CONFIG_PROXIED, sshd_config_proxied()),
+        (SSHD_CONFIG_DIRECT, sshd_config_direct()),
+        (PROXY_HOST_KEY_PUB, format!("{proxy_host_key}\n")),
         (
-            PROXY_KNOWN_HOSTS.to_owned(),
-            format!("{PROXY_HOST_KEY_ALIAS} {line}\n"),
+            PROXY_KNOWN_HOSTS,
+            format!("{PROXY_HOST_KEY_ALIAS} {proxy_host_key}\n"),
         ),
     ]
-    .into()
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_crds::{AccessPolicySpec, HostGroupSpec};
-    use serde_json::json;
-
-    fn group(name: &str, mode: HostGroupMode, tier: &str) -> HostGroup {
-        let mut g = HostGroup::new(
-            name,
-            HostGroupSpec {
-                mode,
-                hosts: Vec::new(),
-                host_ca_keys: Vec::new(),
-            },
-        );
-        g.metadata.namespace = Some("team".into());
-        g.metadata.labels = Some([("tier".to_owned(), tier.to_owned())].into());
-        g
-    }
-
-    fn policy(name: &str, tier: &str, logins: &[&str]) -> AccessPolicy {
-        let spec: AccessPolicySpec = serde_json::from_value(json!({
-            "subjects": [{"kind": "Group", "name": "dev"}],
-            "hostSelector": {"matchLabels": {"tier": tier}},
-            "logins": logins,
-        }))
-        .unwrap();
-        let mut p = AccessPolicy::new(name, spec);
-        p.metadata.namespace = Some("team".into());
-        p
-    }
 
     #[test]
-    fn principals_are_published_per_direct_group_and_login() {
-        let groups = [
-            group("db", HostGroupMode::Direct, "db"),
-            group("web", HostGroupMode::Proxied, "web"),
-        ];
-        let policies = [
-            policy("a", "db", &["postgres", "ubuntu"]),
-            policy("b", "db", &["ubuntu"]),
-            policy("c", "web", &["www"]),
-        ];
-        let data = ssh_data("ssh-ed25519 USER", "ssh-ed25519 UP", &groups, &policies);
-        let keys: Vec<_> = data
-            .keys()
-            .filter(|k| k.starts_with("principals."))
-            .collect();
+    fn hosts_trust_one_ca_accept_published_principals_and_no_authorized_keys() {
+        let data = ssh_data("ssh-ed25519 USER", "ssh-ed25519 UP", "ssh-ed25519 PROXY");
+        assert_eq!(data[USER_CA_PUB], "ssh-ed25519 USER\n");
+        assert_eq!(data[UPSTREAM_CA_PUB], "ssh-ed25519 UP\n");
         assert_eq!(
-            keys,
-            ["principals.team.db.postgres", "principals.team.db.ubuntu"]
+            data[PROXY_KNOWN_HOSTS],
+            "gatehouse-proxy ssh-ed25519 PROXY\n"
         );
-        assert_eq!(
-            data["principals.team.db.ubuntu"],
-            "gatehouse:team/db:ubuntu\n"
-        );
-        assert_eq!(data["user_ca.pub"], "ssh-ed25519 USER\n");
+        let proxied = &data[SSHD_CONFIG_PROXIED];
+        let direct = &data[SSHD_CONFIG_DIRECT];
+        for (config, ca) in [
+            (
+                proxied,
+                "TrustedUserCAKeys /etc/ssh/gatehouse_upstream_ca.pub",
+            ),
+            (direct, "TrustedUserCAKeys /etc/ssh/gatehouse_user_ca.pub"),
+        ] {
+            assert!(config.contains(ca), "{config}");
+            assert!(config.contains("AuthorizedPrincipalsFile /etc/ssh/gatehouse_principals/%u"));
+            assert!(config.contains("\nAuthorizedKeysFile none\n"), "{config}");
+        }
+        assert!(direct.contains("RevokedKeys /etc/ssh/gatehouse_revoked.krl"));
         assert!(
-            data["sshd_config.direct"]
-                .contains("AuthorizedPrincipalsFile /etc/ssh/gatehouse_principals/%u")
-        );
-        assert!(
-            data["sshd_config.proxied"]
-                .contains("TrustedUserCAKeys /etc/ssh/gatehouse_upstream_ca.pub")
+            !proxied.contains("gatehouse_user_ca"),
+            "proxied hosts never trust the user CA"
         );
     }
 }

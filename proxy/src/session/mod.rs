@@ -97,9 +97,14 @@ async fn ensure_upstream(
     if let Some(existing) = upstream.as_ref().filter(|u| !u.is_closed()) {
         return Ok(existing.clone());
     }
-    let handle = upstream::connect(grant.clone(), &shared.upstream_ca, connection)
-        .await
-        .map_err(|e| e.to_string())?;
+    let handle = upstream::connect(
+        grant.clone(),
+        &shared.upstream_ca,
+        &shared.allowed_targets,
+        connection,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let handle = Arc::new(handle);
     *upstream = Some(handle.clone());
     Ok(handle)
