@@ -13,7 +13,7 @@ use gatehouse_crds::{AccessRequest, Phase, Requester, contract::annotations::DEC
 use k8s_openapi::api::authentication::v1::UserInfo;
 
 use crate::{
-    decisions::{self, DecisionKind, DecisionRecord, SealKey},
+    decisions::{self, DecisionKind, DecisionRecord, SealKeys},
     ownership,
 };
 
@@ -153,7 +153,7 @@ pub fn plan_update(
     caller: &Caller,
     old: &AccessRequest,
     new: &AccessRequest,
-    key: &SealKey,
+    key: &SealKeys,
 ) -> Plan {
     if caller.operator {
         return Plan::Allow;
@@ -298,7 +298,7 @@ pub fn record_decision(
     kind: DecisionKind,
     message: Option<&str>,
     now_rfc3339: &str,
-    key: &SealKey,
+    key: &SealKeys,
 ) -> AccessRequest {
     let mut out = object.clone();
     let uid = object.metadata.uid.as_deref().unwrap_or_default();
@@ -318,7 +318,7 @@ pub fn validate(
     caller: &Caller,
     old: Option<&AccessRequest>,
     new: &AccessRequest,
-    key: &SealKey,
+    key: &SealKeys,
 ) -> Option<String> {
     // Whatever another mutating webhook did, the final object keeps Gatehouse's metadata.
     if !caller.operator

@@ -1,9 +1,10 @@
 use super::*;
+use crate::decisions::SealKey;
 use gatehouse_crds::{AccessRequestSpec, AccessRequestStatus, Phase, Target};
 use kube::api::ObjectMeta;
 
-fn key() -> SealKey {
-    SealKey::new(vec![3; SealKey::LEN])
+fn key() -> SealKeys {
+    SealKeys::single(SealKey::new(vec![3; SealKey::LEN]))
 }
 
 fn caller(name: &str) -> Caller {
@@ -306,7 +307,7 @@ fn forged_or_removed_records_are_refused() {
         DecisionKind::Approve,
         None,
         "t",
-        &SealKey::new(vec![9; 32]),
+        &SealKeys::single(SealKey::new(vec![9; 32])),
     );
     assert!(validate(&caller("carol"), Some(&old), &fake, &key()).is_some());
 }

@@ -27,11 +27,12 @@ use serde_json::json;
 
 use crate::{
     decision::{self, Decision, Facts, Issuance, Transition},
-    decisions::{self, SealKey},
+    decisions,
     error::{Error, Result},
     metrics::Metrics,
     request_status,
     revocations::Revocations,
+    seal_keys::SharedSealKeys,
 };
 
 /// What the reconciler needs.
@@ -41,8 +42,8 @@ pub struct Context {
     pub client: Client,
     /// Signs user certificates.
     pub user_ca: Arc<CaKey>,
-    /// Verifies decision records.
-    pub seal: SealKey,
+    /// Verifies decision records (replaced when the key rotates).
+    pub seal: SharedSealKeys,
     /// Publishes Events.
     pub recorder: Recorder,
     /// Metrics.
@@ -82,7 +83,7 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     }
     let uid = request.metadata.uid.clone().unwrap_or_default();
     let decisions = decisions::tally(
-        &ctx.seal,
+        &ctx.seal.get(),
         &uid,
         request.spec.requester.as_ref().map(|r| r.username.as_str()),
         request.annotations().get(DECISIONS).map(String::as_str),
@@ -90,6 +91,8 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     if decisions.untrusted > 0 {
         tracing::warn!(request = %request.name_any(), namespace, untrusted = decisions.untrusted, "ignoring decision records that fail verification");
     }
+    // A record from a seal key another replica rotated to verifies once the keys reload.
+    let recheck = (decisions.untrusted > 0).then_some(SEAL_RELOAD_WAIT);
     let host_group = ctx
         .host_groups
         .get(&ObjectRef::new(&request.spec.target.host_group).within(&namespace));
@@ -110,12 +113,16 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         revoked_limit: ctx.revocations.per_namespace_limit(),
         now,
     };
+    let action = |requeue: Option<Duration>| match requeue.into_iter().chain(recheck).min() {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    };
     match decision::decide(&request, &facts) {
-        Decision::Wait(requeue) => Ok(requeue.map_or_else(Action::await_change, Action::requeue)),
+        Decision::Wait(requeue) => Ok(action(requeue)),
         Decision::Write(transition) => {
             let requeue = transition.requeue;
             write(&api, &request, &previous, transition, None, &ctx).await?;
-            Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+            Ok(action(requeue))
         }
         Decision::Issue(issuance) => {
             let transition = sign(&request, &issuance, &ctx.user_ca, now)?;
@@ -137,7 +144,7 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
                 &ctx,
             )
             .await?;
-            Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+            Ok(action(requeue))
         }
         Decision::Release { transition, revoke } => {
             if let Some(transition) = transition {
@@ -152,6 +159,10 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         }
     }
 }
+
+/// How soon a request with records that did not verify is looked at again: by then every
+/// replica has reloaded the seal keys.
+const SEAL_RELOAD_WAIT: Duration = Duration::from_secs(35);
 
 /// Sign the ordered certificate with a fresh random serial; the Issued transition.
 fn sign(

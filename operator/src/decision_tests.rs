@@ -79,6 +79,7 @@ fn record(kind: DecisionKind, user: &str, time: &str, message: Option<&str>) -> 
         user: user.into(),
         time: time.into(),
         message: message.map(str::to_owned),
+        key_version: 1,
         seal: "verified-by-tally".into(),
     }
 }

@@ -59,17 +59,32 @@ pub struct DecisionRecord {
     /// The annotation's value: an approval note or a deny/revoke reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Which version of the seal key sealed it (1: the first key; records written before
+    /// keys were versioned carry no version and are version 1).
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub key_version: u32,
     /// base64 HMAC-SHA256 seal over the request UID and the fields above.
     pub seal: String,
 }
 
-/// The HMAC key that seals decision records. `Debug` never prints it.
+fn first_version() -> u32 {
+    1
+}
+
+fn is_first_version(version: &u32) -> bool {
+    *version == 1
+}
+
+/// One version of the HMAC key that seals decision records. `Debug` never prints it.
 #[derive(Clone)]
-pub struct SealKey(zeroize::Zeroizing<Vec<u8>>);
+pub struct SealKey {
+    version: u32,
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+}
 
 impl fmt::Debug for SealKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SealKey(<redacted>)")
+        write!(f, "SealKey(v{}, <redacted>)", self.version)
     }
 }
 
@@ -77,9 +92,22 @@ impl SealKey {
     /// Length of a freshly generated key.
     pub const LEN: usize = 32;
 
-    /// Wrap key bytes read from the operator's Secret.
+    /// Wrap key bytes read from the operator's Secret, as the first version.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(zeroize::Zeroizing::new(bytes))
+        Self::versioned(1, bytes)
+    }
+
+    /// Wrap key bytes of a given version.
+    pub fn versioned(version: u32, bytes: Vec<u8>) -> Self {
+        Self {
+            version,
+            bytes: zeroize::Zeroizing::new(bytes),
+        }
+    }
+
+    /// Its version.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     fn mac(
@@ -91,8 +119,14 @@ impl SealKey {
         message: Option<&str>,
     ) -> Hmac<Sha256> {
         // HMAC accepts keys of any length, so this cannot fail; an empty key would still seal.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.bytes)
             .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        // Later versions seal their version too (the first predates versions).
+        if self.version > 1 {
+            let version = format!("v{}", self.version);
+            mac.update(&(version.len() as u64).to_be_bytes());
+            mac.update(version.as_bytes());
+        }
         // Length-prefix every field so no two different records share a byte string.
         for field in [
             request_uid,
@@ -125,12 +159,16 @@ impl SealKey {
             user: user.to_owned(),
             time: time.to_owned(),
             message: message.map(str::to_owned),
+            key_version: self.version,
             seal: STANDARD_NO_PAD.encode(tag),
         }
     }
 
     /// Whether `record` was sealed with this key for the request with `request_uid`.
     pub fn verify(&self, request_uid: &str, record: &DecisionRecord) -> bool {
+        if record.key_version != self.version {
+            return false;
+        }
         let Ok(tag) = STANDARD_NO_PAD.decode(&record.seal) else {
             return false;
         };
@@ -143,6 +181,52 @@ impl SealKey {
         )
         .verify_slice(&tag)
         .is_ok()
+    }
+}
+
+/// The seal keys in force: the current one seals, it and the keys retired less than a grace
+/// period ago verify, so records sealed just before a rotation still count.
+#[derive(Debug, Clone)]
+pub struct SealKeys {
+    current: SealKey,
+    verifying: Vec<SealKey>,
+}
+
+impl SealKeys {
+    /// `current` seals; `current` and `retired` verify.
+    pub fn new(current: SealKey, retired: Vec<SealKey>) -> Self {
+        let mut verifying = retired;
+        verifying.push(current.clone());
+        Self { current, verifying }
+    }
+
+    /// Just one key.
+    pub fn single(key: SealKey) -> Self {
+        Self::new(key, Vec::new())
+    }
+
+    /// The version new records are sealed with.
+    pub fn current_version(&self) -> u32 {
+        self.current.version
+    }
+
+    /// Seal a record with the current key.
+    pub fn seal(
+        &self,
+        request_uid: &str,
+        kind: DecisionKind,
+        user: &str,
+        time: &str,
+        message: Option<&str>,
+    ) -> DecisionRecord {
+        self.current.seal(request_uid, kind, user, time, message)
+    }
+
+    /// Whether `record` was sealed for the request with `request_uid` by a key still in force.
+    pub fn verify(&self, request_uid: &str, record: &DecisionRecord) -> bool {
+        self.verifying
+            .iter()
+            .any(|key| key.verify(request_uid, record))
     }
 }
 
@@ -176,7 +260,7 @@ pub struct Decisions {
 /// Verify and tally the records in `annotation` for the request with `request_uid`, ignoring
 /// approvals by `requester` (admission refuses them; a forged one must not count either).
 pub fn tally(
-    key: &SealKey,
+    key: &SealKeys,
     request_uid: &str,
     requester: Option<&str>,
     annotation: Option<&str>,
@@ -298,7 +382,12 @@ mod tests {
             SealKey::new(vec![1; 32]).seal("u", DecisionKind::Approve, "mallory", "t4", None),
             k.seal("u", DecisionKind::Approve, "carol", "t5", None),
         ];
-        let decisions = tally(&k, "u", Some("alice"), Some(&render(&records)));
+        let decisions = tally(
+            &SealKeys::single(k.clone()),
+            "u",
+            Some("alice"),
+            Some(&render(&records)),
+        );
         let users: Vec<_> = decisions
             .approvals
             .iter()
@@ -320,20 +409,28 @@ mod tests {
             k.seal("u", DecisionKind::Deny, "bob", "t1", Some("not now")),
             k.seal("u", DecisionKind::Revoke, "alice", "t2", Some("done")),
         ];
-        let decisions = tally(&k, "u", Some("alice"), Some(&render(&records)));
+        let decisions = tally(
+            &SealKeys::single(k.clone()),
+            "u",
+            Some("alice"),
+            Some(&render(&records)),
+        );
         assert_eq!(decisions.denied.map(|d| d.user), Some("bob".into()));
         assert_eq!(
             decisions.revoked.and_then(|d| d.message),
             Some("done".into())
         );
-        let garbage = tally(&k, "u", None, Some("{not json"));
+        let garbage = tally(&SealKeys::single(k.clone()), "u", None, Some("{not json"));
         assert_eq!(garbage.untrusted, 1);
         assert!(garbage.approvals.is_empty());
-        assert_eq!(tally(&k, "u", None, None), Decisions::default());
+        assert_eq!(
+            tally(&SealKeys::single(k.clone()), "u", None, None),
+            Decisions::default()
+        );
     }
 
     #[test]
     fn debug_redacts_the_key() {
-        assert_eq!(format!("{:?}", key()), "SealKey(<redacted>)");
+        assert_eq!(format!("{:?}", key()), "SealKey(v1, <redacted>)");
     }
 }

@@ -38,6 +38,9 @@ pub enum Error {
         /// rcgen error.
         source: rcgen::Error,
     },
+    /// The webhook's client CA file could not be used.
+    #[error("--webhook-client-ca-file: {0}")]
+    ReadClientCa(String),
     /// Building the webhook's TLS configuration failed.
     #[error("configuring webhook TLS: {0}")]
     ConfigureTls(rustls::Error),

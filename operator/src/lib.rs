@@ -19,6 +19,7 @@ pub mod ownership;
 pub mod publish;
 pub mod request_status;
 pub mod revocations;
+pub mod seal_keys;
 pub mod secrets;
 pub mod webhook;
 

@@ -25,6 +25,7 @@ use gatehouse_operator::{
     metrics::Metrics,
     publish::Publisher,
     revocations::Revocations,
+    seal_keys::SharedSealKeys,
     secrets,
     webhook::{self, WebhookContext},
 };
@@ -72,6 +73,11 @@ struct Args {
     /// names `gatehouse-webhook.<namespace>.svc[.cluster.local]`, localhost and 127.0.0.1.
     #[arg(long, env = "GATEHOUSE_WEBHOOK_NAMES", value_delimiter = ',')]
     webhook_names: Vec<String>,
+    /// PEM file with the CA of the client certificate the API server presents to webhooks (its
+    /// AdmissionConfiguration `kubeConfigFile`). When set, callers without such a certificate
+    /// are refused at the TLS handshake; strongly recommended wherever the control plane allows.
+    #[arg(long, env = "GATEHOUSE_WEBHOOK_CLIENT_CA_FILE")]
+    webhook_client_ca_file: Option<std::path::PathBuf>,
     /// MutatingWebhookConfiguration to keep the caBundle injected into ("" = none).
     #[arg(long, env = "GATEHOUSE_MUTATING_WEBHOOK", default_value = "gatehouse")]
     mutating_webhook: String,
@@ -92,6 +98,14 @@ struct Args {
     /// before it gets no new Direct certificate until some expire.
     #[arg(long, env = "GATEHOUSE_MAX_REVOCATIONS_PER_NAMESPACE", default_value_t = gatehouse_operator::revocations::DEFAULT_PER_NAMESPACE_LIMIT)]
     max_revocations_per_namespace: usize,
+    /// Rotate the key that seals decision records this often (annotate Secret
+    /// gatehouse-admission with gatehouse.dev/rotate-seal-key to rotate now).
+    #[arg(long, env = "GATEHOUSE_SEAL_ROTATION", default_value = "720h", value_parser = parse_duration)]
+    seal_rotation: Duration,
+    /// How long a retired seal key still verifies the records it sealed (longer than a request
+    /// can wait and then be valid: pending TTL plus 24h).
+    #[arg(long, env = "GATEHOUSE_SEAL_GRACE", default_value = "72h", value_parser = parse_duration)]
+    seal_grace: Duration,
     /// Name of the leader-election Lease.
     #[arg(
         long,
@@ -138,7 +152,13 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .public_key_line()?;
     drop(upstream_ca);
-    let admission = secrets::ensure_admission(&secrets_api).await?;
+    let admission = secrets::ensure_admission(&secrets_api, args.seal_grace).await?;
+    let seal = SharedSealKeys::new(admission.seal);
+    tokio::spawn(reload_seal_keys(
+        secrets_api.clone(),
+        seal.clone(),
+        args.seal_grace,
+    ));
 
     if !args.no_webhook {
         let names = if args.webhook_names.is_empty() {
@@ -153,11 +173,18 @@ async fn main() -> anyhow::Result<()> {
             args.webhook_names.clone()
         };
         let ca_pem = admission.webhook_ca.cert_pem.clone();
-        let acceptor = webhook::tls_acceptor(admission.webhook_ca, names)?;
+        let client_ca =
+            match &args.webhook_client_ca_file {
+                Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                    format!("reading --webhook-client-ca-file {}", path.display())
+                })?),
+                None => None,
+            };
+        let acceptor = webhook::tls_acceptor(admission.webhook_ca, names, client_ca.as_deref())?;
         let listener = http::bind(args.webhook_addr).await?;
         let ctx = WebhookContext {
             client: client.clone(),
-            seal: admission.seal.clone(),
+            seal: seal.clone(),
             metrics: metrics.clone(),
             operator_username: own_username(&client).await?,
         };
@@ -212,7 +239,9 @@ async fn main() -> anyhow::Result<()> {
                     user_ca: Arc::clone(&user_ca),
                     upstream_ca_line: upstream_ca_line.clone(),
                     proxy_host_key_line: proxy_host_key_line.clone(),
-                    seal: admission.seal.clone(),
+                    seal: seal.clone(),
+                    seal_rotation: args.seal_rotation,
+                    seal_grace: args.seal_grace,
                     metrics: metrics.clone(),
                     pending_ttl: args.pending_ttl,
                     revocation_limit: args.max_revocations_per_namespace,
@@ -262,6 +291,42 @@ async fn own_username(client: &Client) -> anyhow::Result<String> {
         .context("the SelfSubjectReview named no user")
 }
 
+/// Keep the seal keys current on every replica, so a rotation by the leader reaches all of them.
+async fn reload_seal_keys(api: Api<Secret>, seal: SharedSealKeys, grace: Duration) {
+    loop {
+        tokio::time::sleep(SEAL_RELOAD).await;
+        match secrets::reload_seal_keys(&api, grace).await {
+            Ok(keys) => seal.set(keys),
+            Err(error) => {
+                tracing::warn!(%error, "reloading the seal keys failed; keeping the ones loaded")
+            }
+        }
+    }
+}
+
+/// How often every replica re-reads the seal keys.
+const SEAL_RELOAD: Duration = Duration::from_secs(30);
+
+/// Rotate and prune the seal keys (the leader only), then use the result at once.
+async fn rotate_seal_keys(
+    api: Api<Secret>,
+    seal: SharedSealKeys,
+    period: Duration,
+    grace: Duration,
+) {
+    loop {
+        match secrets::rotate_seal_keys(&api, period, grace).await {
+            Ok(Some(_)) | Ok(None) => {
+                if let Ok(keys) = secrets::reload_seal_keys(&api, grace).await {
+                    seal.set(keys);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "rotating the seal key failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
 /// Everything the leader runs.
 struct Lead {
     client: Client,
@@ -270,7 +335,9 @@ struct Lead {
     user_ca: Arc<gatehouse_ssh_ca::CaKey>,
     upstream_ca_line: String,
     proxy_host_key_line: String,
-    seal: gatehouse_operator::decisions::SealKey,
+    seal: SharedSealKeys,
+    seal_rotation: Duration,
+    seal_grace: Duration,
     metrics: Metrics,
     pending_ttl: Duration,
     revocation_limit: usize,
@@ -361,6 +428,12 @@ impl Lead {
         };
         tasks.spawn(publisher.run(Arc::clone(&nudge)));
         tasks.spawn(count_phases(requests, self.metrics.clone()));
+        tasks.spawn(rotate_seal_keys(
+            Api::namespaced(self.client.clone(), &self.namespace),
+            self.seal.clone(),
+            self.seal_rotation,
+            self.seal_grace,
+        ));
         let ctx = Arc::new(Context {
             client: self.client.clone(),
             user_ca: self.user_ca,

@@ -226,7 +226,7 @@ pub fn changed(current: &AccessRequestStatus, next: &AccessRequestStatus) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decisions::{DecisionKind, SealKey};
+    use crate::decisions::{DecisionKind, SealKey, SealKeys};
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
@@ -236,7 +236,7 @@ mod tests {
     fn phases_carry_the_right_conditions() {
         let key = SealKey::new(vec![1; 32]);
         let decisions = crate::decisions::tally(
-            &key,
+            &SealKeys::single(key.clone()),
             "u",
             Some("alice"),
             Some(&crate::decisions::render(&[key.seal(

@@ -10,7 +10,7 @@
 //! re-reads the winner's Secret, and an existing Secret is never replaced, even when it is
 //! unreadable — a replaced CA would lock every engineer out. Key material is never logged.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
@@ -30,11 +30,11 @@ use gatehouse_crds::contract::{
 use gatehouse_ssh_ca::CaKey;
 
 use crate::{
-    decisions::SealKey,
+    decisions::{SealKey, SealKeys},
     error::{Error, Result},
+    seal_keys,
 };
 
-const SEAL_KEY: &str = "seal.key";
 const WEBHOOK_CA_CERT: &str = "webhook-ca.crt";
 const WEBHOOK_CA_KEY: &str = "webhook-ca.key";
 
@@ -56,8 +56,8 @@ impl std::fmt::Debug for WebhookCa {
 /// Admission's keys.
 #[derive(Debug)]
 pub struct AdmissionKeys {
-    /// Seals decision records.
-    pub seal: SealKey,
+    /// Seal and verify decision records.
+    pub seal: SealKeys,
     /// Signs the webhook's serving certificates.
     pub webhook_ca: WebhookCa,
 }
@@ -183,7 +183,7 @@ fn new_admission_data() -> Result<BTreeMap<String, ByteString>> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(tls)?;
     let cert = webhook_ca_params().self_signed(&key).map_err(tls)?;
     Ok([
-        (SEAL_KEY.to_owned(), ByteString(seal)),
+        (seal_keys::key_name(1), ByteString(seal)),
         (
             WEBHOOK_CA_CERT.to_owned(),
             ByteString(cert.pem().into_bytes()),
@@ -196,23 +196,113 @@ fn new_admission_data() -> Result<BTreeMap<String, ByteString>> {
     .into())
 }
 
+/// Read the seal keys in force now (every replica, every 30 s: a rotation reaches them all).
+pub async fn reload_seal_keys(api: &Api<Secret>, grace: Duration) -> Result<SealKeys> {
+    let secret = api
+        .get(ADMISSION)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            name: ADMISSION.to_owned(),
+            source,
+        })?;
+    seal_keys_in(&secret, grace)
+}
+
+/// Rotate the seal key when it is older than `period` or the Secret asks for it, and drop keys
+/// retired more than `grace` ago (the leader, every minute). Returns the version now sealing
+/// when it changed. A concurrent change to the Secret conflicts and is retried next time.
+pub async fn rotate_seal_keys(
+    api: &Api<Secret>,
+    period: Duration,
+    grace: Duration,
+) -> Result<Option<u32>> {
+    let read = |source| Error::ReadSecret {
+        name: ADMISSION.to_owned(),
+        source,
+    };
+    let mut secret = api.get(ADMISSION).await.map_err(read)?;
+    let created = secret
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let requested = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(seal_keys::ROTATE_ANNOTATION));
+    let Some(rotation) = seal_keys::plan(
+        &seal_data(&secret),
+        created,
+        jiff::Timestamp::now(),
+        period,
+        grace,
+        requested,
+    ) else {
+        return Ok(None);
+    };
+    let data = secret.data.get_or_insert_with(BTreeMap::new);
+    let new_version = rotation.new_key.as_ref().map(|(version, name)| {
+        let mut bytes = vec![0u8; SealKey::LEN];
+        getrandom_fill(&mut bytes);
+        data.insert(name.clone(), ByteString(bytes));
+        *version
+    });
+    for (name, value) in rotation.set {
+        data.insert(name, ByteString(value.into_bytes()));
+    }
+    for name in &rotation.remove {
+        data.remove(name);
+    }
+    if let Some(annotations) = secret.metadata.annotations.as_mut() {
+        annotations.remove(seal_keys::ROTATE_ANNOTATION);
+    }
+    // replace() carries the resourceVersion read above: a concurrent writer makes it conflict.
+    api.replace(ADMISSION, &PostParams::default(), &secret)
+        .await
+        .map_err(|source| Error::CreateSecret {
+            name: ADMISSION.to_owned(),
+            source,
+        })?;
+    if let Some(version) = new_version {
+        tracing::info!(secret = ADMISSION, version, "rotated the decision seal key");
+    }
+    if !rotation.remove.is_empty() {
+        tracing::info!(secret = ADMISSION, removed = ?rotation.remove, "removed seal keys past their grace period");
+    }
+    Ok(new_version)
+}
+
 fn getrandom_fill(buf: &mut [u8]) {
     use ssh_key::rand_core::{Rng as _, UnwrapErr};
     UnwrapErr(ssh_key::getrandom::SysRng).fill_bytes(buf);
 }
 
-/// Ensure admission's Secret exists and return its keys.
-pub async fn ensure_admission(api: &Api<Secret>) -> Result<AdmissionKeys> {
-    let secret = ensure_secret(api, ADMISSION, new_admission_data).await?;
-    let seal = field(&secret, ADMISSION, SEAL_KEY)?;
-    if seal.len() < SealKey::LEN {
-        return Err(Error::SecretContent {
+fn seal_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("seal."))
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+fn seal_keys_in(secret: &Secret, grace: Duration) -> Result<SealKeys> {
+    seal_keys::in_force(&seal_data(secret), jiff::Timestamp::now(), grace).map_err(|problem| {
+        Error::SecretContent {
             name: ADMISSION.to_owned(),
-            problem: format!("{SEAL_KEY} must hold at least {} bytes", SealKey::LEN),
-        });
-    }
+            problem,
+        }
+    })
+}
+
+/// Ensure admission's Secret exists and return its keys; seal keys retired more than `grace`
+/// ago no longer verify.
+pub async fn ensure_admission(api: &Api<Secret>, grace: Duration) -> Result<AdmissionKeys> {
+    let secret = ensure_secret(api, ADMISSION, new_admission_data).await?;
     Ok(AdmissionKeys {
-        seal: SealKey::new(seal.to_vec()),
+        seal: seal_keys_in(&secret, grace)?,
         webhook_ca: WebhookCa {
             cert_pem: text(&secret, ADMISSION, WEBHOOK_CA_CERT)?.to_owned(),
             key_pem: zeroize::Zeroizing::new(text(&secret, ADMISSION, WEBHOOK_CA_KEY)?.to_owned()),

@@ -31,16 +31,17 @@ use kube::{
     core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
 };
 use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 
 use crate::{
     admission::{self, Authority, Caller, Plan},
-    decisions::{DecisionKind, SealKey},
+    decisions::DecisionKind,
     error::{Error, Result},
     metrics::Metrics,
+    seal_keys::SharedSealKeys,
     secrets::WebhookCa,
 };
 use gatehouse_runtime::http::{self as serving, Full, text};
@@ -55,8 +56,8 @@ const SERVING_CERT_DAYS: i64 = 30;
 pub struct WebhookContext {
     /// Client for SubjectAccessReviews.
     pub client: Client,
-    /// Seals decision records.
-    pub seal: SealKey,
+    /// Seal and verify decision records (replaced when the key rotates).
+    pub seal: SharedSealKeys,
     /// Metrics.
     pub metrics: Metrics,
     /// The operator's own user name: it alone manages the finalizer.
@@ -91,15 +92,44 @@ fn certified_key(ca: &WebhookCa, names: &[String]) -> Result<Arc<CertifiedKey>> 
 }
 
 /// Issue a serving certificate for `names` and build the TLS acceptor that serves it; a
-/// background task re-issues it every `SERVING_CERT_DAYS / 3` days.
-pub fn tls_acceptor(ca: WebhookCa, names: Vec<String>) -> Result<tokio_rustls::TlsAcceptor> {
+/// background task re-issues it every `SERVING_CERT_DAYS / 3` days. With `client_ca_pem` (the
+/// CA of the client certificate the API server presents, configured in its
+/// AdmissionConfiguration), only callers holding such a certificate get an answer: whoever else
+/// reaches the port cannot have decisions sealed.
+pub fn tls_acceptor(
+    ca: WebhookCa,
+    names: Vec<String>,
+    client_ca_pem: Option<&str>,
+) -> Result<tokio_rustls::TlsAcceptor> {
     let resolver = Arc::new(RotatingCert(RwLock::new(certified_key(&ca, &names)?)));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(Error::ConfigureTls)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        .map_err(Error::ConfigureTls)?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| Error::ReadClientCa(e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::ReadClientCa(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(Error::ReadClientCa("no certificate in the file".to_owned()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| Error::ReadClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio::spawn(async move {
         let period = Duration::from_secs(SERVING_CERT_DAYS.unsigned_abs() * 86_400 / 3);
@@ -240,7 +270,7 @@ fn validate(request: &AdmissionRequest<AccessRequest>, ctx: &WebhookContext) -> 
     if request.operation == Operation::Update && old.is_none() {
         return response.deny("UPDATE without oldObject");
     }
-    match admission::validate(&caller, old, object, &ctx.seal) {
+    match admission::validate(&caller, old, object, &ctx.seal.get()) {
         None => response,
         Some(message) => response.deny(message),
     }
@@ -257,7 +287,9 @@ async fn mutate(
     let caller = Caller::from_user_info(&request.user_info, &ctx.operator_username);
     let plan = match (&request.operation, &request.old_object) {
         (Operation::Create, _) => admission::plan_create(&caller, object),
-        (Operation::Update, Some(old)) => admission::plan_update(&caller, old, object, &ctx.seal),
+        (Operation::Update, Some(old)) => {
+            admission::plan_update(&caller, old, object, &ctx.seal.get())
+        }
         _ => Plan::Allow,
     };
     let mutated = match plan {
@@ -313,7 +345,14 @@ async fn mutate(
             if !request.dry_run {
                 log_decision(request, &caller, kind, message.as_deref());
             }
-            admission::record_decision(object, &caller, kind, message.as_deref(), &now, &ctx.seal)
+            admission::record_decision(
+                object,
+                &caller,
+                kind,
+                message.as_deref(),
+                &now,
+                &ctx.seal.get(),
+            )
         }
     };
     match (serde_json::to_value(object), serde_json::to_value(&mutated)) {
