@@ -150,12 +150,12 @@ pub struct AccessRequestStatus {
 
     /// The certificate's key id, naming the request and the requester; target hosts log it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = crate::contract::identity::MAX_KEY_ID_BYTES))]
     pub key_id: Option<String>,
 
     /// Principals in the certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(max = 256)))]
+    #[schemars(length(max = 32), inner(length(max = crate::contract::identity::MAX_PRINCIPAL_BYTES)))]
     pub principals: Vec<String>,
 
     /// Start of the certificate's validity.

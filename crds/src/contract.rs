@@ -92,6 +92,13 @@ pub mod host_paths {
 
 /// Certificate principals and key ids: who a certificate is for, and how logs name it.
 pub mod identity {
+    /// The longest principal Gatehouse writes (status and schema bound): with every name at
+    /// its longest (namespace 63, HostGroup 253, host 63, request 253, login 32 bytes) the
+    /// longest format, the upstream principal, is 433 bytes.
+    pub const MAX_PRINCIPAL_BYTES: usize = 512;
+    /// The longest key id Gatehouse writes (user names are at most 253 bytes).
+    pub const MAX_KEY_ID_BYTES: usize = 1024;
+
     /// Prefix of the principal only the Gatehouse proxy accepts.
     const PROXIED_PREFIX: &str = "gatehouse-proxy:";
 
@@ -238,6 +245,34 @@ mod tests {
             direct_principal("team", "db", "ubuntu"),
             "gatehouse:team/db:ubuntu"
         );
+    }
+
+    #[test]
+    fn the_longest_names_fit_the_status_bounds() {
+        let (ns, group, host, request, login, user) = (
+            "n".repeat(63),
+            "g".repeat(253),
+            "h".repeat(63),
+            "r".repeat(253),
+            "l".repeat(32),
+            "u".repeat(253),
+        );
+        let principals = [
+            proxied_principal(&ns, &request),
+            direct_principal(&ns, &group, &login),
+            direct_host_principal(&ns, &group, &host, &login),
+            upstream_principal(&ns, &group, &host, &login),
+        ];
+        for principal in principals {
+            assert!(
+                principal.len() <= MAX_PRINCIPAL_BYTES,
+                "{}",
+                principal.len()
+            );
+        }
+        let uid = "0".repeat(36);
+        assert!(user_key_id(&ns, &request, &uid, &user).len() <= MAX_KEY_ID_BYTES);
+        assert!(upstream_key_id(&ns, &request, &user, &"c".repeat(16)).len() <= MAX_KEY_ID_BYTES);
     }
 
     #[test]

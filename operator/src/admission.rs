@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_crds::{AccessRequest, Phase, Requester, contract::annotations::DECISIONS};
+use gatehouse_crds::{
+    AccessRequest, Phase, Requester,
+    contract::{self, annotations::DECISIONS},
+};
 use k8s_openapi::api::authentication::v1::UserInfo;
 
 use crate::{
@@ -138,8 +141,9 @@ pub fn plan_create(caller: &Caller, object: &AccessRequest) -> Plan {
     }
     let stamped = caller.as_requester();
     match &object.spec.requester {
+        // Stamping also adds the revocation finalizer: set at creation, it costs no later write.
         None => Plan::StampRequester(stamped),
-        Some(given) if *given == stamped => Plan::Allow,
+        Some(given) if *given == stamped => Plan::StampRequester(stamped),
         Some(given) => Plan::Deny(format!(
             "spec.requester is set by admission from the authenticated user and must be left empty: \
              it says {:?} but you are {:?}",
@@ -263,6 +267,17 @@ pub fn plan_update(
              wait until `kubectl get accessrequest` shows it Pending and retry",
             kind.verb()
         )),
+    }
+}
+
+/// Add the finalizer that turns deleting an Issued request into a recorded revocation.
+pub fn add_revocation_finalizer(object: &mut AccessRequest) {
+    let finalizers = object.metadata.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers
+        .iter()
+        .any(|f| f == contract::REVOCATION_FINALIZER)
+    {
+        finalizers.push(contract::REVOCATION_FINALIZER.to_owned());
     }
 }
 

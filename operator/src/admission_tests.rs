@@ -105,9 +105,18 @@ fn create_stamps_the_caller_and_refuses_a_forged_requester() {
     object.spec.requester = Some(caller("alice").as_requester());
     assert_eq!(
         plan_create(&caller("alice"), &object),
-        Plan::Allow,
-        "an exact self-stamp is accepted"
+        Plan::StampRequester(caller("alice").as_requester()),
+        "an exact self-stamp is accepted (and stamped again, with the finalizer)"
     );
+    let mut stamped = object.clone();
+    add_revocation_finalizer(&mut stamped);
+    add_revocation_finalizer(&mut stamped);
+    assert_eq!(
+        stamped.metadata.finalizers,
+        Some(vec!["gatehouse.dev/revocation".to_owned()])
+    );
+    // What the mutating stage produced passes the validating stage.
+    assert_eq!(validate(&caller("alice"), None, &stamped, &key()), None);
 }
 
 #[test]

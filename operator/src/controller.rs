@@ -78,9 +78,17 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     let api: Api<AccessRequest> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = request.status.clone().unwrap_or_default();
     let deleting = request.metadata.deletion_timestamp.is_some();
-    if !deleting && !previous.phase.is_some_and(Phase::is_terminal) {
-        ensure_finalizer(&api, &request).await?;
+    // Every status write is a compare-and-swap on the version this decision read (after the
+    // finalizer patch): a reconcile on a cache older than the last write conflicts and is
+    // retried, instead of deciding again (which would sign a second certificate).
+    let mut version = request.resource_version();
+    if !deleting
+        && !previous.phase.is_some_and(Phase::is_terminal)
+        && let Some(patched) = ensure_finalizer(&api, &request).await?
+    {
+        version = Some(patched);
     }
+    let version = version.as_deref();
     let uid = request.metadata.uid.clone().unwrap_or_default();
     let decisions = decisions::tally(
         &ctx.seal.get(),
@@ -121,7 +129,7 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         Decision::Wait(requeue) => Ok(action(requeue)),
         Decision::Write(transition) => {
             let requeue = transition.requeue;
-            write(&api, &request, &previous, transition, None, &ctx).await?;
+            write(&api, &request, &previous, transition, version, &ctx).await?;
             Ok(action(requeue))
         }
         Decision::Issue(issuance) => {
@@ -135,20 +143,12 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
             let requeue = transition.requeue;
             // One request, one certificate: the write succeeds only against the version the
             // decision read, so a stale cache can never put a second certificate in status.
-            write(
-                &api,
-                &request,
-                &previous,
-                transition,
-                request.metadata.resource_version.as_deref(),
-                &ctx,
-            )
-            .await?;
+            write(&api, &request, &previous, transition, version, &ctx).await?;
             Ok(action(requeue))
         }
         Decision::Release { transition, revoke } => {
             if let Some(transition) = transition {
-                write(&api, &request, &previous, transition, None, &ctx).await?;
+                write(&api, &request, &previous, transition, version, &ctx).await?;
             }
             // The request (and its finalizer) stays until its certificate is listed.
             if let Some(entry) = revoke {
@@ -260,13 +260,17 @@ async fn write(
     Ok(())
 }
 
-async fn ensure_finalizer(api: &Api<AccessRequest>, request: &AccessRequest) -> Result<()> {
+/// Add the revocation finalizer when missing; returns the request's new resourceVersion.
+async fn ensure_finalizer(
+    api: &Api<AccessRequest>,
+    request: &AccessRequest,
+) -> Result<Option<String>> {
     if request
         .finalizers()
         .iter()
         .any(|f| f == contract::REVOCATION_FINALIZER)
     {
-        return Ok(());
+        return Ok(None);
     }
     let mut finalizers = request.finalizers().to_vec();
     finalizers.push(contract::REVOCATION_FINALIZER.to_owned());
@@ -287,32 +291,33 @@ async fn remove_finalizer(api: &Api<AccessRequest>, request: &AccessRequest) -> 
         .filter(|f| *f != contract::REVOCATION_FINALIZER)
         .cloned()
         .collect();
-    patch_finalizers(api, request, finalizers).await
+    patch_finalizers(api, request, finalizers).await.map(drop)
 }
 
 async fn patch_finalizers(
     api: &Api<AccessRequest>,
     request: &AccessRequest,
     finalizers: Vec<String>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     // resourceVersion makes this a compare-and-swap: a concurrent change to the list conflicts
     // and the reconcile retries instead of dropping someone else's finalizer.
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": request.resource_version()}});
-    api.patch(
-        &request.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|source| Error::UpdateFinalizer {
-        what: format!(
-            "{}/{}",
-            request.namespace().unwrap_or_default(),
-            request.name_any()
-        ),
-        source,
-    })?;
-    Ok(())
+    let patched = api
+        .patch(
+            &request.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::UpdateFinalizer {
+            what: format!(
+                "{}/{}",
+                request.namespace().unwrap_or_default(),
+                request.name_any()
+            ),
+            source,
+        })?;
+    Ok(patched.resource_version())
 }
 
 /// Backoff per error: conflicts retry at once, API trouble soon, anything else later.
@@ -332,6 +337,11 @@ pub fn error_policy(request: Arc<AccessRequest>, error: &Error, ctx: Arc<Context
             source: kube::Error::Api(s),
             ..
         } if s.code == 409 => Action::requeue(Duration::from_millis(100)),
+        // The API server refused what we wrote as invalid: retrying soon cannot help.
+        Error::WriteStatus {
+            source: kube::Error::Api(s),
+            ..
+        } if s.code == 422 => Action::requeue(Duration::from_secs(60)),
         Error::WriteStatus { .. } | Error::UpdateFinalizer { .. } | Error::ReadObject { .. } => {
             Action::requeue(Duration::from_secs(2))
         }

@@ -304,6 +304,9 @@ async fn reload_seal_keys(api: Api<Secret>, seal: SharedSealKeys, grace: Duratio
     }
 }
 
+/// How many AccessRequests are reconciled at once.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
 /// How often every replica re-reads the seal keys.
 const SEAL_RELOAD: Duration = Duration::from_secs(30);
 
@@ -446,6 +449,10 @@ impl Lead {
             revocations,
         });
         controller
+            // Bounded: a burst of thousands of requests is worked through, not all at once.
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+            )
             .run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|_| ready(()))
             .await;

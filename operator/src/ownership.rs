@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use gatehouse_crds::{AccessRequest, contract::annotations};
+use gatehouse_crds::{
+    AccessRequest,
+    contract::{self, annotations},
+};
 
 /// Prefix of the labels and annotations Gatehouse owns.
 pub const GATEHOUSE_PREFIX: &str = "gatehouse.dev/";
@@ -73,7 +76,15 @@ pub fn check(old: Option<&AccessRequest>, new: &AccessRequest) -> Result<(), Str
             "metadata.ownerReferences of {what} cannot be set or changed: a request belongs to its requester, and only Gatehouse manages its lifecycle"
         ));
     }
-    if nonempty(new.metadata.finalizers.as_ref()) != nonempty(old_finalizers) {
+    // On create, the only finalizer allowed is the one Gatehouse's own admission adds.
+    let created_with_ours = old.is_none()
+        && new
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.len() == 1 && f[0] == contract::REVOCATION_FINALIZER);
+    if !created_with_ours && nonempty(new.metadata.finalizers.as_ref()) != nonempty(old_finalizers)
+    {
         return Err(format!(
             "metadata.finalizers of {what} are managed by Gatehouse only (its finalizer records the revocation of a deleted request)"
         ));
@@ -143,10 +154,14 @@ mod tests {
             .get_or_insert_default()
             .insert("gatehouse.dev/revoke".into(), "done".into());
         assert_eq!(check(Some(&old), &new), Ok(()));
-        assert_eq!(
-            check(None, &request()).map_err(|_| ()),
-            Err(()),
-            "finalizers on create"
+        // On create, only Gatehouse's own finalizer (which admission adds) is accepted.
+        assert_eq!(check(None, &request()), Ok(()));
+        let mut other = request();
+        other.metadata.finalizers = Some(vec!["mine/keep".into()]);
+        assert!(
+            check(None, &other)
+                .unwrap_err()
+                .contains("metadata.finalizers")
         );
     }
 

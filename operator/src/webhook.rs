@@ -315,6 +315,7 @@ async fn mutate(
         Plan::StampRequester(requester) => {
             let mut out = object.clone();
             out.spec.requester = Some(requester);
+            admission::add_revocation_finalizer(&mut out);
             out
         }
         Plan::Decide {

@@ -150,19 +150,15 @@ pub fn authorize(
             ));
         }
     }
-    let (namespace, name) = cert
-        .valid_principals()
-        .iter()
-        .find_map(|p| identity::parse_proxied_principal(p))
-        .ok_or_else(|| {
-            refuse(
-                "principal",
-                format!(
-                    "certificate principals {:?} include no gatehouse-proxy:<namespace>/<request>",
-                    cert.valid_principals()
-                ),
-            )
-        })?;
+    let (namespace, name) = request_named(cert).ok_or_else(|| {
+        refuse(
+            "principal",
+            format!(
+                "certificate principals {:?} include no gatehouse-proxy:<namespace>/<request>",
+                cert.valid_principals()
+            ),
+        )
+    })?;
     let request = lookup.request(namespace, name).ok_or_else(|| {
         refuse(
             "no_request",
@@ -325,6 +321,23 @@ fn extensions(cert: &Certificate) -> Vec<CertificateExtension> {
     .collect()
 }
 
+/// The request a certificate names through its proxy principal, if it names one.
+pub fn request_named(cert: &Certificate) -> Option<(&str, &str)> {
+    cert.valid_principals()
+        .iter()
+        .find_map(|p| identity::parse_proxied_principal(p))
+}
+
+/// Whether a refusal may come from watch caches that have not caught up with the API server
+/// yet (so asking it again is worth it): a missing or not yet Issued request, a certificate that
+/// does not match what the cache shows, or a policy or HostGroup the cache does not have yet.
+pub fn may_be_cache_lag(refusal: &Refusal) -> bool {
+    matches!(
+        refusal.reason,
+        "no_request" | "not_issued" | "stale_certificate" | "withdrawn"
+    )
+}
+
 /// What a live request rests on.
 struct Live {
     status: AccessRequestStatus,
@@ -354,10 +367,19 @@ fn live(request: &AccessRequest, lookup: &dyn Lookup) -> Result<Live, Refusal> {
             ));
         }
         phase => {
+            // Say why, as the operator recorded it ("revoked by bob: …", "access withdrawn: …").
+            let why = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == gatehouse_crds::conditions::READY)
+                .map(|c| c.message.as_str())
+                .filter(|m| !m.is_empty() && phase.is_some_and(Phase::is_terminal))
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
             return Err(refuse(
                 "not_issued",
                 format!(
-                    "AccessRequest {namespace}/{name} is {}, not Issued",
+                    "AccessRequest {namespace}/{name} is {}, not Issued{why}",
                     phase
                         .map(|p| format!("{p:?}"))
                         .unwrap_or_else(|| "new".into())

@@ -7,7 +7,7 @@ use std::{future::Future, sync::Arc};
 use gatehouse_crds::{AccessPolicy, AccessRequest, HostGroup};
 use gatehouse_runtime::watch::{namespaced_or_all, reflect};
 use kube::{
-    Client, Resource,
+    Api, Client, Resource,
     runtime::reflector::{self, ObjectRef, Store},
 };
 
@@ -16,6 +16,7 @@ use crate::access::Lookup;
 /// Reflector stores of the objects logins are decided on.
 #[derive(Clone)]
 pub struct Inventory {
+    client: Client,
     requests: Store<AccessRequest>,
     host_groups: Store<HostGroup>,
     policies: Store<AccessPolicy>,
@@ -51,12 +52,51 @@ impl Inventory {
         };
         (
             Self {
+                client,
                 requests,
                 host_groups,
                 policies,
             },
             drive,
         )
+    }
+
+    /// Read one request, and the HostGroup and policy it rests on, from the API server: for a
+    /// login the watch caches refuse only because they lag (a certificate used the moment it was
+    /// issued). Objects that cannot be read are left to the caches.
+    pub async fn fresh(&self, namespace: &str, name: &str) -> Fresh<'_> {
+        let requests: Api<AccessRequest> = Api::namespaced(self.client.clone(), namespace);
+        let request = requests.get_opt(name).await.ok().flatten().map(Arc::new);
+        let group_name = request.as_ref().map(|r| r.spec.target.host_group.clone());
+        let policy_name = request
+            .as_ref()
+            .and_then(|r| r.status.as_ref()?.policy.clone());
+        let host_group = match &group_name {
+            Some(group) => Api::<HostGroup>::namespaced(self.client.clone(), namespace)
+                .get_opt(group)
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new),
+            None => None,
+        };
+        let policy = match &policy_name {
+            Some(policy) => Api::<AccessPolicy>::namespaced(self.client.clone(), namespace)
+                .get_opt(policy)
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new),
+            None => None,
+        };
+        Fresh {
+            caches: self,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            request,
+            host_group: group_name.zip(host_group),
+            policy: policy_name.zip(policy),
+        }
     }
 
     /// Wait until every store holds its first list.
@@ -72,6 +112,42 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// One request (and what it rests on) as the API server has it now, over the caches.
+#[derive(Debug)]
+pub struct Fresh<'a> {
+    caches: &'a Inventory,
+    namespace: String,
+    name: String,
+    request: Option<Arc<AccessRequest>>,
+    host_group: Option<(String, Arc<HostGroup>)>,
+    policy: Option<(String, Arc<AccessPolicy>)>,
+}
+
+impl Lookup for Fresh<'_> {
+    fn request(&self, namespace: &str, name: &str) -> Option<Arc<AccessRequest>> {
+        if namespace == self.namespace && name == self.name {
+            return self.request.clone();
+        }
+        self.caches.request(namespace, name)
+    }
+    fn host_group(&self, namespace: &str, name: &str) -> Option<Arc<HostGroup>> {
+        match &self.host_group {
+            Some((group, fresh)) if namespace == self.namespace && name == group => {
+                Some(fresh.clone())
+            }
+            _ => self.caches.host_group(namespace, name),
+        }
+    }
+    fn policy(&self, namespace: &str, name: &str) -> Option<Arc<AccessPolicy>> {
+        match &self.policy {
+            Some((policy, fresh)) if namespace == self.namespace && name == policy => {
+                Some(fresh.clone())
+            }
+            _ => self.caches.policy(namespace, name),
+        }
+    }
 }
 
 impl Lookup for Inventory {

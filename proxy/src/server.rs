@@ -152,14 +152,26 @@ impl server::Handler for Connection {
         if self.blocked(user) {
             return Ok(Auth::reject());
         }
-        let decision = access::authorize(
-            certificate,
-            user,
-            self.ip(),
-            unix_now(),
-            &self.shared.user_ca,
-            &self.shared.inventory,
-        );
+        let decide = |lookup: &dyn access::Lookup| {
+            access::authorize(
+                certificate,
+                user,
+                self.ip(),
+                unix_now(),
+                &self.shared.user_ca,
+                lookup,
+            )
+        };
+        let mut decision = decide(&self.shared.inventory);
+        // A certificate used the moment it was issued may be ahead of the watch caches: ask the
+        // API server before refusing it for what only a lagging cache would say.
+        if let Err(refusal) = &decision
+            && access::may_be_cache_lag(refusal)
+            && let Some((namespace, name)) = access::request_named(certificate)
+        {
+            let fresh = self.shared.inventory.fresh(namespace, name).await;
+            decision = decide(&fresh);
+        }
         match decision {
             Ok(grant) => {
                 self.shared.metrics.logins_total.inc();

@@ -26,7 +26,7 @@ use crate::{
     net::LOOPBACK,
     process::Spec,
     proxy::{Proxy, ProxyConfig, S3Store, Storage},
-    repo_root,
+    repo_root, scenario,
     sshd::{Sshd, SshdConfig, current_login, generate_key_as},
     users::{UserRow, rows},
 };
@@ -154,11 +154,15 @@ pub async fn run(dir: &Path, recordings: Recordings) -> Result<(), String> {
     let demo = dir.join("demo");
     let sshd = Sshd::start_daemon(&SshdConfig {
         home: Some(demo.clone()),
-        ..SshdConfig::trusting(upstream_ca.trim())
+        ..SshdConfig::trusting(upstream_ca.trim()).authorize(&current_login(), &[])
     });
     let (sshd_port, sshd_log) = (sshd.port(), sshd.log_path().to_path_buf());
     let login = current_login();
     apply_demo_namespace(&cp, &demo, &login, sshd_port, sshd.host_key());
+    // Configured from what the operator publishes for this host, as a host admin would.
+    let principals =
+        scenario::authorized_principals(&cp, DEMO_NAMESPACE, "prod-db", "prod-db-01", &login).await;
+    sshd.set_authorized_principals(&login, &principals);
     sshd.detach(&dir.join("demo-sshd.pid"));
 
     let alice = dir.join("alice");

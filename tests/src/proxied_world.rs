@@ -67,7 +67,8 @@ impl ProxiedWorld {
         let login = current_login();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let upstream_ca = cp.published(published::UPSTREAM_CA_PUB).await;
-        let sshd = Sshd::start(&SshdConfig::trusting(upstream_ca.trim()));
+        // The target accepts nothing until it is configured from what the operator publishes.
+        let sshd = Sshd::start(&SshdConfig::trusting(upstream_ca.trim()).authorize(&login, &[]));
         let known_hosts = dir.path().join("known_hosts");
         std::fs::write(
             &known_hosts,
@@ -82,6 +83,10 @@ impl ProxiedWorld {
             policy_extra,
         };
         let s = Scenario::new(cp, prefix, &setup).await;
+        // One sshd plays both hosts: it accepts what each of them would.
+        let mut principals = s.authorized_principals(cp, "db1", &login).await;
+        principals.extend(s.authorized_principals(cp, "db2", &login).await);
+        sshd.set_authorized_principals(&login, &principals);
         let proxy = Proxy::start(
             cp,
             ProxyConfig::new(dir.path().join("proxy"), storage(dir.path())),

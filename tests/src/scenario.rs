@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use gatehouse_crds::{AccessRequest, Phase};
+use gatehouse_crds::{AccessRequest, HostGroup, Phase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use serde_json::{Value, json};
@@ -129,6 +129,32 @@ pub fn public_key() -> String {
     keypair(dir.path(), "alice").1
 }
 
+/// What host `host` of HostGroup `namespace/group` accepts for `login`: the lines of its
+/// AuthorizedPrincipalsFile, as the operator publishes them in the group's status (waits up
+/// to 15 s for them). A target configured from this and nothing else is what a host admin runs.
+pub async fn authorized_principals(
+    cp: &ControlPlane,
+    namespace: &str,
+    group: &str,
+    host: &str,
+    login: &str,
+) -> Vec<String> {
+    let groups: Api<HostGroup> = Api::namespaced(cp.client(User::Admin).await, namespace);
+    let what = format!("HostGroup {namespace}/{group} to publish {host}'s principals for {login}");
+    wait_for(Duration::from_secs(15), &what, || async {
+        let group = groups.get(group).await.ok()?;
+        let file = group
+            .status?
+            .hosts
+            .into_iter()
+            .find(|h| h.name == host)?
+            .authorized_principals
+            .remove(login)?;
+        Some(file.lines().map(str::to_owned).collect())
+    })
+    .await
+}
+
 impl Scenario {
     /// Create the namespace: alice and bob's group may request, `sre-leads` (bob, carol) may
     /// approve policy [`POLICY`], the HostGroup is labelled `env=prod` and selected by the policy.
@@ -202,6 +228,16 @@ impl Scenario {
             .get(name)
             .await
             .unwrap_or_else(|e| panic!("get {name}: {e}"))
+    }
+
+    /// What host `host` of this namespace's HostGroup [`HOST_GROUP`] accepts for `login`.
+    pub async fn authorized_principals(
+        &self,
+        cp: &ControlPlane,
+        host: &str,
+        login: &str,
+    ) -> Vec<String> {
+        authorized_principals(cp, &self.ns, HOST_GROUP, host, login).await
     }
 
     /// Event reasons recorded for request `name`, oldest first.

@@ -66,19 +66,16 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
         &scenario::host_group("other", "Direct", "prod", &[host]),
     )
     .ok();
-    // The target installs what the operator published for this group and login.
-    let principals = published(published::principals_key(&s.ns, HOST_GROUP, &login)).await;
+    // The target installs what the operator published for this host and login.
+    let principals = s.authorized_principals(cp, "db1", &login).await;
     assert_eq!(
         principals,
-        format!(
-            "{}\n",
-            identity::direct_principal(&s.ns, HOST_GROUP, &login)
-        )
+        [
+            identity::direct_principal(&s.ns, HOST_GROUP, &login),
+            identity::direct_host_principal(&s.ns, HOST_GROUP, "db1", &login),
+        ]
     );
-    sshd.set_authorized_principals(
-        &login,
-        &principals.lines().map(str::to_owned).collect::<Vec<_>>(),
-    );
+    sshd.set_authorized_principals(&login, &principals);
 
     let (key, public) = keypair(dir.path(), "alice");
     let mut other_group = scenario::request("r-other", &login, &public);
@@ -154,10 +151,7 @@ async fn direct_mode_certificates_log_in_to_a_real_sshd_only_where_granted() {
         ],
         ..config.clone()
     });
-    later.set_authorized_principals(
-        &login,
-        &principals.lines().map(str::to_owned).collect::<Vec<_>>(),
-    );
+    later.set_authorized_principals(&login, &principals);
     let out = later.ssh(&login, &key, db_cert).arg("true").run();
     assert_eq!(
         out.code,

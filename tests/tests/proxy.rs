@@ -323,7 +323,9 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
         "session of pid {pid} lasted {took:?} after revoke"
     );
     assert!(
-        waited.stderr.contains("is Revoked; session closed"),
+        waited
+            .stderr
+            .contains("is Revoked (revoked by bob: incident over); session closed"),
         "{}",
         waited.stderr
     );
@@ -335,7 +337,10 @@ async fn revoking_mid_session_ends_it_within_two_seconds() {
         .map(|r| r.key)
         .unwrap_or_default();
     let text = std::fs::read_to_string(w.local_store().join(key)).unwrap_or_default();
-    assert!(text.contains("is Revoked; session closed"), "{text}");
+    assert!(
+        text.contains("is Revoked (revoked by bob: incident over); session closed"),
+        "{text}"
+    );
     let metrics = w.proxy.metrics();
     assert!(
         metrics.contains("gatehouse_proxy_sessions_terminated_total{reason=\"revoked\"} 1"),
