@@ -61,7 +61,11 @@ pub struct DecisionRecord {
     pub message: Option<String>,
     /// Which version of the seal key sealed it (1: the first key; records written before
     /// keys were versioned carry no version and are version 1).
-    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    #[serde(
+        default = "first_version",
+        skip_serializing_if = "is_first_version",
+        rename = "keyVersion"
+    )]
     pub key_version: u32,
     /// base64 HMAC-SHA256 seal over the request UID and the fields above.
     pub seal: String,

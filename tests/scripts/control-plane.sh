@@ -97,10 +97,50 @@ gen_certs() {
       openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 \
         -extfile client.ext -out kubelet-client.crt 2>/dev/null
     fi
+    # The API server authenticates itself to admission webhooks with a certificate from a CA of
+    # its own (AdmissionConfiguration below); webhooks trust only that CA, so nobody else who
+    # reaches their port is answered.
+    openssl req -x509 "${ec[@]}" -keyout webhook-client-ca.key -out webhook-client-ca.crt -days 3 \
+      -subj "/CN=gatehouse-test-webhook-client-ca" 2>/dev/null
+    openssl req "${ec[@]}" -keyout webhook-client.key -out webhook-client.csr \
+      -subj "/CN=kube-apiserver-webhook-client" 2>/dev/null
+    openssl x509 -req -in webhook-client.csr -CA webhook-client-ca.crt -CAkey webhook-client-ca.key \
+      -CAcreateserial -days 3 -extfile client.ext -out webhook-client.crt 2>/dev/null
     openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
     openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
     rm -f ./*.csr ./*.ext
   )
+}
+
+# The AdmissionConfiguration that makes the API server present its webhook client certificate
+# to every admission webhook (user '*': any webhook host).
+write_admission_config() {
+  local dir="$1"
+  cat >"$dir/webhook-client.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: '*'
+  user:
+    client-certificate: $dir/pki/webhook-client.crt
+    client-key: $dir/pki/webhook-client.key
+EOF
+  chmod 600 "$dir/webhook-client.kubeconfig"
+  cat >"$dir/admission-config.yaml" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $dir/webhook-client.kubeconfig
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $dir/webhook-client.kubeconfig
+EOF
 }
 
 write_kubeconfig() {
@@ -177,6 +217,7 @@ up() {
   local server="https://$host:$api_port"
 
   gen_certs "$dir/pki"
+  write_admission_config "$dir"
   : >"$dir/tokens.csv"; chmod 600 "$dir/tokens.csv"
   local user kubeconfig groups token
   while IFS=$'\t' read -r user kubeconfig groups; do
@@ -208,6 +249,7 @@ up() {
     --cert-dir="$dir/pki" \
     --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
     --client-ca-file="$dir/pki/ca.crt" --token-auth-file="$dir/tokens.csv" \
+    --admission-control-config-file="$dir/admission-config.yaml" \
     "${node_flags[@]}" \
     --service-cluster-ip-range="$GATEHOUSE_SERVICE_CIDR" --allow-privileged=true \
     --service-account-issuer="$server" \

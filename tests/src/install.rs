@@ -22,7 +22,7 @@ use kube::Api;
 
 use crate::{
     ControlPlane,
-    command::CmdOutput,
+    command::{Cmd, CmdOutput},
     net::{LOOPBACK, free_port, http_get},
     operator::{Operator, OperatorConfig},
     repo_root,
@@ -66,6 +66,27 @@ impl SharedOperator {
     }
 }
 
+/// Whether process `pid` runs (a zombie its parent has yet to reap does not).
+fn process_runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// Wait (up to 10 s) until process `pid` is gone.
+fn wait_until_gone(pid: &str) {
+    let start = std::time::Instant::now();
+    while process_runs(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "process {pid} still runs 10 s after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The shared operator of the plane in `dir`, if it runs.
 fn read_state(dir: &Path) -> Option<SharedOperator> {
     let text = std::fs::read_to_string(dir.join("operator.state")).ok()?;
@@ -73,7 +94,7 @@ fn read_state(dir: &Path) -> Option<SharedOperator> {
     let pid: u32 = parts.next()?.parse().ok()?;
     let webhook_port = parts.next()?.parse().ok()?;
     let metrics_port = parts.next()?.parse().ok()?;
-    let alive = Path::new(&format!("/proc/{pid}")).exists();
+    let alive = process_runs(&pid.to_string());
     alive.then(|| SharedOperator {
         webhook_port,
         metrics_port,
@@ -154,6 +175,7 @@ impl ControlPlane {
             env: Vec::new(),
             log: self.dir().join("operator.log"),
             logs: self.logs(),
+            webhook_client_ca: Some(self.webhook_client_ca()),
         };
         let operator = Operator::start_daemon(&config);
         let metrics_port = operator.metrics_port;
@@ -162,6 +184,31 @@ impl ControlPlane {
         let state = self.dir().join("operator.state");
         std::fs::write(&state, format!("{pid} {webhook_port} {metrics_port}\n"))
             .unwrap_or_else(|e| panic!("writing {}: {e}", state.display()));
+    }
+
+    /// The CA of the client certificate the API server presents to admission webhooks
+    /// (`control-plane.sh` writes its AdmissionConfiguration).
+    pub fn webhook_client_ca(&self) -> PathBuf {
+        self.dir().join("pki/webhook-client-ca.crt")
+    }
+
+    /// Stop the shared operator with SIGKILL, as a crashed or scaled-to-zero operator: its
+    /// webhook and its reconcilers are gone until [`Self::restart_shared_operator`].
+    pub fn kill_shared_operator(&self) {
+        self.install_gatehouse();
+        let pid = std::fs::read_to_string(self.dir().join("operator.pid")).unwrap_or_default();
+        let pid = pid.trim();
+        Cmd::new("kill").args(["-KILL", pid]).run().ok();
+        wait_until_gone(pid);
+    }
+
+    /// Start the shared operator again (same webhook port) and wait until it is ready.
+    pub fn restart_shared_operator(&self) {
+        let port = std::fs::read_to_string(self.dir().join("operator.webhook-port"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no operator.webhook-port in {}", self.dir().display()));
+        self.start_shared_operator(port);
     }
 
     /// The shared operator (installing Gatehouse first if this process has not).

@@ -39,6 +39,8 @@ pub struct OperatorConfig {
     pub log: PathBuf,
     /// Log format.
     pub logs: Logs,
+    /// `--webhook-client-ca-file`: answer only callers with a certificate from this CA.
+    pub webhook_client_ca: Option<PathBuf>,
 }
 
 impl OperatorConfig {
@@ -55,6 +57,7 @@ impl OperatorConfig {
             env: Vec::new(),
             log: cp.dir().join(format!("operator-{system}.log")),
             logs: cp.logs(),
+            webhook_client_ca: None,
         }
     }
 
@@ -73,6 +76,13 @@ impl OperatorConfig {
             ("--watch-namespace", &self.watch_namespace),
             ("--pending-ttl", &self.pending_ttl),
             ("--lease-name", &self.lease_name),
+            (
+                "--webhook-client-ca-file",
+                &self
+                    .webhook_client_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            ),
         ];
         for (flag, value) in optional {
             if let Some(value) = value {

@@ -452,11 +452,14 @@ async fn access_request_spec_is_immutable_but_metadata_and_status_are_not() {
         .run()
         .fails_with(&[rules::IMMUTABLE_SPEC_MESSAGE]);
     // Labels, annotations and status remain writable.
-    kubectl()
+    // Labels and annotations stay writable by the request's owner (admission keeps everyone
+    // else out, see trust_boundaries.rs), and status by whoever may write it.
+    let alice = || cp.kubectl(User::Alice).args(["-n", ns.as_str()]);
+    alice()
         .args(["label", "accessrequest", "r", "team=db"])
         .run()
         .ok();
-    kubectl()
+    alice()
         .args(["annotate", "accessrequest", "r", "note=hello"])
         .run()
         .ok();

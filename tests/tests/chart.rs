@@ -337,6 +337,9 @@ async fn service_accounts_can_do_their_job_and_cannot_read_other_namespaces_secr
         (OPERATOR, own, "get", "secrets/some-app-password", false),
         (OPERATOR, own, "delete", &user_ca, false),
         (OPERATOR, own, "update", &user_ca, false),
+        // Only admission's Secret changes: its decision seal key rotates.
+        (OPERATOR, own, "update", &admission, true),
+        (OPERATOR, own, "update", &upstream_ca, false),
         (OPERATOR, &other, "get", &user_ca, false),
         (OPERATOR, &other, "list", "secrets", false),
         (OPERATOR, &other, "create", "secrets", false),
