@@ -45,27 +45,9 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Start a daemon in its own session so `down` can kill it and anything it spawned.
-start_daemon() {
-  local name="$1" dir="$2"; shift 2
-  setsid "$@" >"$dir/$name.log" 2>&1 < /dev/null &
-  echo $! >"$dir/$name.pid"
-}
-
-stop_daemon() {
-  local name="$1" dir="$2" pid
-  [[ -f "$dir/$name.pid" ]] || return 0
-  pid="$(cat "$dir/$name.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name (pid $pid) ignored SIGTERM; killing"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$dir/$name.pid"
-}
+# start_daemon/stop_daemon: each daemon in its own session, so `down` stops what it spawned.
+# shellcheck source=daemons.sh
+source "$here/daemons.sh"
 
 gen_certs() {
   local pki="$1" sans="IP:127.0.0.1,DNS:localhost" admin subject

@@ -56,28 +56,12 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-start_daemon() {
-  local name="$1" dir="$2"; shift 2
-  setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
-  echo $! >"$dir/$name.pid"
-}
+# shellcheck source=daemons.sh
+source "$here/daemons.sh"
+STOP_GRACE=150
 
 alive() { [[ -f "$1/$2.pid" ]] && kill -0 "$(cat "$1/$2.pid")" 2>/dev/null; }
 
-stop_daemon() {
-  local name="$1" dir="$2" pid
-  [[ -f "$dir/$name.pid" ]] || return 0
-  pid="$(cat "$dir/$name.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name (pid $pid) ignored SIGTERM; killing"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$dir/$name.pid"
-}
 
 # Wait until CMD succeeds, while daemon NAME (in DIR) stays alive. Args: seconds name dir cmd...
 wait_for() {
