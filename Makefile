@@ -9,13 +9,17 @@ TEST_DIR ?= $(CURDIR)/target/gatehouse/test-control-plane
 # `make node-up` keeps its control plane and node here; images.sh writes the images here.
 NODE_DIR   ?= $(CURDIR)/target/gatehouse/node-control-plane
 IMAGES_DIR ?= $(CURDIR)/target/gatehouse/images
+# `make e2e-node` runs its plane and node here.
+E2E_NODE_DIR ?= $(CURDIR)/target/gatehouse/e2e-node-control-plane
+# The images `make e2e-node` runs: debug binaries (what `make test` builds anyway) unless set.
+E2E_NODE_PROFILE ?= debug
 # Where `make up` stores recordings: local (a directory), minio (a local MinIO) or s3 (README).
 RECORDINGS ?= local
 
-.PHONY: help deps up demo down status test lint crds unit bench node-deps images node-up node-down node-check
+.PHONY: help deps up demo down status test lint crds unit bench node-deps images node-up node-down node-check e2e-node
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: ## install missing system packages and build the pinned kube-apiserver/kubectl/helm (cached)
 	@$(SCRIPTS)/install-deps.sh
@@ -74,3 +78,10 @@ node-down: ## stop the node and its control plane; fails if anything is left beh
 
 node-check: node-up ## the chart on the real node: install, pods Ready and locked down, Lease, webhook via its Service, uninstall
 	@rc=0; $(SCRIPTS)/node-check.sh $(NODE_DIR) || rc=1; $(SCRIPTS)/control-plane.sh down $(NODE_DIR) || rc=1; exit $$rc
+
+e2e-node: node-deps ## the chart's pods on a real node end to end: install, webhook, recorded ssh, failover, upgrade, uninstall
+	@GATEHOUSE_IMAGE_PROFILE=$(E2E_NODE_PROFILE) $(SCRIPTS)/images.sh $(IMAGES_DIR)
+	cargo test -p gatehouse-tests --test real_node --no-run
+	GATEHOUSE_NODE=1 $(SCRIPTS)/control-plane.sh run $(E2E_NODE_DIR) -- \
+	  env GATEHOUSE_IMAGES_DIR=$(IMAGES_DIR) $(SCRIPTS)/node.sh run $(E2E_NODE_DIR) -- \
+	  cargo test -p gatehouse-tests --test real_node -- --nocapture

@@ -10,6 +10,10 @@
 #                       runs it first); fails, naming them, if processes, mounts, network
 #                       namespaces, devices, cgroups, iptables rules or sysctls are left changed
 #   node.sh status DIR
+#   node.sh run  DIR -- CMD...   up, run CMD with DIR/node/env exported (GATEHOUSE_NODE_NAME,
+#                       GATEHOUSE_NODE_IP, GATEHOUSE_NODE_VALUES, GATEHOUSE_CRICTL, ...), down;
+#                       exits with CMD's status, or 1 if down found something left behind
+#                       (`make e2e-node`: inside `control-plane.sh run`)
 #
 # Needs root, `tests/scripts/install-deps.sh node`, `tests/scripts/build-tools.sh node`, and the
 # images from `tests/scripts/images.sh` (GATEHOUSE_IMAGES_DIR, default target/gatehouse/images).
@@ -613,11 +617,25 @@ status() {
   return $rc
 }
 
+run() {
+  local dir="$1" rc=0; shift
+  [[ "${1:-}" == "--" ]] && shift
+  [[ $# -gt 0 ]] || die "usage: $0 run DIR -- CMD..."
+  up "$dir"
+  # shellcheck disable=SC1091
+  source "$dir/node/env"
+  "$@" || rc=$?
+  down "$dir" || { ((rc)) || rc=1; }
+  return "$rc"
+}
+
 cmd="${1:-}"; shift || true
-[[ $# -ge 1 ]] || { echo "usage: $0 up|down|status DIR" >&2; exit 2; }
+usage="usage: $0 up|down|status DIR | run DIR -- CMD..."
+[[ $# -ge 1 ]] || { echo "$usage" >&2; exit 2; }
 case "$cmd" in
   up) up "$1" ;;
   down) down "$1" ;;
   status) status "$1" ;;
-  *) echo "usage: $0 up|down|status DIR" >&2; exit 2 ;;
+  run) run "$@" ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -8,7 +8,10 @@
 //! read with `curl --aws-sigv4`, a client independent of the proxy's aws-sdk-s3. Each test
 //! starts its own so it can stop and restart it.
 
-use std::path::Path;
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+};
 
 use crate::{
     ControlPlane,
@@ -48,6 +51,7 @@ impl Credentials {
 #[derive(Debug)]
 pub struct Minio {
     process: Process,
+    address: Ipv4Addr,
     port: u16,
     credentials: Credentials,
 }
@@ -73,13 +77,26 @@ impl Minio {
         credentials: Credentials,
         adapt: impl Fn(Spec) -> Spec,
     ) -> Minio {
+        Self::start_at(cp, LOOPBACK, data, log, credentials, adapt)
+    }
+
+    /// [`Self::start_with`] listening on `address` (loopback, or the real node's address, which
+    /// pods reach) instead of loopback; the console stays on loopback.
+    pub fn start_at(
+        cp: &ControlPlane,
+        address: Ipv4Addr,
+        data: &Path,
+        log: &Path,
+        credentials: Credentials,
+        adapt: impl Fn(Spec) -> Spec,
+    ) -> Minio {
         std::fs::create_dir_all(data)
             .unwrap_or_else(|e| panic!("creating {}: {e}", data.display()));
         // The root credentials go in the environment, not the command line `ps` shows.
         let (process, [port, _]) = Process::start_on_free_ports(|[port, console]| {
             let cmd = Cmd::new(cp.minio_binary())
                 .args(["server", "--quiet", "--address"])
-                .arg(format!("{LOOPBACK}:{port}"))
+                .arg(format!("{address}:{port}"))
                 .arg("--console-address")
                 .arg(format!("{LOOPBACK}:{console}"))
                 .arg(data)
@@ -88,10 +105,12 @@ impl Minio {
                 .env("MINIO_BROWSER", "off")
                 .env("MINIO_UPDATE", "off");
             let spec = Spec::new("MinIO", cmd, log);
-            (adapt(spec), Ready::http(port, "/minio/health/cluster"))
+            let ready = Ready::http_at(SocketAddr::from((address, port)), "/minio/health/cluster");
+            (adapt(spec), ready)
         });
         Minio {
             process,
+            address,
             port,
             credentials,
         }
@@ -112,9 +131,9 @@ impl Minio {
         self.process.detach(pid_file)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` unless started with [`Self::start_at`]).
     pub fn endpoint(&self) -> String {
-        format!("http://{LOOPBACK}:{}", self.port)
+        format!("http://{}:{}", self.address, self.port)
     }
 
     /// Bucket `bucket` on this server, as the proxy writes it.

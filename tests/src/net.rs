@@ -1,11 +1,12 @@
-//! Loopback networking for the processes the harness starts: every one listens on 127.0.0.1.
+//! Loopback networking for the processes the harness starts: every one listens on 127.0.0.1
+//! (in the real-node test, some on the node's address, which is on the loopback device too).
 //!
 //! In: the kernel's free ports and plain-HTTP health/metrics ports. Out: a port nobody
 //! listens on yet, and the status code and body of a `GET` (health probes, `/metrics`).
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -24,7 +25,12 @@ pub fn free_port() -> u16 {
 /// A minimal blocking HTTP/1.0 `GET` on loopback: (status code, body), or None when nothing
 /// answers (yet).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect((LOOPBACK, port)).ok()?;
+    http_get_at(SocketAddr::from((LOOPBACK, port)), path)
+}
+
+/// [`http_get`] on any local address (the real node's address, a pod's).
+pub fn http_get_at(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())

@@ -22,7 +22,7 @@ use std::{
 
 use crate::{
     command::Cmd,
-    net::{free_port, http_get},
+    net::{LOOPBACK, free_port, http_get_at},
 };
 
 /// How often a start is tried on new ports when another process took one first.
@@ -80,7 +80,7 @@ impl Spec {
 /// One readiness check.
 #[derive(Debug, Clone)]
 enum Probe {
-    Http { port: u16, path: String },
+    Http { addr: SocketAddr, path: String },
     Tcp(SocketAddr),
     LogLine(String),
 }
@@ -88,7 +88,9 @@ enum Probe {
 impl Probe {
     fn passes(&self, log: &Path) -> bool {
         match self {
-            Self::Http { port, path } => http_get(*port, path).is_some_and(|(code, _)| code == 200),
+            Self::Http { addr, path } => {
+                http_get_at(*addr, path).is_some_and(|(code, _)| code == 200)
+            }
             Self::Tcp(addr) => TcpStream::connect_timeout(addr, Duration::from_millis(500)).is_ok(),
             Self::LogLine(needle) => read_text(log).contains(needle.as_str()),
         }
@@ -106,8 +108,13 @@ pub struct Ready {
 impl Ready {
     /// `GET path` on loopback `port` answers 200.
     pub fn http(port: u16, path: &str) -> Self {
+        Self::http_at(SocketAddr::from((LOOPBACK, port)), path)
+    }
+
+    /// `GET path` on `addr` answers 200.
+    pub fn http_at(addr: SocketAddr, path: &str) -> Self {
         Self::with(Probe::Http {
-            port,
+            addr,
             path: path.to_owned(),
         })
     }

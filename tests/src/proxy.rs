@@ -286,6 +286,7 @@ impl Proxy {
         known_hosts: &Path,
     ) -> SshCommand {
         let server = Server {
+            address: LOOPBACK,
             port: self.port,
             known_hosts: known_hosts.to_path_buf(),
         };

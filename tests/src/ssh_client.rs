@@ -1,7 +1,7 @@
 //! The real OpenSSH clients (`ssh`, `scp`, `sftp`) with a key and a certificate, against any SSH
 //! server the harness runs: a test [`crate::sshd::Sshd`] or the Gatehouse proxy.
 //!
-//! In: the server's loopback port and a known_hosts file pinning its key, a login, a private
+//! In: the server's address (loopback, or the real node's) and port and a known_hosts file pinning its key, a login, a private
 //! key and certificate, plus whatever flags, options, arguments and stdin the test adds. Out: a
 //! [`Cmd`] for the one command runner, whose [`CmdOutput`] has the client's exit code (`ssh`
 //! exits with the remote command's code, or 255 when it could not connect or log in).
@@ -9,15 +9,13 @@
 use std::{
     ffi::{OsStr, OsString},
     fs,
+    net::Ipv4Addr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use crate::{
-    command::{Cmd, CmdOutput, Running},
-    net::LOOPBACK,
-};
+use crate::command::{Cmd, CmdOutput, Running};
 
 /// Default limit on a whole client command (the client's own `ConnectTimeout` is shorter).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,10 +44,12 @@ impl Client {
     }
 }
 
-/// Where a client connects: a loopback port, and the known_hosts file pinning its host key.
+/// Where a client connects: an address and port, and the known_hosts file pinning its host key.
 #[derive(Debug, Clone)]
 pub struct Server {
-    /// The loopback port.
+    /// The address (loopback, or the real node's address).
+    pub address: Ipv4Addr,
+    /// The port.
     pub port: u16,
     /// A known_hosts file that pins the server's key.
     pub known_hosts: PathBuf,
@@ -87,7 +87,7 @@ impl SshCommand {
         Self {
             client,
             port: server.port,
-            destination: format!("{login}@{LOOPBACK}"),
+            destination: format!("{login}@{}", server.address),
             identity: identity.to_path_buf(),
             certificate: certificate.to_path_buf(),
             known_hosts: server.known_hosts.clone(),

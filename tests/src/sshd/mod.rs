@@ -26,7 +26,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -78,6 +78,9 @@ pub struct SshdConfig {
     /// Keep config, host key (reused when present) and log in this directory instead of a
     /// temporary one removed on drop (`make up`'s demo target).
     pub home: Option<PathBuf>,
+    /// The address sshd listens on: loopback, or the real node's address (on the loopback
+    /// device too) so pods can reach it.
+    pub listen: Ipv4Addr,
 }
 
 impl Default for SshdConfig {
@@ -90,6 +93,7 @@ impl Default for SshdConfig {
             extra_config: Vec::new(),
             env: Vec::new(),
             home: None,
+            listen: LOOPBACK,
         }
     }
 }
@@ -138,6 +142,7 @@ impl Home {
 pub struct Sshd {
     process: Process,
     home: Home,
+    address: Ipv4Addr,
     port: u16,
     host_key: String,
     known_hosts: PathBuf,
@@ -230,7 +235,7 @@ impl Sshd {
             // Wait for sshd's own word first, so the probe does not race a half-started sshd
             // that would then log a refused connection from itself.
             let ready = Ready::log_line("Server listening on")
-                .and(Ready::tcp(SocketAddr::from((LOOPBACK, port))))
+                .and(Ready::tcp(SocketAddr::from((cfg.listen, port))))
                 .within(START_TIMEOUT);
             (adapt(spec), ready)
         });
@@ -241,11 +246,12 @@ impl Sshd {
         let known_hosts = root.join("known_hosts");
         write_file(
             &known_hosts,
-            &format!("{} {host_key}\n", host_pattern(port)),
+            &format!("{} {host_key}\n", host_pattern(cfg.listen, port)),
         );
         Self {
             process,
             home,
+            address: cfg.listen,
             port,
             host_key,
             known_hosts,
@@ -263,7 +269,7 @@ impl Sshd {
         self.process.detach(pid_file)
     }
 
-    /// The loopback port sshd listens on.
+    /// The port sshd listens on (at [`Self::addr`]).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -275,7 +281,7 @@ impl Sshd {
 
     /// The address sshd listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((LOOPBACK, self.port))
+        SocketAddr::from((self.address, self.port))
     }
 
     /// The host's public key line (`ssh-ed25519 AAAA… gatehouse-test-host`).
@@ -285,7 +291,7 @@ impl Sshd {
 
     /// The host as known_hosts names it: `[127.0.0.1]:<port>`.
     pub fn host_pattern(&self) -> String {
-        host_pattern(self.port)
+        host_pattern(self.address, self.port)
     }
 
     /// A known_hosts file pinning this host's key (what the clients use by default).
@@ -349,6 +355,7 @@ impl Sshd {
     /// Where the clients connect: this sshd's port and the known_hosts file pinning its key.
     pub fn server(&self) -> Server {
         Server {
+            address: self.address,
             port: self.port,
             known_hosts: self.known_hosts.clone(),
         }
@@ -373,7 +380,7 @@ impl Sshd {
 
     /// A remote path for `scp`: `<login>@127.0.0.1:<path>`.
     pub fn remote_path(&self, login: &str, path: &str) -> String {
-        format!("{login}@{LOOPBACK}:{path}")
+        format!("{login}@{}:{path}", self.address)
     }
 }
 
@@ -412,7 +419,7 @@ fn config_text(
 ) -> String {
     let mut lines = vec![
         "# Written by gatehouse-tests (tests/src/sshd/mod.rs).".to_owned(),
-        format!("ListenAddress {LOOPBACK}:{port}"),
+        format!("ListenAddress {}:{port}", cfg.listen),
         format!("HostKey {}", quote(host_key)),
         "PidFile none".to_owned(),
         "UsePAM no".to_owned(),
@@ -448,6 +455,6 @@ fn config_text(
     text
 }
 
-fn host_pattern(port: u16) -> String {
-    format!("[{LOOPBACK}]:{port}")
+fn host_pattern(address: Ipv4Addr, port: u16) -> String {
+    format!("[{address}]:{port}")
 }
