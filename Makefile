@@ -84,4 +84,4 @@ e2e-node: node-deps ## the chart's pods on a real node end to end: install, webh
 	cargo test -p gatehouse-tests --test real_node --no-run
 	GATEHOUSE_NODE=1 $(SCRIPTS)/control-plane.sh run $(E2E_NODE_DIR) -- \
 	  env GATEHOUSE_IMAGES_DIR=$(IMAGES_DIR) $(SCRIPTS)/node.sh run $(E2E_NODE_DIR) -- \
-	  cargo test -p gatehouse-tests --test real_node -- --nocapture
+	  cargo test -p gatehouse-tests --test real_node -- --ignored --nocapture
