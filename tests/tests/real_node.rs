@@ -462,9 +462,12 @@ async fn ssh_through_the_proxy_service_is_recorded_to_minio(w: &World) {
         let (out, trace) = traced(cmd, &w.dir.path().join(format!("ssh-{round}.log"))).await;
         let took = t.elapsed();
         timings.push(took);
-        if took > Duration::from_secs(3) {
+        if took > Duration::from_secs(3) || !out.success {
             // Where the time went: the client's own log, then both proxies' and the target's.
-            eprintln!("[real-node] slow ssh ({took:?}, started {started_at}); client log:");
+            eprintln!(
+                "[real-node] slow or failed ssh ({took:?}, started {started_at}, exit {:?}); client log:",
+                out.code
+            );
             let mut last = Duration::ZERO;
             for (at, line) in &trace {
                 let gap = at.saturating_sub(last);
