@@ -493,3 +493,65 @@ async fn socket_mode_carries_clicks_without_an_ingress() {
     assert_eq!(approvers(&issued), ["bob"]);
     w.updated(&ts, &["*Issued*"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_lets_the_bridge_impersonate_only_the_mapped_identities() {
+    let w = world("slack-rbac", false, 0).await;
+    let cp = control_plane();
+    let sa = format!(
+        "system:serviceaccount:{}:gatehouse-bridge",
+        gatehouse_tests::SYSTEM_NAMESPACE
+    );
+    let can = |args: &[&str]| {
+        let out = cp
+            .kubectl(User::Admin)
+            .args(["auth", "can-i", "--as", &sa])
+            .args(args)
+            .run();
+        out.stdout.trim() == "yes"
+    };
+    let system = gatehouse_tests::SYSTEM_NAMESPACE;
+    // Exactly the mapped users and groups.
+    assert!(can(&["impersonate", "users/bob"]));
+    assert!(can(&["impersonate", "users/carol"]));
+    assert!(can(&["impersonate", "groups/sre-leads"]));
+    assert!(!can(&["impersonate", "users/dave"]));
+    assert!(!can(&["impersonate", "users/gatehouse-admin"]));
+    assert!(!can(&["impersonate", "groups/system:masters"]));
+    assert!(!can(&[
+        "impersonate",
+        "serviceaccounts/gatehouse-operator",
+        "-n",
+        system
+    ]));
+    // Never the CA or seal-key Secrets; only the webhook key it was given.
+    assert!(!can(&["get", "secrets/gatehouse-user-ca", "-n", system]));
+    assert!(!can(&["get", "secrets/gatehouse-admission", "-n", system]));
+    assert!(!can(&["list", "secrets", "-n", system]));
+    assert!(can(&[
+        "get",
+        &format!("secrets/{HOOK_SECRET}"),
+        "-n",
+        system
+    ]));
+    // Requests: read, and only their status written; never their spec or metadata itself.
+    assert!(can(&[
+        "patch",
+        "accessrequests.gatehouse.dev",
+        "--subresource=status",
+        "-n",
+        &w.scenario.ns
+    ]));
+    assert!(!can(&[
+        "patch",
+        "accessrequests.gatehouse.dev",
+        "-n",
+        &w.scenario.ns
+    ]));
+    assert!(!can(&[
+        "approve",
+        "accesspolicies.gatehouse.dev",
+        "-n",
+        &w.scenario.ns
+    ]));
+}
