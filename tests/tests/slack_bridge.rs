@@ -555,3 +555,87 @@ async fn the_chart_lets_the_bridge_impersonate_only_the_mapped_identities() {
         &w.scenario.ns
     ]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_renders_a_valid_bridge_and_refuses_bad_values() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let chart = gatehouse_tests::repo_root().join("charts/gatehouse");
+    let template = |sets: &[&str]| {
+        let mut helm = cp
+            .helm()
+            .args(["template", "gatehouse"])
+            .arg(&chart)
+            .args(["-n", gatehouse_tests::SYSTEM_NAMESPACE]);
+        for set in sets {
+            helm = helm.args(["--set", set]);
+        }
+        helm.run()
+    };
+    let good = [
+        "bridge.enabled=true",
+        "bridge.slack.secretName=gatehouse-slack",
+        "bridge.slack.socketMode=true",
+        "bridge.ingress.enabled=true",
+        "bridge.ingress.host=gatehouse-bridge.example.com",
+        "bridge.ingress.tlsSecretName=bridge-tls",
+        "bridge.identities[0].slackUser=U0BOB",
+        "bridge.identities[0].username=bob",
+        "bridge.identities[0].groups[0]=sre-leads",
+        "bridge.webhookSecrets[0]=hook-key",
+    ];
+    let rendered = cp
+        .helm()
+        .args(["template", "gatehouse"])
+        .arg(&chart)
+        .args(["-n", gatehouse_tests::SYSTEM_NAMESPACE])
+        .args(good.iter().flat_map(|s| ["--set", s]))
+        .args([
+            "--show-only",
+            "templates/bridge.yaml",
+            "--show-only",
+            "templates/bridge-rbac.yaml",
+        ])
+        .run();
+    let yaml = rendered.ok();
+    for kind in [
+        "kind: Deployment",
+        "kind: Ingress",
+        "path: /slack/interactions",
+        "--socket-mode",
+    ] {
+        assert!(yaml.contains(kind), "{kind} missing");
+    }
+    cp.kubectl(User::Admin)
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(yaml.to_owned())
+        .run()
+        .ok();
+    // Off by default: nothing of the bridge is rendered.
+    assert!(!template(&[]).ok().contains("gatehouse-bridge"));
+    // Without the Slack Secret, or mapping a system: identity, the chart refuses to render.
+    template(&["bridge.enabled=true"]).fails_with(&["bridge.slack.secretName"]);
+    template(&[
+        "bridge.enabled=true",
+        "bridge.slack.secretName=s",
+        "bridge.identities[0].slackUser=U1",
+        "bridge.identities[0].username=system:admin",
+    ])
+    .fails_with(&["must not start with system:"]);
+    template(&[
+        "bridge.enabled=true",
+        "bridge.slack.secretName=s",
+        "bridge.identities[0].slackUser=U1",
+        "bridge.identities[0].username=eve",
+        "bridge.identities[0].groups[0]=system:masters",
+    ])
+    .fails_with(&["system:masters"]);
+    // No identities: no impersonation rule at all (an empty resourceNames would mean "any").
+    let none = template(&["bridge.enabled=true", "bridge.slack.secretName=s"]);
+    assert!(!none.ok().contains("verbs: [impersonate]"), "{}", none.ok());
+    assert!(good_has_impersonation(yaml));
+}
+
+fn good_has_impersonation(yaml: &str) -> bool {
+    yaml.contains("verbs: [impersonate]") && yaml.contains(r#"resourceNames: ["bob"]"#)
+}
