@@ -7,7 +7,11 @@
 //! and retried on the next pass; it never touches the request itself, so approvals by kubectl
 //! never wait for Slack.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use gatehouse_crds::{
     AccessPolicy, AccessRequest,
@@ -27,14 +31,18 @@ use crate::{
 /// How often a pass runs without a watch change (retries of failed deliveries).
 pub const RESYNC: Duration = Duration::from_secs(10);
 
+/// The longest pause a `Retry-After` from Slack can impose.
+pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(300);
+
 /// Run passes forever.
 pub async fn run(ctx: Arc<Context>) {
+    let mut slack_paused_until = None;
     loop {
         tokio::select! {
             () = ctx.nudge.notified() => {}
             () = tokio::time::sleep(RESYNC) => {}
         }
-        pass(&ctx).await;
+        pass(&ctx, &mut slack_paused_until).await;
     }
 }
 
@@ -44,13 +52,15 @@ fn policy_of(ctx: &Context, request: &AccessRequest) -> Option<Arc<AccessPolicy>
     ctx.policies.get(&ObjectRef::new(name).within(&namespace))
 }
 
-/// One pass over every watched request.
-pub async fn pass(ctx: &Context) {
+/// One pass over every watched request. Slack is not called before `slack_paused_until` (set
+/// from a 429's `Retry-After`, at most [`MAX_RATE_LIMIT_PAUSE`]), nor again in a pass once it
+/// failed; webhooks are planned regardless.
+pub async fn pass(ctx: &Context, slack_paused_until: &mut Option<Instant>) {
     let requests = ctx.requests.state();
     let live: HashSet<String> = requests.iter().filter_map(|r| r.uid()).collect();
     ctx.records.retain(&live);
     let mapping = ctx.mapping();
-    let mut slack_down = false;
+    let mut slack_down = slack_paused_until.is_some_and(|until| Instant::now() < until);
     for request in requests {
         let Some(policy) = policy_of(ctx, &request) else {
             continue;
@@ -76,6 +86,16 @@ pub async fn pass(ctx: &Context) {
                 Ok(()) => {}
                 Err(error @ (Error::Slack { .. } | Error::WriteRecords { .. })) => {
                     tracing::warn!(%error, request = %view.key(), "notification failed; retrying on the next pass");
+                }
+                Err(
+                    error @ Error::RateLimited {
+                        retry_after_secs, ..
+                    },
+                ) => {
+                    let pause = Duration::from_secs(retry_after_secs).min(MAX_RATE_LIMIT_PAUSE);
+                    tracing::warn!(%error, ?pause, "Slack rate limit; pausing Slack deliveries");
+                    *slack_paused_until = Some(Instant::now() + pause);
+                    slack_down = true;
                 }
                 Err(error) => {
                     // Slack unreachable or rate limited: stop calling it until the next pass.

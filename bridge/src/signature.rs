@@ -191,6 +191,24 @@ mod tests {
     }
 
     #[test]
+    fn slack_documented_example_verifies() {
+        // The worked example of Slack's "Verifying requests from Slack" guide.
+        let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let signature = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        assert_eq!(sign_slack(SECRET, "1531420618", body.as_bytes()), signature);
+        assert_eq!(
+            verify_slack(
+                SECRET,
+                Some("1531420618"),
+                Some(signature),
+                body.as_bytes(),
+                1_531_420_618 + 60
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn webhook_signature_covers_timestamp_and_body() {
         let a = sign_webhook(b"k", "1", b"{}");
         assert!(a.starts_with("sha256=") && a.len() == 7 + 64, "{a}");
