@@ -7,7 +7,10 @@
 //! (Unix seconds), `X-Gatehouse-Event-Id` (`<request uid>/<stage>`) and
 //! `X-Gatehouse-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`; a 2xx answer
 //! is delivered. Up to [`ATTEMPTS`] tries with doubling backoff from 1 s; then the event is
-//! dropped and logged. The queue is bounded ([`crate::queue::QUEUE_CAPACITY`]): when full, the event is
+//! dropped and logged. Events are sent one at a time, in order. A key Secret must name the
+//! namespaces it signs for (annotation `gatehouse.dev/webhook-namespaces`, `*` for all), so one
+//! team's policy cannot have events signed with another team's key; otherwise the event is
+//! dropped at once. The queue is bounded ([`crate::queue::QUEUE_CAPACITY`]): when full, the event is
 //! planned again on a later pass. Delivered or dropped, the stage is recorded on the request,
 //! so a restart sends nothing twice.
 
@@ -67,7 +70,17 @@ pub fn event(request: &AccessRequest, view: &View, time: &str) -> Value {
     })
 }
 
-async fn key(ctx: &Context, webhook: &WebhookTarget) -> Result<Vec<u8>> {
+/// Whether a key Secret annotated `allowed` (see
+/// [`bridge::WEBHOOK_NAMESPACES_ANNOTATION`]) may sign events of `namespace`'s requests. Pure.
+pub fn lends_to(allowed: Option<&str>, namespace: &str) -> bool {
+    allowed.is_some_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|n| n == "*" || n == namespace)
+    })
+}
+
+async fn key(ctx: &Context, webhook: &WebhookTarget, namespace: &str) -> Result<Vec<u8>> {
     let name = &webhook.secret_ref.name;
     let failed = |message: String| Error::ReadWebhookKey {
         name: name.clone(),
@@ -75,6 +88,18 @@ async fn key(ctx: &Context, webhook: &WebhookTarget) -> Result<Vec<u8>> {
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let secret = api.get(name).await.map_err(|e| failed(e.to_string()))?;
+    let allowed = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(bridge::WEBHOOK_NAMESPACES_ANNOTATION))
+        .map(String::as_str);
+    if !lends_to(allowed, namespace) {
+        return Err(failed(format!(
+            "its annotation {} does not list namespace {namespace:?}",
+            bridge::WEBHOOK_NAMESPACES_ANNOTATION
+        )));
+    }
     let key = secret
         .data
         .and_then(|mut d| d.remove(&webhook.secret_ref.key))
@@ -115,13 +140,24 @@ async fn attempt(ctx: &Context, job: &Job, key: &[u8]) -> Result<()> {
 }
 
 async fn deliver(ctx: &Context, job: &Job) -> bool {
+    let namespace = job
+        .request
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or_default();
+    // A key that is missing or not lent to this namespace is configuration, not an outage:
+    // the event is dropped at once rather than delaying every other receiver's.
+    let key = match key(ctx, &job.webhook, namespace).await {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::error!(%error, event = %job.id, webhook = %job.webhook.name, "webhook event not sent");
+            return false;
+        }
+    };
     let mut backoff = Duration::from_secs(1);
     for n in 1..=ATTEMPTS {
-        let outcome = match key(ctx, &job.webhook).await {
-            Ok(key) => attempt(ctx, job, &key).await,
-            Err(error) => Err(error),
-        };
-        match outcome {
+        match attempt(ctx, job, &key).await {
             Ok(()) => return true,
             Err(error) if n < ATTEMPTS => {
                 tracing::warn!(%error, event = %job.id, webhook = %job.webhook.name, attempt = n, "webhook delivery failed; retrying");
@@ -153,5 +189,20 @@ pub async fn run(ctx: Arc<Context>) {
             tracing::warn!(%error, event = %job.id, delivered, "recording the webhook delivery failed");
         }
         ctx.webhooks.done(&job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lends_to;
+
+    #[test]
+    fn a_key_signs_only_for_the_namespaces_it_names() {
+        assert!(lends_to(Some("*"), "team"));
+        assert!(lends_to(Some("a, team ,b"), "team"));
+        assert!(!lends_to(Some("a,b"), "team"));
+        assert!(!lends_to(Some(""), "team"));
+        assert!(!lends_to(None, "team"));
+        assert!(!lends_to(Some("team-2"), "team"));
     }
 }

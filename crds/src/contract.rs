@@ -27,6 +27,9 @@ pub mod bridge {
     pub const TIMESTAMP_HEADER: &str = "x-gatehouse-timestamp";
     /// Header naming the event's id (`<request uid>/<stage>`), for receivers that de-duplicate.
     pub const EVENT_ID_HEADER: &str = "x-gatehouse-event-id";
+    /// Annotation on a webhook key Secret: the namespaces (comma-separated, or `*`) whose
+    /// policies may sign with it. Absent: none may (a key is never lent to another team).
+    pub const WEBHOOK_NAMESPACES_ANNOTATION: &str = "gatehouse.dev/webhook-namespaces";
     /// The message annotation value prefix for decisions made from Slack.
     pub const SLACK_MESSAGE_PREFIX: &str = "via Slack";
 }

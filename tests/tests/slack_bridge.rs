@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 /// The webhook HMAC key Secret (bridge namespace) and its key.
 const HOOK_SECRET: &str = "gatehouse-bridge-test-hook";
 const HOOK_KEY: &str = "webhook-hmac-key-for-tests";
+/// A key Secret lent to another namespace only: policies here cannot sign with it.
+const OTHER_TEAMS_SECRET: &str = "gatehouse-bridge-test-hook-other-team";
 const CHANNEL: &str = "CAPPROVERS";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -53,14 +55,16 @@ async fn world(prefix: &str, socket_mode: bool, fail_first_hooks: usize) -> Worl
     // Once per test binary: the tests run in parallel and would race creating the same objects.
     static SETUP: std::sync::Once = std::sync::Once::new();
     SETUP.call_once(|| {
-        let secret = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": HOOK_SECRET},
-            "stringData": {"hmac-key": HOOK_KEY},
-        });
-        cp.apply_as(User::Admin, gatehouse_tests::SYSTEM_NAMESPACE, &secret)
-            .ok();
-        install_bridge_rbac(cp, &identities(), &[HOOK_SECRET]);
+        for (name, lent_to) in [(HOOK_SECRET, "*"), (OTHER_TEAMS_SECRET, "another-team")] {
+            let secret = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "annotations": {contract::WEBHOOK_NAMESPACES_ANNOTATION: lent_to}},
+                "stringData": {"hmac-key": HOOK_KEY},
+            });
+            cp.apply_as(User::Admin, gatehouse_tests::SYSTEM_NAMESPACE, &secret)
+                .ok();
+        }
+        install_bridge_rbac(cp, &identities(), &[HOOK_SECRET, OTHER_TEAMS_SECRET]);
     });
     let slack = FakeSlack::start(&[("UCAROL", "carol@example.com")], fail_first_hooks).await;
     let setup = Setup {
@@ -68,7 +72,9 @@ async fn world(prefix: &str, socket_mode: bool, fail_first_hooks: usize) -> Worl
             // UALICE is the requester's own DM: she is never asked to approve her own request.
             "slack": [{"channel": CHANNEL}, {"channel": "UALICE"}],
             "webhooks": [{"name": "audit", "url": slack.hook_url("audit"),
-                          "secretRef": {"name": HOOK_SECRET, "key": "hmac-key"}}],
+                          "secretRef": {"name": HOOK_SECRET, "key": "hmac-key"}},
+                         {"name": "borrowed", "url": slack.hook_url("borrowed"),
+                          "secretRef": {"name": OTHER_TEAMS_SECRET, "key": "hmac-key"}}],
         }}),
         ..Setup::default()
     };
@@ -349,7 +355,12 @@ async fn a_click_is_an_approval_by_that_person_checked_by_admission() {
         WAIT,
         "webhook events pending/0, issued, revoked",
         || async {
-            let accepted: Vec<_> = w.slack.hooks().into_iter().filter(|h| h.accepted).collect();
+            let accepted: Vec<_> = w
+                .slack
+                .hooks()
+                .into_iter()
+                .filter(|h| h.accepted && h.path == "/hooks/audit")
+                .collect();
             let stages: Vec<String> = accepted
                 .iter()
                 .filter_map(|h| serde_json::from_slice::<Value>(&h.body).ok())
@@ -374,6 +385,17 @@ async fn a_click_is_an_approval_by_that_person_checked_by_admission() {
             format!("{uid}/{}", event["stage"].as_str().unwrap())
         );
     }
+    // A key another namespace's receiver trusts never signs this namespace's events.
+    assert!(
+        w.slack.hooks().iter().all(|h| h.path != "/hooks/borrowed"),
+        "{:?}",
+        w.slack.hooks()
+    );
+    assert!(
+        w.bridge.log_text().contains("does not list namespace"),
+        "{}",
+        w.bridge.log_text()
+    );
     let all = w.slack.hooks();
     assert!(
         !all[0].accepted
