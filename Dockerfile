@@ -2,6 +2,7 @@
 # Container images for the operator and the proxy, from one build of the workspace:
 #   docker build --target operator -t gatehouse-operator:dev .
 #   docker build --target proxy    -t gatehouse-proxy:dev .
+#   docker build --target bridge   -t gatehouse-bridge:dev .   (compiled here: BINARIES does not apply)
 # Runtime images are distroless (glibc, CA certificates, no shell) and run as uid 65532, the
 # user the chart's securityContext expects.
 #
@@ -27,9 +28,10 @@ COPY . .
 # of the cached target dir because later stages cannot see a cache mount.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p gatehouse-operator -p gatehouse-proxy \
+    cargo build --release --locked -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge \
  && install -D -m 0755 target/release/gatehouse-operator /out/gatehouse-operator \
- && install -D -m 0755 target/release/gatehouse-proxy /out/gatehouse-proxy
+ && install -D -m 0755 target/release/gatehouse-proxy /out/gatehouse-proxy \
+ && install -D -m 0755 target/release/gatehouse-bridge /out/gatehouse-bridge
 
 FROM scratch AS prebuilt
 COPY gatehouse-operator gatehouse-proxy /out/
@@ -48,3 +50,9 @@ COPY --from=binaries /out/gatehouse-proxy /usr/local/bin/gatehouse-proxy
 USER 65532:65532
 EXPOSE 2222 8080
 ENTRYPOINT ["/usr/local/bin/gatehouse-proxy"]
+
+FROM ${RUNTIME_IMAGE} AS bridge
+COPY --from=build /out/gatehouse-bridge /usr/local/bin/gatehouse-bridge
+USER 65532:65532
+EXPOSE 8090 8080
+ENTRYPOINT ["/usr/local/bin/gatehouse-bridge"]

@@ -70,6 +70,11 @@ pub struct AccessPolicySpec {
     /// How sessions under this policy are recorded.
     #[serde(default)]
     pub recording: RecordingOptions,
+
+    /// Who hears about requests under this policy (Slack channels, webhooks), through the
+    /// approval bridge (`gatehouse-bridge`). Absent: nobody is notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifySpec>,
 }
 
 fn default_max_duration() -> String {

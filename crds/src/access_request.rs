@@ -173,6 +173,13 @@ pub struct AccessRequestStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
     pub sessions: Vec<SessionRecord>,
 
+    /// What the approval bridge delivered per notification target (Slack message ts, the stage
+    /// last sent), so a restarted bridge sends nothing twice. Written by `gatehouse-bridge` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::notify::MAX_RECORDS))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["target".into()]))]
+    pub notifications: Vec<crate::notify::NotificationRecord>,
+
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -11,6 +11,27 @@ pub mod managers {
     pub const OPERATOR: &str = "gatehouse-operator";
     /// What the proxy writes: `status.sessions` of AccessRequests.
     pub const PROXY: &str = "gatehouse-proxy";
+    /// What the approval bridge writes: `status.notifications` of AccessRequests.
+    pub const BRIDGE: &str = "gatehouse-bridge";
+}
+
+/// The approval bridge's contracts: its identity mapping and its webhook signature.
+pub mod bridge {
+    /// ConfigMap (bridge namespace) mapping Slack users to Kubernetes identities.
+    pub const IDENTITIES_CONFIGMAP: &str = "gatehouse-bridge-identities";
+    /// Its data key: a JSON list of `{slackUser, email, username, groups}`.
+    pub const IDENTITIES_KEY: &str = "identities.json";
+    /// Header with `sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>` on webhook POSTs.
+    pub const SIGNATURE_HEADER: &str = "x-gatehouse-signature";
+    /// Header with the Unix time (seconds) the signature covers.
+    pub const TIMESTAMP_HEADER: &str = "x-gatehouse-timestamp";
+    /// Header naming the event's id (`<request uid>/<stage>`), for receivers that de-duplicate.
+    pub const EVENT_ID_HEADER: &str = "x-gatehouse-event-id";
+    /// Annotation on a webhook key Secret: the namespaces (comma-separated, or `*`) whose
+    /// policies may sign with it. Absent: none may (a key is never lent to another team).
+    pub const WEBHOOK_NAMESPACES_ANNOTATION: &str = "gatehouse.dev/webhook-namespaces";
+    /// The message annotation value prefix for decisions made from Slack.
+    pub const SLACK_MESSAGE_PREFIX: &str = "via Slack";
 }
 
 /// Finalizer that turns deletion of an Issued request into a recorded revocation.

@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod contract;
 pub mod duration;
 pub mod host_group;
+pub mod notify;
 pub mod policy;
 pub mod rules;
 

@@ -63,6 +63,8 @@ fn base(
         valid_before: previous.valid_before.clone(),
         // Sessions belong to the proxy's field manager; the operator never writes them.
         sessions: Vec::new(),
+        // Notification records belong to the bridge's field manager; the operator never writes them.
+        notifications: Vec::new(),
         observed_generation: generation,
     }
 }
@@ -220,6 +222,7 @@ pub fn ended(
 pub fn changed(current: &AccessRequestStatus, next: &AccessRequestStatus) -> bool {
     let mut current = current.clone();
     current.sessions.clear();
+    current.notifications.clear();
     current != *next
 }
 

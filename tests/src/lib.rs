@@ -16,8 +16,9 @@
 //! Modules, from the bottom: [`users`], [`command`], [`net`], [`process`] (plumbing);
 //! [`control_plane`], [`binaries`], [`operator`], [`install`] (the plane and Gatehouse on it);
 //! [`ssh_client`], [`sshd`], [`minio`], [`proxy`] (the SSH side and the recording store);
-//! [`scenario`], [`proxied_world`] (what tests set up); [`make_up`] (`make up`); [`node`] (the
-//! chart's pods on a real node, for `make e2e-node`).
+//! [`scenario`], [`proxied_world`] (what tests set up); [`slack`], [`bridge`] (a local Slack
+//! and the approval bridge); [`make_up`] (`make up`); [`node`] (the chart's pods on a real node,
+//! for `make e2e-node`).
 
 #![allow(
     clippy::unwrap_used,
@@ -35,6 +36,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 pub mod binaries;
+pub mod bridge;
 pub mod command;
 pub mod control_plane;
 pub mod install;
@@ -47,6 +49,7 @@ pub mod process;
 pub mod proxied_world;
 pub mod proxy;
 pub mod scenario;
+pub mod slack;
 pub mod ssh_client;
 pub mod sshd;
 pub mod users;
