@@ -7,8 +7,8 @@
 //! upstream certificate), to the recording store (asciinema v2 files spooled on disk, then
 //! uploaded to S3 or a directory) and back into each AccessRequest's `status.sessions`.
 //!
-//! Decisions are plain functions ([`access`], [`user_name`], [`ratelimit`], [`hostkey`]); the russh
-//! [`server::Connection`] handler only forwards events; one task per connection and per session
+//! Decisions are plain functions ([`access`], [`user_name`], [`ratelimit`], [`preauth`], [`hostkey`]); the russh
+//! [`server::Connection`] handler (fed by the accept loop in [`listener`]) only forwards events; one task per connection and per session
 //! channel ([`session`]) bridges and records; what they all share is in [`context`].
 
 pub mod access;
@@ -16,8 +16,10 @@ pub mod context;
 pub mod error;
 pub mod hostkey;
 pub mod inventory;
+pub mod listener;
 pub mod metrics;
 pub mod network;
+pub mod preauth;
 pub mod ratelimit;
 pub mod recording;
 pub mod server;

@@ -17,8 +17,10 @@ use gatehouse_crds::contract::{
 use gatehouse_proxy::{
     context::{RecordingSettings, Shared},
     inventory::Inventory,
+    listener,
     metrics::Metrics,
     network::AllowedTargets,
+    preauth::{PreauthLimits, PreauthSlots},
     ratelimit::{Limits, RateLimiter},
     recording::{
         Store, Uploader,
@@ -37,7 +39,7 @@ use kube::{Api, Client};
 use russh::{
     MethodKind, MethodSet,
     keys::{HashAlg, PrivateKey, PublicKey},
-    server::{self, Server as _},
+    server,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,12 +104,21 @@ struct Args {
     /// S3 secret access key (the chart reads it from a Secret).
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
-    /// Failed logins from one address (or for one user name) before it is blocked.
+    /// Failed logins from one address (an IPv6 /64) or with one key before it is blocked.
     #[arg(long, env = "GATEHOUSE_MAX_AUTH_FAILURES", default_value_t = 10)]
     max_auth_failures: u32,
-    /// How long a blocked address or user name stays blocked.
+    /// How long a blocked address or key stays blocked.
     #[arg(long, env = "GATEHOUSE_AUTH_BLOCK", default_value = "5m", value_parser = parse_duration)]
     auth_block: Duration,
+    /// Connections not logged in yet from one address (an IPv6 /64); more are closed at once.
+    #[arg(long, env = "GATEHOUSE_MAX_PREAUTH_PER_ADDRESS", default_value_t = 16)]
+    max_preauth_per_address: usize,
+    /// Connections not logged in yet, in all; more are closed at once.
+    #[arg(long, env = "GATEHOUSE_MAX_PREAUTH", default_value_t = 256)]
+    max_preauth: usize,
+    /// How long a connection may take to log in before it is closed.
+    #[arg(long, env = "GATEHOUSE_LOGIN_GRACE", default_value = "60s", value_parser = parse_duration)]
+    login_grace: Duration,
     /// Targets the proxy may connect to, as CIDR[:PORTS] entries (`10.0.0.0/8:22`,
     /// `[fd00::/8]:22-2222`); a HostGroup pointing anywhere else is refused with a message.
     /// Empty: anywhere.
@@ -290,6 +301,12 @@ async fn main() -> anyhow::Result<()> {
         auth_rejection_time_initial: Some(Duration::ZERO),
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
+        // No compression at all (so none before authentication): zlib on untrusted input is
+        // attack surface the proxy does not need.
+        preferred: russh::Preferred {
+            compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+            ..russh::Preferred::default()
+        },
         ..server::Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -300,13 +317,15 @@ async fn main() -> anyhow::Result<()> {
     // Every connection's handler and task hold `shared`, as does `proxy`: a count of one means
     // every engineer got their goodbye on the wire.
     let connections = Arc::downgrade(&shared);
-    let mut proxy = Proxy { shared };
-    let mut running = proxy.run_on_socket(Arc::new(config), &listener);
+    let proxy = Proxy { shared };
+    let slots = PreauthSlots::new(PreauthLimits {
+        per_address: args.max_preauth_per_address,
+        total: args.max_preauth,
+        grace: args.login_grace,
+    });
+    let mut running = Box::pin(listener::serve(proxy, Arc::new(config), listener, slots));
     tokio::select! {
-        result = &mut running => {
-            result.context("SSH server failed")?;
-            return Ok(());
-        }
+        () = &mut running => return Ok(()),
         signal = signals::termination() => tracing::info!("{signal}: stopping"),
     }
     // Stop taking logins (the server is no longer polled), end every session with a message,
@@ -321,8 +340,8 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    // Sessions run in tasks of their own: this stops the accept loop only.
     drop(running);
-    drop(proxy);
     // The uploader returns once nothing holds its queue and nothing is pending.
     let drained = match closed {
         Ok(()) => tokio::time::timeout_at(deadline, uploads).await.map(|_| ()),

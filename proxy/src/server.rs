@@ -4,24 +4,36 @@
 //! no session state of its own.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use russh::{
-    Channel,
-    keys::Certificate,
+    Channel, ChannelId, Sig,
+    keys::{Certificate, HashAlg},
     server::{self, Auth, ChannelOpenHandle, Msg, Session},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use gatehouse_crds::CertificateExtension;
 
 use crate::{
     access::{self, Grant},
     context::Shared,
+    preauth::PreauthSlot,
     ratelimit::Verdict,
-    session::{self, ConnectionEvent},
+    session::{
+        self, ConnectionEvent,
+        replies::{self, ChannelState, Reply, Request, SessionSlots},
+    },
+    user_name,
 };
+
+/// Channels whose request state the handler keeps at most (sessions are capped lower, at
+/// [`replies::MAX_SESSIONS`]; requests on channels beyond this are declined).
+const MAX_TRACKED_CHANNELS: usize = 64;
 
 /// Accepts connections; one [`Connection`] handler each.
 #[derive(Debug, Clone)]
@@ -40,6 +52,10 @@ impl server::Server for Proxy {
             id: session::new_id(),
             grant: None,
             events: None,
+            channels: HashMap::new(),
+            slots: SessionSlots::default(),
+            preauth: None,
+            logged_in: None,
         }
     }
 
@@ -56,6 +72,14 @@ pub struct Connection {
     id: String,
     grant: Option<Arc<Grant>>,
     events: Option<mpsc::Sender<ConnectionEvent>>,
+    /// What each open channel was granted so far, for [`replies::decide`].
+    channels: HashMap<ChannelId, ChannelState>,
+    /// Open session channels, capped like sshd's `MaxSessions`.
+    slots: SessionSlots,
+    /// This connection's place among unauthenticated ones, given back at login.
+    preauth: Option<PreauthSlot>,
+    /// Tells the accept loop the login succeeded (its grace timer stops).
+    logged_in: Option<oneshot::Sender<()>>,
 }
 
 fn unix_now() -> u64 {
@@ -66,26 +90,34 @@ fn unix_now() -> u64 {
 }
 
 impl Connection {
+    /// This connection holds `slot` until it logs in, then says so on `logged_in`.
+    pub fn before_login(mut self, slot: PreauthSlot, logged_in: oneshot::Sender<()>) -> Self {
+        self.preauth = Some(slot);
+        self.logged_in = Some(logged_in);
+        self
+    }
+
     fn ip(&self) -> IpAddr {
         self.peer.ip()
     }
 
-    /// Refuse without looking at credentials when the address or user is blocked.
-    fn blocked(&self, user: &str) -> bool {
+    /// Refuse without looking at credentials when the address or the presented key is
+    /// blocked (fails closed: a broken limiter blocks).
+    fn blocked(&self, user: &str, key: Option<&str>) -> bool {
         let verdict = match self.shared.limiter.lock() {
-            Ok(limiter) => limiter.check(self.ip(), user, Instant::now()),
-            Err(_) => Verdict::Allowed,
+            Ok(limiter) => limiter.check(self.ip(), key, Instant::now()),
+            Err(_) => Verdict::AddressBlocked(Instant::now()),
         };
         match verdict {
             Verdict::Allowed => false,
-            Verdict::AddressBlocked(until) | Verdict::UserBlocked(until) => {
+            Verdict::AddressBlocked(until) | Verdict::KeyBlocked(until) => {
                 self.shared
                     .metrics
                     .auth_failures_total
                     .with_label_values(&["blocked"])
                     .inc();
                 tracing::warn!(
-                    peer = %self.peer, user, connection = %self.id,
+                    peer = %self.peer, user, key, connection = %self.id,
                     blocked_for_seconds = until.saturating_duration_since(Instant::now()).as_secs(),
                     address_blocked = matches!(verdict, Verdict::AddressBlocked(_)),
                     "login refused: too many failed logins"
@@ -95,23 +127,68 @@ impl Connection {
         }
     }
 
-    fn failed(&self, user: &str, reason: &'static str, message: &str) {
+    fn failed(&self, user: &str, key: Option<&str>, reason: &'static str, message: &str) {
         self.shared
             .metrics
             .auth_failures_total
             .with_label_values(&[reason])
             .inc();
-        tracing::warn!(peer = %self.peer, user, connection = %self.id, reason, "login refused: {message}");
+        tracing::warn!(peer = %self.peer, user, key, connection = %self.id, reason, "login refused: {message}");
         let blocks = match self.shared.limiter.lock() {
-            Ok(mut limiter) => limiter.fail(self.ip(), user, Instant::now()),
+            Ok(mut limiter) => limiter.fail(self.ip(), key, Instant::now()),
             Err(_) => return,
         };
-        if blocks.address || blocks.user {
+        if blocks.address || blocks.key {
             tracing::warn!(
-                peer = %self.peer, user,
-                address = blocks.address, user_name = blocks.user,
+                peer = %self.peer, user, key,
+                address = blocks.address, key_blocked = blocks.key,
                 "too many failed logins: blocked"
             );
+        }
+    }
+
+    /// A user name too long to be a `LOGIN@HOST`: refused before anything is kept or logged
+    /// of it (only its length).
+    fn oversized(&self, user: &str) -> bool {
+        if user.len() <= user_name::MAX_LEN {
+            return false;
+        }
+        self.shared
+            .metrics
+            .auth_failures_total
+            .with_label_values(&["user_name_too_long"])
+            .inc();
+        tracing::warn!(peer = %self.peer, connection = %self.id, bytes = user.len(), "login refused: user name longer than {} bytes", user_name::MAX_LEN);
+        true
+    }
+
+    /// Answer a channel request now, while russh still knows whether it wants a reply: a
+    /// later reply from another task would answer whichever request came last.
+    fn reply(
+        &mut self,
+        channel: ChannelId,
+        request: Request,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let permit_pty = self
+            .grant
+            .as_ref()
+            .is_some_and(|g| g.permits(CertificateExtension::PermitPty));
+        let tracked = self.channels.len() < MAX_TRACKED_CHANNELS;
+        let reply = match self.channels.get_mut(&channel) {
+            Some(state) => replies::decide(request, state, permit_pty),
+            None if tracked => {
+                let state = self.channels.entry(channel).or_default();
+                replies::decide(request, state, permit_pty)
+            }
+            None => Reply::Failure,
+        };
+        if request == Request::Pty && reply == Reply::Failure {
+            tracing::info!(peer = %self.peer, connection = %self.id, "pty declined: the certificate has no permit-pty; the session runs without one");
+        }
+        match reply {
+            Reply::Success => session.channel_success(channel),
+            Reply::Failure => session.channel_failure(channel),
         }
     }
 
@@ -129,7 +206,9 @@ impl server::Handler for Connection {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         // Clients start with "none"; it is not a failed guess.
-        let _ = self.blocked(user);
+        if !self.oversized(user) {
+            let _ = self.blocked(user, None);
+        }
         Ok(Auth::reject())
     }
 
@@ -149,7 +228,14 @@ impl server::Handler for Connection {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        if self.blocked(user) {
+        if self.oversized(user) {
+            return Ok(Auth::reject());
+        }
+        let key = certificate
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        if self.blocked(user, Some(&key)) {
             return Ok(Auth::reject());
         }
         let decide = |lookup: &dyn access::Lookup| {
@@ -185,13 +271,17 @@ impl server::Handler for Connection {
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
-                self.failed(user, refusal.reason, &refusal.message);
+                self.failed(user, Some(&key), refusal.reason, &refusal.message);
                 Ok(Auth::reject())
             }
         }
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.preauth = None;
+        if let Some(logged_in) = self.logged_in.take() {
+            let _ = logged_in.send(());
+        }
         let Some(grant) = self.grant.clone() else {
             return Ok(());
         };
@@ -203,6 +293,7 @@ impl server::Handler for Connection {
             self.id.clone(),
             session.handle(),
             queue,
+            self.slots.clone(),
         ));
         Ok(())
     }
@@ -213,9 +304,109 @@ impl server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.slots.try_open(channel.id()) {
+            tracing::warn!(peer = %self.peer, connection = %self.id, "session channel refused: {} are open on this connection", replies::MAX_SESSIONS);
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         self.forward(ConnectionEvent::Session { channel, reply })
             .await;
         Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        self.slots.close(channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::Pty, session)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::X11, session)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::Env, session)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::Program, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::Program, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::Program, session)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::WindowChange, session)
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        _signal: Sig,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.reply(channel, Request::Signal, session)
     }
 
     async fn channel_open_direct_tcpip(

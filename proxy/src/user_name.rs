@@ -6,6 +6,10 @@
 
 use std::fmt;
 
+/// The longest SSH user name the proxy reads, in bytes: a login (≤ 32 on Linux) and a host name
+/// (≤ 253) fit; anything longer is refused before it is parsed, logged or kept.
+pub const MAX_LEN: usize = 256;
+
 /// The parsed SSH user name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetName {
@@ -27,6 +31,11 @@ impl fmt::Display for BadTargetName {
 
 /// Parse `LOGIN@HOST` or `LOGIN`.
 pub fn parse(user: &str) -> Result<TargetName, BadTargetName> {
+    if user.len() > MAX_LEN {
+        return Err(BadTargetName(format!(
+            "the user name is longer than {MAX_LEN} bytes; use LOGIN@HOST"
+        )));
+    }
     let (login, host) = match user.split_once('@') {
         Some((login, host)) => (login, Some(host)),
         None => (user, None),
@@ -73,7 +82,8 @@ mod tests {
 
     #[test]
     fn malformed_names_say_what_to_write() {
-        for bad in ["@host", "ubuntu@", "a@b@c", ""] {
+        let long = format!("ubuntu@{}", "h".repeat(MAX_LEN));
+        for bad in ["@host", "ubuntu@", "a@b@c", "", long.as_str()] {
             let error = parse(bad).err().map(|e| e.0).unwrap_or_default();
             assert!(error.contains("LOGIN@HOST"), "{bad:?}: {error}");
         }

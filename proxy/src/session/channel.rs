@@ -15,7 +15,10 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::new_id;
+use super::{
+    new_id, record_rule,
+    replies::{self, ChannelState, Reply, Request},
+};
 use crate::{
     access::{Grant, Refusal},
     context::Shared,
@@ -98,7 +101,6 @@ pub(super) async fn run_session(
     let mut pumps = JoinSet::new();
     pumps.spawn(to_target(
         ctx.clone(),
-        id,
         session_id.clone(),
         engineer_rx,
         target_tx.clone(),
@@ -193,6 +195,8 @@ fn session_meta(
     pty: Option<&(String, u32, u32)>,
 ) -> SessionMeta {
     let grant = &ctx.grant;
+    let kind = record_rule::recorded_kind(kind, grant.force_command.as_deref());
+    let record_input = record_rule::records_input(&kind, pty.is_some(), grant.record_input);
     SessionMeta {
         session_id: session_id.to_owned(),
         request_namespace: grant.request.namespace.clone(),
@@ -209,7 +213,7 @@ fn session_meta(
         width: pty.map(|p| p.1).unwrap_or(80),
         height: pty.map(|p| p.2).unwrap_or(24),
         term: pty.map(|p| p.0.clone()),
-        record_input: grant.record_input,
+        record_input,
     }
 }
 
@@ -262,22 +266,15 @@ fn start_recording(
     }
 }
 
-/// Refuse a session that cannot be recorded. The request is acknowledged and the session then
-/// ended with the reason on stderr and exit status 255: OpenSSH drops stderr that arrives with
-/// a failed request, so a plain failure would hide why.
-async fn refuse_unrecorded(
-    ctx: &SessionContext,
-    id: ChannelId,
-    fail: &mpsc::Sender<String>,
-    message: String,
-) {
-    let _ = ctx.handle.channel_success(id).await;
+/// Refuse a session that cannot be recorded. The request was acknowledged (by the handler, see
+/// [`replies`]) and the session is ended with the reason on stderr and exit status 255: OpenSSH
+/// drops stderr that arrives with a failed request, so a plain failure would hide why.
+async fn refuse_unrecorded(fail: &mpsc::Sender<String>, message: String) {
     let _ = fail.send(message).await;
 }
 
 async fn to_target(
     ctx: SessionContext,
-    id: ChannelId,
     session_id: String,
     mut engineer: russh::ChannelReadHalf,
     target: Arc<ChannelWriteHalf<client::Msg>>,
@@ -291,7 +288,10 @@ async fn to_target(
         .bytes_total
         .with_label_values(&["to_target"]);
     let mut pty: Option<(String, u32, u32)> = None;
-    let mut started = false;
+    // The handler answered each request; the same decision says what reaches the target.
+    let mut state = ChannelState::default();
+    let permit_pty = ctx.grant.permits(CertificateExtension::PermitPty);
+    let mut granted = |request| replies::decide(request, &mut state, permit_pty) == Reply::Success;
     while let Some(message) = engineer.wait().await {
         let sent = match message {
             ChannelMsg::RequestPty {
@@ -303,14 +303,13 @@ async fn to_target(
                 terminal_modes,
                 ..
             } => {
-                if !ctx.grant.permits(CertificateExtension::PermitPty) {
-                    let _ = ctx.handle.channel_failure(id).await;
+                if !granted(Request::Pty) {
                     continue;
                 }
                 pty = Some((term.clone(), col_width, row_height));
                 target
                     .request_pty(
-                        true,
+                        false,
                         &term,
                         col_width,
                         row_height,
@@ -327,17 +326,11 @@ async fn to_target(
             } => target.set_env(false, variable_name, variable_value).await,
             ChannelMsg::RequestShell { .. }
             | ChannelMsg::Exec { .. }
-            | ChannelMsg::RequestSubsystem { .. }
-                if started =>
-            {
-                // One program per session channel, as in OpenSSH.
-                let _ = ctx.handle.channel_failure(id).await;
-                continue;
-            }
-            ChannelMsg::RequestShell { .. }
-            | ChannelMsg::Exec { .. }
             | ChannelMsg::RequestSubsystem { .. } => {
-                started = true;
+                if !granted(Request::Program) {
+                    // One program per session channel, as in OpenSSH.
+                    continue;
+                }
                 let kind = match &message {
                     ChannelMsg::Exec { command, .. } => SessionKind::Exec {
                         command: String::from_utf8_lossy(command).into_owned(),
@@ -349,7 +342,7 @@ async fn to_target(
                 };
                 let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
                 if let Err(message) = start_recording(&ctx, &recording, meta) {
-                    refuse_unrecorded(&ctx, id, &fail, message).await;
+                    refuse_unrecorded(&fail, message).await;
                     break;
                 }
                 // Only once recording runs does the target start the program.
@@ -393,8 +386,8 @@ async fn to_target(
             }
             ChannelMsg::Signal { signal } => target.signal(signal).await,
             ChannelMsg::AgentForward { .. } | ChannelMsg::RequestX11 { .. } => {
-                // Not bridged: an agent or X11 display must not reach a recorded host.
-                let _ = ctx.handle.channel_failure(id).await;
+                // Not bridged (declined by the handler): an agent or X11 display must not reach
+                // a recorded host.
                 continue;
             }
             _ => Ok(()),
@@ -466,13 +459,14 @@ async fn to_engineer(
                 let _ = engineer.close().await;
                 break;
             }
-            ChannelMsg::Success => {
-                let _ = ctx.handle.channel_success(id).await;
-                Ok(())
-            }
+            // The engineer's requests were answered by the handler; the only request sent to
+            // the target with want_reply is the program, so a failure here is its refusal.
+            ChannelMsg::Success => Ok(()),
             ChannelMsg::Failure => {
-                let _ = ctx.handle.channel_failure(id).await;
-                Ok(())
+                let _ = fail
+                    .send("the target refused to start the session's program".to_owned())
+                    .await;
+                break;
             }
             _ => Ok(()),
         };

@@ -5,6 +5,8 @@
 //! (revoked, deleted, expired) within a second, with a message to the engineer.
 
 mod channel;
+pub mod record_rule;
+pub mod replies;
 
 use std::{
     sync::Arc,
@@ -111,13 +113,15 @@ async fn ensure_upstream(
 }
 
 /// Own one engineer connection after login: open upstream channels for its channels, watch
-/// its request, and end everything when access ends.
+/// its request, and end everything when access ends. A session channel it rejects gives its
+/// slot in `slots` back.
 pub async fn run_connection(
     shared: Arc<Shared>,
     grant: Arc<Grant>,
     connection: String,
     handle: server::Handle,
     mut events: mpsc::Receiver<ConnectionEvent>,
+    slots: replies::SessionSlots,
 ) {
     let (end_tx, end_rx) = watch::channel(None::<Refusal>);
     let mut upstream: Option<Upstream> = None;
@@ -130,10 +134,12 @@ pub async fn run_connection(
                 let Some(event) = event else { break None };
                 match event {
                     ConnectionEvent::Session { channel, reply } => {
+                        let id = channel.id();
                         let up = match ensure_upstream(&mut upstream, &shared, &grant, &connection).await {
                             Ok(up) => up,
                             Err(message) => {
                                 tracing::warn!(%connection, request = %grant.request, "upstream: {message}");
+                                slots.close(id);
                                 reply.reject(rejected(message)).await;
                                 continue;
                             }
@@ -147,9 +153,19 @@ pub async fn run_connection(
                                     connection: connection.clone(),
                                     handle: handle.clone(),
                                 };
-                                sessions.spawn(channel::run_session(ctx, channel, target, end_rx.clone()));
+                                let session = channel::run_session(ctx, channel, target, end_rx.clone());
+                                // russh drops the client's answer to a close the proxy sent
+                                // first, so the slot goes back when the session's task ends.
+                                let slots = slots.clone();
+                                sessions.spawn(async move {
+                                    session.await;
+                                    slots.close(id);
+                                });
                             }
-                            Err(error) => reply.reject(rejected(format!("target refused a session channel: {error}"))).await,
+                            Err(error) => {
+                                slots.close(id);
+                                reply.reject(rejected(format!("target refused a session channel: {error}"))).await;
+                            }
                         }
                     }
                     ConnectionEvent::DirectTcpip { channel, reply, host, port, originator } => {
