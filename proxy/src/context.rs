@@ -8,8 +8,12 @@ use gatehouse_ssh_ca::CaKey;
 use russh::keys::ssh_key::Fingerprint;
 
 use crate::{
-    inventory::Inventory, metrics::Metrics, network::AllowedTargets, ratelimit::RateLimiter,
-    recording::uploader::UploadQueue, session_history::SessionStatus,
+    inventory::Inventory,
+    metrics::Metrics,
+    network::AllowedTargets,
+    ratelimit::RateLimiter,
+    recording::{budget::SpoolBudget, live::LiveUploads, uploader::UploadQueue},
+    session_history::SessionStatus,
 };
 
 /// Where recordings go and whether they can be written.
@@ -19,6 +23,10 @@ pub struct RecordingSettings {
     pub spool_dir: std::path::PathBuf,
     /// Finished spools are handed to the uploader here.
     pub queue: UploadQueue,
+    /// What one session and the whole spool may hold.
+    pub budget: std::sync::Arc<SpoolBudget>,
+    /// Copies live recordings to the store in pieces while sessions run.
+    pub live: LiveUploads,
 }
 
 /// What every connection shares.

@@ -28,6 +28,12 @@ pub enum Error {
         /// I/O error.
         source: std::io::Error,
     },
+    /// A recording reached its spool budget (per session or per replica).
+    #[error("{message}")]
+    SpoolBudget {
+        /// Which limit, e.g. "this session's recording reached its limit of 1.0 GiB (…)".
+        message: String,
+    },
     /// Reading a spooled recording (for upload) failed.
     #[error("reading recording spool {path}: {source}")]
     ReadSpool {

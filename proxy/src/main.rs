@@ -24,6 +24,9 @@ use gatehouse_proxy::{
     ratelimit::{Limits, RateLimiter},
     recording::{
         Store, Uploader,
+        budget::{SpoolBudget, spool_usage},
+        live::LiveUploads,
+        segments::LiveSettings,
         store::{LocalStore, S3Config, S3Store},
     },
     server::Proxy,
@@ -73,6 +76,21 @@ struct Args {
         default_value = "/var/lib/gatehouse/spool"
     )]
     spool_dir: PathBuf,
+    /// The most the spool may hold (live sessions and recordings waiting for the store): a
+    /// session that would spool more ends (under `recording.required`) with its recording kept
+    /// up to that point, and new ones are refused. Keep it below the spool volume's size.
+    #[arg(long, env = "GATEHOUSE_SPOOL_MAX_BYTES", default_value = "8Gi", value_parser = parse_size)]
+    spool_max_bytes: u64,
+    /// The most one session may spool.
+    #[arg(long, env = "GATEHOUSE_SPOOL_MAX_SESSION_BYTES", default_value = "1Gi", value_parser = parse_size)]
+    spool_max_session_bytes: u64,
+    /// While a session runs, its recording is stored in pieces at least this often (0s: only
+    /// when the session ends), so a lost pod loses at most the last piece.
+    #[arg(long, env = "GATEHOUSE_LIVE_UPLOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    live_upload_interval: Duration,
+    /// ... and as soon as this much is waiting (the most a piece holds).
+    #[arg(long, env = "GATEHOUSE_LIVE_UPLOAD_PIECE_BYTES", default_value = "8Mi", value_parser = parse_size)]
+    live_upload_piece_bytes: u64,
     /// Recording store.
     #[arg(long, env = "GATEHOUSE_STORAGE", value_enum, default_value = "local")]
     storage: StorageKind,
@@ -137,7 +155,14 @@ struct Args {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     gatehouse_crds::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    gatehouse_proxy::recording::budget::parse_size(text)
 }
 
 /// Read `key` of Secret or ConfigMap data, waiting for the operator to create it.
@@ -216,6 +241,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating spool directory {}", args.spool_dir.display()))?;
     // No session runs yet, so every partial file is an earlier run's.
     gatehouse_proxy::recording::spool::remove_leftovers(&args.spool_dir)?;
+    let budget = SpoolBudget::new(
+        args.spool_max_bytes,
+        args.spool_max_session_bytes,
+        spool_usage(&args.spool_dir)?,
+    );
 
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
@@ -272,7 +302,16 @@ async fn main() -> anyhow::Result<()> {
         .context("waiting for the first lists")?;
 
     let status = SessionStatus::new(client.clone(), args.identity.clone());
+    let live = LiveUploads::new(
+        store.clone(),
+        LiveSettings {
+            interval: args.live_upload_interval,
+            piece_bytes: args.live_upload_piece_bytes,
+        },
+        metrics.clone(),
+    );
     let (uploader, queue) = Uploader::new(store, status.clone(), metrics.clone());
+    let uploader = uploader.with_budget(budget.clone());
     let uploads = tokio::spawn(uploader.run(args.spool_dir.clone()));
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
 
@@ -290,6 +329,8 @@ async fn main() -> anyhow::Result<()> {
         recording: RecordingSettings {
             spool_dir: args.spool_dir.clone(),
             queue,
+            budget,
+            live,
         },
         status,
         shutdown,

@@ -181,9 +181,44 @@ impl Minio {
         );
     }
 
+    /// The keys in `bucket` starting with `prefix`, sorted (up to 1000: ListObjectsV2's first
+    /// page, plenty for a test).
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.curl(
+            "GET",
+            &format!("{bucket}?list-type=2&prefix={}", url_escape(prefix)),
+        );
+        assert!(
+            out.success,
+            "listing {bucket}/{prefix}: {}{}",
+            out.stdout, out.stderr
+        );
+        let mut keys: Vec<String> = out
+            .stdout
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</Key>").next())
+            .map(|k| k.replace("&amp;", "&"))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Read an object, or None when it does not exist (or the server is down).
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let out = self.curl("GET", &format!("{bucket}/{key}"));
         out.success.then_some(out.stdout_bytes)
     }
+}
+
+/// Percent-encode everything but unreserved characters (a query value, as SigV4 signs it).
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

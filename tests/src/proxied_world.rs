@@ -62,6 +62,16 @@ impl ProxiedWorld {
         storage: impl FnOnce(&Path) -> Storage,
         policy_extra: Value,
     ) -> ProxiedWorld {
+        Self::start_with_args(prefix, storage, policy_extra, &[]).await
+    }
+
+    /// [`Self::start`] with `proxy_args` added to the proxy's command line.
+    pub async fn start_with_args(
+        prefix: &str,
+        storage: impl FnOnce(&Path) -> Storage,
+        policy_extra: Value,
+        proxy_args: &[&str],
+    ) -> ProxiedWorld {
         let cp = control_plane();
         cp.install_gatehouse();
         let login = current_login();
@@ -87,10 +97,9 @@ impl ProxiedWorld {
         let mut principals = s.authorized_principals(cp, "db1", &login).await;
         principals.extend(s.authorized_principals(cp, "db2", &login).await);
         sshd.set_authorized_principals(&login, &principals);
-        let proxy = Proxy::start(
-            cp,
-            ProxyConfig::new(dir.path().join("proxy"), storage(dir.path())),
-        );
+        let mut config = ProxyConfig::new(dir.path().join("proxy"), storage(dir.path()));
+        config.args = proxy_args.iter().map(|a| (*a).to_owned()).collect();
+        let proxy = Proxy::start(cp, config);
         let (key, public) = keypair(dir.path(), "alice");
         ProxiedWorld {
             cp,

@@ -1,11 +1,16 @@
 //! Session recording. Data comes from the session tasks (terminal bytes, resizes and the
 //! proxy's own notices, plus a [`SessionMeta`] when a session starts); it goes to asciinema v2
 //! files spooled on local disk ([`spool`]), which the [`uploader`] copies to the recording
-//! [`store`] (S3 or a directory) before deleting them.
+//! [`store`] (S3 or a directory) before deleting them. While a session runs, [`live`] copies
+//! what it spooled so far to the store in pieces ([`segments`]); [`budget`] bounds what one
+//! session and the whole spool may hold.
 //!
 //! Nothing here knows about SSH: a session is a stream of bytes with a size and some metadata.
 
 pub mod asciicast;
+pub mod budget;
+pub mod live;
+pub mod segments;
 pub mod spool;
 pub mod store;
 pub mod uploader;

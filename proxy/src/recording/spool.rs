@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SessionMeta;
 use super::asciicast::{Utf8Stream, event_line, header_line};
+use super::budget::{Charge, SessionBudget, SpoolBudget, within_budget};
 use crate::error::{Error, Result};
 
 /// Buffered bytes older than this are written out on the next event, so an interactive echo
@@ -44,6 +45,7 @@ pub struct Recorder {
     last_flush: Instant,
     output: Utf8Stream,
     input: Utf8Stream,
+    budget: SessionBudget,
 }
 
 /// A recording on disk, finished or left behind by a proxy that stopped mid-session.
@@ -65,6 +67,19 @@ impl Recorder {
     /// header to it, and writes `<dir>/<session_id>.json` marked incomplete. The directory must
     /// exist: a missing spool is a configuration error, not something to paper over.
     pub fn create(spool_dir: &Path, meta: SessionMeta) -> Result<Recorder> {
+        Self::create_within(spool_dir, meta, SpoolBudget::unlimited())
+    }
+
+    /// [`create`](Self::create), counting every line against `budget`: refused when the spool
+    /// is full; once the session's or the spool's limit is reached, the write that would
+    /// break it fails with [`Error::SpoolBudget`] and later ones are dropped (the recording
+    /// stays valid, complete up to the limit, and can still be finished).
+    pub fn create_within(
+        spool_dir: &Path,
+        meta: SessionMeta,
+        budget: std::sync::Arc<SpoolBudget>,
+    ) -> Result<Recorder> {
+        budget.admits_new().map_err(Error::from)?;
         let id = &meta.session_id;
         let cast_path = spool_dir.join(format!("{id}.cast"));
         let meta_path = spool_dir.join(format!("{id}.json"));
@@ -99,6 +114,7 @@ impl Recorder {
             last_flush: started,
             output: Utf8Stream::new(),
             input: Utf8Stream::new(),
+            budget: SessionBudget::new(budget),
         };
         let ready = recorder.write_header().and_then(|()| {
             write_meta(
@@ -147,9 +163,23 @@ impl Recorder {
         self.event("r", &format!("{width}x{height}"))
     }
 
-    /// A message from the proxy itself (e.g. why it ended the session), shown as output.
+    /// A message from the proxy itself (e.g. why it ended the session), shown as output;
+    /// written even over budget, so a recording cut at its limit says why.
     pub fn note(&mut self, text: &str) -> Result<()> {
-        self.event("o", text)
+        let line = event_line(self.started.elapsed(), "o", text);
+        self.budget.charge_note(line.len() as u64 + 1);
+        self.write_raw(&line)?;
+        self.flush()
+    }
+
+    /// The `.cast` file being written.
+    pub fn cast_path(&self) -> &Path {
+        &self.cast_path
+    }
+
+    /// Whether the budget stopped this recording (what follows the limit is not in it).
+    pub fn over_budget(&self) -> bool {
+        self.budget.exceeded()
     }
 
     /// Write out whatever is buffered now. Events flush by themselves when the previous flush
@@ -169,10 +199,10 @@ impl Recorder {
     pub fn finish(mut self, exit_status: Option<u32>) -> Result<SpooledRecording> {
         // A character cut off by the end of the stream is shown as U+FFFD rather than lost.
         let tail = self.output.finish();
-        self.event("o", &tail)?;
+        within_budget(self.event("o", &tail))?;
         if self.meta.record_input {
             let tail = self.input.finish();
-            self.event("i", &tail)?;
+            within_budget(self.event("i", &tail))?;
         }
         self.flush()?;
         self.cast
@@ -214,6 +244,14 @@ impl Recorder {
     }
 
     fn write_line(&mut self, line: &str) -> Result<()> {
+        match self.budget.charge(line.len() as u64 + 1) {
+            Charge::Write => self.write_raw(line),
+            Charge::Drop => Ok(()),
+            Charge::Exceeded(exceeded) => Err(exceeded.into()),
+        }
+    }
+
+    fn write_raw(&mut self, line: &str) -> Result<()> {
         self.cast
             .write_all(line.as_bytes())
             .and_then(|()| self.cast.write_all(b"\n"))

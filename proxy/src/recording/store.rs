@@ -105,9 +105,9 @@ impl fmt::Debug for S3Config {
 /// An S3 bucket holding recordings.
 #[derive(Clone)]
 pub struct S3Store {
-    client: Client,
-    bucket: String,
-    prefix: String,
+    pub(super) client: Client,
+    pub(super) bucket: String,
+    pub(super) prefix: String,
 }
 
 impl fmt::Debug for S3Store {
@@ -331,7 +331,7 @@ impl LocalStore {
     }
 
     /// `<dir>/<key>`, refusing keys that would leave the directory.
-    fn path_for(&self, key: &str) -> Result<PathBuf> {
+    pub(super) fn path_for(&self, key: &str) -> Result<PathBuf> {
         let relative = Path::new(key);
         let plain = relative
             .components()
@@ -433,7 +433,7 @@ fn read_spool(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::ReadSpool { path, source }
 }
 
-fn write_store(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+pub(super) fn write_store(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let key = key.to_owned();
     let path = path.to_owned();
     move |e| Error::Upload {
@@ -442,7 +442,7 @@ fn write_store(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     }
 }
 
-fn upload_error(key: &str, message: &str) -> Error {
+pub(super) fn upload_error(key: &str, message: &str) -> Error {
     Error::Upload {
         key: key.to_owned(),
         message: message.to_owned(),
@@ -450,7 +450,7 @@ fn upload_error(key: &str, message: &str) -> Error {
 }
 
 /// An SDK error with its whole source chain: the SDK's own Display is just "service error".
-fn sdk_error<E: std::error::Error + 'static>(
+pub(super) fn sdk_error<E: std::error::Error + 'static>(
     key: &str,
     operation: &'static str,
 ) -> impl FnOnce(E) -> Error {

@@ -7,10 +7,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::budget::SpoolBudget;
 use super::spool::{self, SpooledRecording};
 use super::store::{Store, StoredRecording};
 use crate::error::Result;
@@ -52,6 +54,7 @@ pub struct Uploader<S: UploadSink> {
     queue: mpsc::UnboundedReceiver<SpooledRecording>,
     initial_backoff: Duration,
     max_backoff: Duration,
+    budget: Arc<SpoolBudget>,
 }
 
 impl<S: UploadSink> fmt::Debug for Uploader<S> {
@@ -83,6 +86,7 @@ impl<S: UploadSink> Uploader<S> {
             queue: rx,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            budget: SpoolBudget::unlimited(),
         };
         (uploader, UploadQueue(tx))
     }
@@ -91,6 +95,12 @@ impl<S: UploadSink> Uploader<S> {
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
         self.max_backoff = max.max(initial);
+        self
+    }
+
+    /// Give back to `budget` the bytes of every spool deleted after its upload.
+    pub fn with_budget(mut self, budget: Arc<SpoolBudget>) -> Self {
+        self.budget = budget;
         self
     }
 
@@ -108,6 +118,7 @@ impl<S: UploadSink> Uploader<S> {
             queue,
             initial_backoff,
             max_backoff,
+            budget,
         } = self;
         let mut pending = VecDeque::new();
         // Before anything from the queue, so a recording both found here and submitted is
@@ -143,7 +154,10 @@ impl<S: UploadSink> Uploader<S> {
             };
             // Keep taking submissions during a long upload so the pending gauge is honest.
             let outcome = inbox
-                .during(attempt(&store, &sink, &metrics, item), &mut arrived)
+                .during(
+                    attempt(&store, &sink, &metrics, &budget, item),
+                    &mut arrived,
+                )
                 .await;
             // Added while the finished item is still at the front, so a duplicate of it is
             // recognised.
@@ -222,6 +236,7 @@ async fn attempt<S: UploadSink>(
     store: &Store,
     sink: &S,
     metrics: &Metrics,
+    budget: &SpoolBudget,
     item: &mut Item,
 ) -> Result<()> {
     let key = item.rec.meta.object_key();
@@ -266,11 +281,19 @@ async fn attempt<S: UploadSink>(
             return Err(error);
         }
         item.notified = true;
+        // The whole recording is stored and named in status: the pieces the session stored
+        // while it ran are redundant now. Left behind on failure (the object is what counts).
+        match store.remove_pieces(&key).await {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(%key, count, "removed the live pieces"),
+            Err(error) => tracing::warn!(%key, %error, "removing the live pieces failed"),
+        }
     }
     if let Err(error) = item.rec.remove() {
         tracing::warn!(%key, %error, "deleting the uploaded spool failed; will retry");
         return Err(error);
     }
+    budget.release(stored.bytes);
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     access::{Grant, Refusal},
     context::Shared,
-    recording::{Recorder, SessionKind, SessionMeta},
+    recording::{Recorder, SessionKind, SessionMeta, live::LiveUpload},
 };
 
 /// How often a live session's recording is flushed to the spool.
@@ -44,6 +44,8 @@ enum Recording {
     Active {
         recorder: Box<Recorder>,
         output: bool,
+        /// Pieces of it going to the store while the session runs.
+        live: Option<LiveUpload>,
     },
     /// Not recording (failed where the policy allows it, or finished).
     Off,
@@ -61,13 +63,20 @@ fn record(
     let Ok(mut state) = recording.lock() else {
         return Err("recording state poisoned".into());
     };
-    let Recording::Active { recorder, output } = &mut *state else {
+    let Recording::Active {
+        recorder, output, ..
+    } = &mut *state
+    else {
         return Ok(());
     };
     match write(recorder, *output) {
         Ok(()) => Ok(()),
         Err(error) => {
-            *state = Recording::Off;
+            // Over budget, the recording stays valid up to its limit: keep it to finish and
+            // store; any other failure leaves it to the next start's upload.
+            if !matches!(error, crate::Error::SpoolBudget { .. }) {
+                *state = Recording::Off;
+            }
             if required {
                 Err(format!(
                     "recording failed ({error}) and the policy requires recording"
@@ -165,7 +174,10 @@ pub(super) async fn run_session(
         .lock()
         .map(|mut s| std::mem::replace(&mut *s, Recording::Off))
         .unwrap_or(Recording::Off);
-    if let Recording::Active { recorder, .. } = state {
+    if let Recording::Active { recorder, live, .. } = state {
+        if let Some(live) = live {
+            live.stop().await;
+        }
         match (*recorder).finish(status) {
             Ok(spooled) => ctx.shared.recording.queue.submit(spooled),
             Err(error) => {
@@ -246,12 +258,16 @@ fn start_recording(
             tracing::warn!(%error, session = %for_status.session_id, "recording the session start in status failed");
         }
     });
-    match Recorder::create(&ctx.shared.recording.spool_dir, meta) {
+    let settings = &ctx.shared.recording;
+    let key = meta.object_key();
+    match Recorder::create_within(&settings.spool_dir, meta, settings.budget.clone()) {
         Ok(recorder) => {
+            let live = settings.live.start(recorder.cast_path().to_owned(), key);
             if let Ok(mut state) = recording.lock() {
                 *state = Recording::Active {
                     recorder: Box::new(recorder),
                     output,
+                    live,
                 };
             }
             Ok(())
