@@ -16,8 +16,8 @@
 //! Modules, from the bottom: [`users`], [`command`], [`net`], [`process`] (plumbing);
 //! [`control_plane`], [`binaries`], [`operator`], [`install`] (the plane and Gatehouse on it);
 //! [`ssh_client`], [`sshd`], [`minio`], [`proxy`] (the SSH side and the recording store);
-//! [`scenario`], [`proxied_world`] (what tests set up); [`make_up`] (`make up`); [`node`] (the
-//! chart's pods on a real node, for `make e2e-node`).
+//! [`scenario`], [`proxied_world`] (what tests set up); [`make_up`] (`make up`); [`node`],
+//! [`node_world`] (the chart's pods on a real node, for `make e2e-node`).
 
 #![allow(
     clippy::unwrap_used,
@@ -42,6 +42,7 @@ pub mod make_up;
 pub mod minio;
 pub mod net;
 pub mod node;
+pub mod node_world;
 pub mod operator;
 pub mod process;
 pub mod proxied_world;
