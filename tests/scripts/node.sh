@@ -404,6 +404,15 @@ failSwapOn: false
 # Images cannot be pulled again: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# The defaults (nodefs.available < 10%, imagefs.available < 15%) evict every pod and taint the
+# node as soon as this shared machine's disk is 90% full, which other builds do: the node's pods
+# use a few MiB, so only a nearly full disk or memory counts.
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1Gi
+  nodefs.inodesFree: 1%
+  imagefs.available: 1Gi
+  imagefs.inodesFree: 1%
 shutdownGracePeriod: 0s
 EOF
   log "starting kubelet $KUBERNETES_VERSION as node $GATEHOUSE_NODE_NAME ($GATEHOUSE_NODE_IP)"

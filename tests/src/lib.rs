@@ -17,8 +17,8 @@
 //! [`control_plane`], [`binaries`], [`operator`], [`install`] (the plane and Gatehouse on it);
 //! [`ssh_client`], [`sshd`], [`minio`], [`proxy`] (the SSH side and the recording store);
 //! [`scenario`], [`proxied_world`] (what tests set up); [`slack`], [`bridge`] (a local Slack
-//! and the approval bridge); [`make_up`] (`make up`); [`node`] (the chart's pods on a real node,
-//! for `make e2e-node`).
+//! and the approval bridge); [`make_up`] (`make up`); [`node`], [`node_world`] (the chart's pods
+//! on a real node, for `make e2e-node`).
 
 #![allow(
     clippy::unwrap_used,
@@ -44,6 +44,7 @@ pub mod make_up;
 pub mod minio;
 pub mod net;
 pub mod node;
+pub mod node_world;
 pub mod operator;
 pub mod process;
 pub mod proxied_world;

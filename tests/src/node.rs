@@ -142,7 +142,8 @@ impl Node {
 
     /// `helm ACTION gatehouse charts/gatehouse` (`install` or `upgrade`) in
     /// [`SYSTEM_NAMESPACE`] with the node's image values and `sets` (`--set` arguments), waiting
-    /// up to 3 minutes for every replica to be ready.
+    /// up to 3 minutes for every replica to be ready; panics with the pods and their Events
+    /// when it fails.
     pub fn helm(&self, cp: &ControlPlane, action: &str, sets: &[String]) -> CmdOutput {
         let mut cmd = cp
             .helm()
@@ -154,7 +155,32 @@ impl Node {
         for set in sets {
             cmd = cmd.arg("--set").arg(set);
         }
-        cmd.timeout(Duration::from_secs(240)).run()
+        let out = cmd.timeout(Duration::from_secs(240)).run();
+        if !out.success {
+            // What kept the pods from being ready (scheduling, eviction, probes, crashes).
+            let pods = cp
+                .kubectl(User::Admin)
+                .args(["-n", SYSTEM_NAMESPACE, "get", "pods", "-o", "wide"])
+                .run();
+            let events = cp
+                .kubectl(User::Admin)
+                .args([
+                    "-n",
+                    SYSTEM_NAMESPACE,
+                    "get",
+                    "events",
+                    "--sort-by=.lastTimestamp",
+                ])
+                .run();
+            let events: Vec<&str> = events.stdout.lines().collect();
+            panic!(
+                "helm {action} failed: {}\npods:\n{}\nevents (last 30):\n{}",
+                out.stderr,
+                pods.stdout,
+                events[events.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        out
     }
 
     /// The chart's pods of `component` (`operator`, `proxy`).

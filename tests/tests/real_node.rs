@@ -19,48 +19,20 @@
 
 use std::{
     collections::BTreeSet,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use gatehouse_crds::{
-    AccessRequest, Phase, SessionRecord,
-    contract::{annotations, published},
-};
+use gatehouse_crds::{Phase, contract::annotations};
 use gatehouse_tests::{
-    ControlPlane, SYSTEM_NAMESPACE, Subject, User, control_plane,
-    minio::{Credentials, Minio},
+    ControlPlane, SYSTEM_NAMESPACE, User, control_plane,
     node::{Node, PodView},
-    scenario::{self, HOST_GROUP, POLICY, Scenario},
-    sha256_hex,
-    ssh_client::{Client, Server, SshCommand},
-    sshd::{Sshd, SshdConfig, current_login},
-    wait_for,
+    node_world::{NODE_PORT, NodeWorld, POD_SSH_PORT, recording_store, traced},
+    scenario, wait_for,
 };
 use kube::Api;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-const BUCKET: &str = "gatehouse-recordings";
-/// The proxy Service's node port (kind-config.yaml uses the same).
-const NODE_PORT: u16 = 32222;
-/// The proxy's SSH port in its pod.
-const POD_SSH_PORT: u16 = 2222;
 const SHUTDOWN_MESSAGE: &str = "the proxy is shutting down; connect again to reach another replica";
-
-/// What the steps share.
-struct World {
-    cp: &'static ControlPlane,
-    node: Node,
-    dir: tempfile::TempDir,
-    minio: Minio,
-    sets: Vec<String>,
-    s: Scenario,
-    sshd: Sshd,
-    login: String,
-    key: PathBuf,
-    public: String,
-    known_hosts: PathBuf,
-}
 
 fn step(name: &str, start: Instant) {
     eprintln!(
@@ -90,58 +62,12 @@ async fn the_chart_on_a_real_node() {
 
 /// MinIO on the node address, the credentials Secret, `helm install --wait`; then both
 /// replicas of each Deployment Running and Ready, their processes locked down, one leader.
-async fn install() -> World {
+async fn install() -> NodeWorld {
     let start = Instant::now();
     let cp = control_plane();
     let node = Node::from_env();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let minio = Minio::start_at(
-        cp,
-        node.ip,
-        &dir.path().join("minio-data"),
-        &dir.path().join("minio.log"),
-        Credentials::for_tests(),
-        |spec| spec,
-    );
-    minio.create_bucket(BUCKET);
-    cp.kubectl(User::Admin)
-        .args(["create", "namespace", SYSTEM_NAMESPACE])
-        .run()
-        .ok();
-    // The keys go in a file, not on a command line `ps` shows.
-    let credentials = dir.path().join("s3.env");
-    let c = Credentials::for_tests();
-    std::fs::write(
-        &credentials,
-        format!(
-            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-            c.access_key, c.secret_key
-        ),
-    )
-    .expect("writing the credentials file");
-    cp.kubectl(User::Admin)
-        .args([
-            "-n",
-            SYSTEM_NAMESPACE,
-            "create",
-            "secret",
-            "generic",
-            "gatehouse-s3",
-        ])
-        .arg(format!("--from-env-file={}", credentials.display()))
-        .run()
-        .ok();
-    let sets = vec![
-        "recording.storage.type=s3".to_owned(),
-        format!("recording.storage.s3.endpoint={}", minio.endpoint()),
-        format!("recording.storage.s3.bucket={BUCKET}"),
-        "recording.storage.s3.pathStyle=true".to_owned(),
-        "recording.storage.s3.credentialsSecret.name=gatehouse-s3".to_owned(),
-        "proxy.service.type=NodePort".to_owned(),
-        format!("proxy.service.nodePort={NODE_PORT}"),
-        // The proxy may dial only this machine's node address (the target sshd).
-        format!("proxy.allowedTargets={{{}/32}}", node.ip),
-    ];
+    let (minio, sets) = recording_store(cp, &node, dir.path());
     let helm = Instant::now();
     node.helm(cp, "install", &sets).ok();
     eprintln!(
@@ -169,80 +95,12 @@ async fn install() -> World {
     let leader = one_leader(cp, &node, &operators).await;
     eprintln!("[real-node] Lease held by {leader}");
 
-    // The team: a HostGroup whose one host is an sshd on this machine's node address, trusting
-    // only the upstream CA the operator pods published; alice may request, bob approves.
-    let upstream_ca = cp.published(published::UPSTREAM_CA_PUB).await;
-    let login = current_login();
-    let sshd = Sshd::start(&SshdConfig {
-        listen: node.ip,
-        // bash runs ~/.bashrc for a command sshd starts (it sees SSH_CLIENT at shell level 1).
-        // On this machine root's runs `pyenv init -`, i.e. `pyenv rehash` under one lock file
-        // for the whole machine: concurrent root logins of other test runs waited for it for up
-        // to 60 s (PYENV_REHASH_TIMEOUT), a killed one leaves the lock stale, and that was the
-        // slow first ssh. The target's shell is not what this test is about: SHLVL=1 makes
-        // bash skip the file.
-        extra_config: vec!["SetEnv SHLVL=1".to_owned()],
-        ..SshdConfig::trusting(upstream_ca.trim()).authorize(&login, &[])
-    });
-    let ns = cp.namespace("node").await;
-    cp.bind(&ns, "gatehouse-requester", Subject::Group("dev"));
-    cp.allow_approve(&ns, POLICY, Subject::Group("sre-leads"));
-    let host = (
-        "db1".to_owned(),
-        node.ip.to_string(),
-        sshd.port(),
-        sshd.host_key().to_owned(),
-    );
-    cp.apply_as(
-        User::Admin,
-        &ns,
-        &scenario::host_group(HOST_GROUP, "Proxied", "prod", &[host]),
-    )
-    .ok();
-    cp.apply_as(
-        User::Admin,
-        &ns,
-        &json!({
-            "apiVersion": "gatehouse.dev/v1alpha1", "kind": "AccessPolicy",
-            "metadata": {"name": POLICY},
-            "spec": {
-                "subjects": [{"kind": "Group", "name": "dev"}],
-                "hostSelector": {"matchLabels": {"env": "prod"}},
-                "logins": [login],
-                "maxDuration": "2h",
-                "approval": {"required": 1},
-            },
-        }),
-    )
-    .ok();
-    let principals = scenario::authorized_principals(cp, &ns, HOST_GROUP, "db1", &login).await;
-    sshd.set_authorized_principals(&login, &principals);
-    let requests: Api<AccessRequest> = Api::namespaced(cp.client(User::Admin).await, &ns);
-    let s = Scenario { ns, requests };
-    let (key, public) = scenario::keypair(dir.path(), "alice");
-    let known_hosts = dir.path().join("known_hosts");
-    std::fs::write(
-        &known_hosts,
-        cp.published(published::PROXY_KNOWN_HOSTS).await,
-    )
-    .expect("writing known_hosts");
+    let w = NodeWorld::team(cp, node, dir, minio, sets).await;
     step(
         "helm install: 2 operator + 2 proxy pods Running and Ready, 4 processes uid 65532 without capabilities, no-new-privileges, seccomp, read-only root; one Lease holder",
         start,
     );
-    World {
-        cp,
-        node,
-        dir,
-        minio,
-        sets,
-        s,
-        sshd,
-        login,
-        key,
-        public,
-        known_hosts,
-    }
+    w
 }
 
 /// The Lease holder, once it is one of `operators` and the only one whose log says it leads.
@@ -264,29 +122,7 @@ async fn one_leader(cp: &ControlPlane, node: &Node, operators: &[PodView]) -> St
     .await
 }
 
-/// Alice's request, made with kubectl, approved by bob: returns its certificate file.
-async fn issue(w: &World, name: &str) -> PathBuf {
-    let request = scenario::request(name, &w.login, &w.public);
-    w.s.apply(w.cp, User::Alice, &request).ok();
-    w.s.annotate(w.cp, User::Bob, name, annotations::APPROVE, "real node")
-        .ok();
-    let issued =
-        w.s.wait_phase(name, Phase::Issued, Duration::from_secs(30))
-            .await;
-    let file = w.dir.path().join(format!("{name}-cert.pub"));
-    std::fs::write(
-        &file,
-        issued
-            .status
-            .unwrap_or_default()
-            .certificate
-            .unwrap_or_default(),
-    )
-    .expect("writing the certificate");
-    file
-}
-
-async fn requests_are_stamped_by_the_webhook_pods_and_issued(w: &World) {
+async fn requests_are_stamped_by_the_webhook_pods_and_issued(w: &NodeWorld) {
     let start = Instant::now();
     let (cp, s) = (w.cp, &w.s);
     let webhook = cp
@@ -362,103 +198,16 @@ async fn requests_are_stamped_by_the_webhook_pods_and_issued(w: &World) {
     );
 }
 
-/// `ssh` as alice at `address:port` (the NodePort, or a pod) as `LOGIN@db1`.
-fn ssh(
-    w: &World,
-    address: std::net::Ipv4Addr,
-    port: u16,
-    cert: &Path,
-    args: &[&str],
-) -> SshCommand {
-    let server = Server {
-        address,
-        port,
-        known_hosts: w.known_hosts.clone(),
-    };
-    SshCommand::new(
-        Client::Ssh,
-        &server,
-        &format!("{}@db1", w.login),
-        &w.key,
-        cert,
-    )
-    .option("HostKeyAlias", published::PROXY_HOST_KEY_ALIAS)
-    .args(args)
-}
-
-async fn sessions(w: &World, name: &str) -> Vec<SessionRecord> {
-    w.s.get(name).await.status.unwrap_or_default().sessions
-}
-
-/// Wait until session `id` of request `name` has its recording in status; check the object in
-/// MinIO against it and return its text.
-async fn stored_recording(w: &World, name: &str, id: &str) -> String {
-    let recording = wait_for(
-        Duration::from_secs(30),
-        &format!("session {id} recorded in {name}'s status"),
-        || async {
-            sessions(w, name)
-                .await
-                .into_iter()
-                .find(|s| s.id == id)?
-                .recording
-        },
-    )
-    .await;
-    let bytes = w
-        .minio
-        .get(BUCKET, &recording.key)
-        .unwrap_or_else(|| panic!("{} is not in MinIO bucket {BUCKET}", recording.key));
-    assert_eq!(sha256_hex(&bytes), recording.sha256, "{}", recording.key);
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// The session ids of request `name` not in `before`.
-async fn new_sessions(w: &World, name: &str, before: &[SessionRecord]) -> Vec<String> {
-    sessions(w, name)
-        .await
-        .into_iter()
-        .filter(|s| before.iter().all(|b| b.id != s.id))
-        .map(|s| s.id)
-        .collect()
-}
-
-/// Run `ssh` with a verbose log (`-vvv -E FILE`) whose lines are stamped with the time they
-/// appeared, so a slow login shows where it waited; returns what ssh printed and the stamped log.
-async fn traced(
-    cmd: SshCommand,
-    log: &Path,
-) -> (gatehouse_tests::CmdOutput, Vec<(Duration, String)>) {
+async fn ssh_through_the_proxy_service_is_recorded_to_minio(w: &NodeWorld) {
     let start = Instant::now();
-    let mut running = cmd.flag("-vvv").flag("-E").flag(log).spawn();
-    let mut lines: Vec<(Duration, String)> = Vec::new();
-    loop {
-        let exited = running.has_exited();
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        for line in text.lines().skip(lines.len()) {
-            lines.push((start.elapsed(), line.to_owned()));
-        }
-        if exited {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let out = tokio::task::spawn_blocking(move || running.wait())
-        .await
-        .expect("ssh");
-    (out, lines)
-}
-
-async fn ssh_through_the_proxy_service_is_recorded_to_minio(w: &World) {
-    let start = Instant::now();
-    let cert = issue(w, "session").await;
+    let cert = w.issue("session").await;
     let mut timings = Vec::new();
     for round in 0..2 {
-        let before = sessions(w, "session").await;
+        let before = w.sessions("session").await;
         let started_at = jiff::Timestamp::now();
         let t = Instant::now();
         let message = format!("hello-from-the-node {round}");
-        let cmd = ssh(w, w.node.ip, NODE_PORT, &cert, &["echo", &message]);
+        let cmd = w.ssh(w.node.ip, NODE_PORT, &cert, &["echo", &message]);
         let (out, trace) = traced(cmd, &w.dir.path().join(format!("ssh-{round}.log"))).await;
         let took = t.elapsed();
         timings.push(took);
@@ -502,12 +251,12 @@ async fn ssh_through_the_proxy_service_is_recorded_to_minio(w: &World) {
             Duration::from_secs(15),
             "the new session in status",
             || async {
-                let ids = new_sessions(w, "session", &before).await;
+                let ids = w.new_sessions("session", &before).await;
                 (!ids.is_empty()).then_some(ids)
             },
         )
         .await;
-        let text = stored_recording(w, "session", &ids[0]).await;
+        let text = w.stored_recording("session", &ids[0]).await;
         assert!(text.contains(&message), "{text}");
     }
     eprintln!(
@@ -520,7 +269,7 @@ async fn ssh_through_the_proxy_service_is_recorded_to_minio(w: &World) {
     );
 }
 
-async fn deleting_the_leader_operator_pod_hands_over_the_lease(w: &World) {
+async fn deleting_the_leader_operator_pod_hands_over_the_lease(w: &NodeWorld) {
     let start = Instant::now();
     let (cp, node) = (w.cp, &w.node);
     let leader = node.lease_holder(cp).await.expect("a Lease holder");
@@ -552,51 +301,31 @@ async fn deleting_the_leader_operator_pod_hands_over_the_lease(w: &World) {
         "[real-node] Lease went from {leader} to {next} in {:.1}s",
         deleted.elapsed().as_secs_f64()
     );
-    issue(w, "after-failover").await;
+    w.issue("after-failover").await;
     step(
         "leader operator pod deleted: another pod holds the Lease and a new request is Issued",
         start,
     );
 }
 
-/// Event `SessionRecorded` of request `name` for session `id`: the proxy pod that reported it.
-fn recorded_by(w: &World, name: &str, id: &str) -> Option<String> {
-    let out =
-        w.cp.kubectl(User::Admin)
-            .args(["-n", &w.s.ns, "get", "events.events.k8s.io", "-o", "json"])
-            .run();
-    let list: Value = serde_json::from_str(out.ok()).ok()?;
-    list["items"]
-        .as_array()?
-        .iter()
-        .filter(|e| e["regarding"]["name"] == name && e["reason"] == "SessionRecorded")
-        .find(|e| e["note"].as_str().is_some_and(|n| n.contains(id)))
-        .and_then(|e| e["reportingInstance"].as_str().map(str::to_owned))
-}
-
-async fn deleting_a_proxy_pod_mid_session_stores_the_recording_first(w: &World) {
+async fn deleting_a_proxy_pod_mid_session_stores_the_recording_first(w: &NodeWorld) {
     let start = Instant::now();
     let (cp, node) = (w.cp, &w.node);
-    let cert = issue(w, "drain").await;
+    let cert = w.issue("drain").await;
     let proxies = node
         .wait_ready(cp, "proxy", 2, Duration::from_secs(30))
         .await;
     let victim = proxies[0].clone();
     let victim_ip = victim.ip.expect("a pod address");
     // Straight to the victim's pod address, so the session is known to be on it.
-    let session = ssh(
-        w,
-        victim_ip,
-        POD_SSH_PORT,
-        &cert,
-        &["echo started; sleep 120"],
-    )
-    .spawn();
+    let session = w
+        .ssh(victim_ip, POD_SSH_PORT, &cert, &["echo started; sleep 120"])
+        .spawn();
     let id = wait_for(
         Duration::from_secs(30),
         "the live session in status",
         || async {
-            sessions(w, "drain")
+            w.sessions("drain")
                 .await
                 .into_iter()
                 .find(|s| s.end_time.is_none())
@@ -630,7 +359,7 @@ async fn deleting_a_proxy_pod_mid_session_stores_the_recording_first(w: &World) 
     let mut recorded_at = None;
     let gone_at = loop {
         if recorded_at.is_none()
-            && sessions(w, "drain")
+            && w.sessions("drain")
                 .await
                 .iter()
                 .any(|s| s.id == id && s.recording.is_some())
@@ -676,22 +405,22 @@ async fn deleting_a_proxy_pod_mid_session_stores_the_recording_first(w: &World) 
         "{}",
         log.stdout
     );
-    let text = stored_recording(w, "drain", &id).await;
+    let text = w.stored_recording("drain", &id).await;
     assert!(text.contains(r#""o", "started"#), "{text}");
     assert!(text.contains("the proxy is shutting down"), "{text}");
     assert_eq!(
-        recorded_by(w, "drain", &id).as_deref(),
+        w.recorded_by("drain", &id).as_deref(),
         Some(victim.name.as_str())
     );
 
     // Connect again, through the Service: another replica answers.
-    let before = sessions(w, "drain").await;
+    let before = w.sessions("drain").await;
     let again = Instant::now();
     let out = wait_for(
         Duration::from_secs(30),
         "a reconnect through the NodePort",
         || async {
-            let out = ssh(w, node.ip, NODE_PORT, &cert, &["echo", "again"]).run();
+            let out = w.ssh(node.ip, NODE_PORT, &cert, &["echo", "again"]).run();
             out.success.then_some(out)
         },
     )
@@ -701,17 +430,17 @@ async fn deleting_a_proxy_pod_mid_session_stores_the_recording_first(w: &World) 
         Duration::from_secs(15),
         "the reconnect's session in status",
         || async {
-            let ids = new_sessions(w, "drain", &before).await;
+            let ids = w.new_sessions("drain", &before).await;
             (!ids.is_empty()).then_some(ids)
         },
     )
     .await;
     assert_eq!(reconnect.len(), 1, "{reconnect:?}");
-    stored_recording(w, "drain", &reconnect[0]).await;
+    w.stored_recording("drain", &reconnect[0]).await;
     let served_by = wait_for(
         Duration::from_secs(15),
         "the reconnect's SessionRecorded event",
-        || async { recorded_by(w, "drain", &reconnect[0]) },
+        || async { w.recorded_by("drain", &reconnect[0]) },
     )
     .await;
     assert_ne!(served_by, victim.name);
@@ -725,7 +454,7 @@ async fn deleting_a_proxy_pod_mid_session_stores_the_recording_first(w: &World) 
     );
 }
 
-async fn helm_upgrade_rolls_the_pods_and_keeps_the_cas(w: &World) {
+async fn helm_upgrade_rolls_the_pods_and_keeps_the_cas(w: &NodeWorld) {
     let start = Instant::now();
     let (cp, node) = (w.cp, &w.node);
     let cas = node.ca_fingerprints(cp).await;
@@ -777,14 +506,14 @@ async fn helm_upgrade_rolls_the_pods_and_keeps_the_cas(w: &World) {
     );
     assert_eq!(node.ca_fingerprints(cp).await, cas);
     // The new pods sign with the same CA, and the webhook's caBundle survived the upgrade.
-    issue(w, "after-upgrade").await;
+    w.issue("after-upgrade").await;
     step(
         "helm upgrade with changed values rolls every pod; CA Secrets identical; a request is Issued",
         start,
     );
 }
 
-async fn helm_uninstall_keeps_only_the_cas_and_what_the_operator_made(w: &World) {
+async fn helm_uninstall_keeps_only_the_cas_and_what_the_operator_made(w: &NodeWorld) {
     let start = Instant::now();
     let (cp, node) = (w.cp, &w.node);
     let cas = node.ca_fingerprints(cp).await;
