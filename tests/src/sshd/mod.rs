@@ -439,6 +439,10 @@ fn config_text(
         "PrintLastLog no".to_owned(),
         "UseDNS no".to_owned(),
         "X11Forwarding no".to_owned(),
+        // bash started by sshd for a command reads ~/.bashrc unless SHLVL is already set; root's
+        // ~/.bashrc on these machines runs `pyenv rehash`, which waits up to 60 s on a lock shared
+        // by the whole machine. The targets' shells are not what the tests are about.
+        "SetEnv SHLVL=1".to_owned(),
     ];
     if let Some(pdir) = principals_dir {
         lines.push(format!(
