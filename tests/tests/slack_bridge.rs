@@ -8,8 +8,11 @@
 //! refused by admission and the message says so; an unmapped Slack user changes nothing; a bad,
 //! stale or tampered signature is answered 401 and changes nothing; the requester is DMed when
 //! the request is decided and never asked to approve their own; Deny asks for a reason in a
-//! modal; Socket Mode carries clicks; the webhook receiver gets a signed event for every
-//! transition (after a failed first delivery); a restarted bridge re-sends nothing.
+//! modal; Socket Mode carries clicks and reconnects on `disconnect`; the webhook receiver gets a
+//! signed event for every transition (after a failed first delivery), and a key lent to another
+//! namespace signs nothing here; a restarted bridge re-sends nothing; Slack down never blocks a
+//! kubectl approval and the message is posted once it is back; the chart's bridge RBAC
+//! impersonates only the mapped identities and reads no CA Secret.
 
 #![allow(clippy::unwrap_used, reason = "tests report failure by panicking")]
 
@@ -511,6 +514,50 @@ async fn socket_mode_carries_clicks_without_an_ingress() {
     let issued = w.scenario.wait_phase("r1", Phase::Issued, WAIT).await;
     assert_eq!(approvers(&issued), ["bob"]);
     w.updated(&ts, &["*Issued*"]).await;
+
+    // Slack asks the client to reconnect: the bridge opens a new connection.
+    w.slack
+        .push_raw(&json!({"type": "disconnect", "reason": "refresh_requested",
+        "debug_info": {"host": "applink-test"}}));
+    wait_for(WAIT, "a second apps.connections.open", || async {
+        (w.slack.calls_of("apps.connections.open").len() == 2 && w.slack.sockets() == 1)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_down_never_blocks_kubectl_and_messages_are_retried() {
+    let w = world("slack-down", false, 0).await;
+    w.slack.set_down(true);
+    w.request("r1");
+    w.scenario.wait_phase("r1", Phase::Pending, WAIT).await;
+    // With Slack unreachable, approving with kubectl works as ever.
+    w.scenario
+        .annotate(
+            control_plane(),
+            User::Bob,
+            "r1",
+            "gatehouse.dev/approve",
+            "INC-1",
+        )
+        .ok();
+    let issued = w.scenario.wait_phase("r1", Phase::Issued, WAIT).await;
+    assert_eq!(approvers(&issued), ["bob"]);
+    assert!(w.slack.calls_of("chat.postMessage").is_empty());
+    // Slack back: the next pass (every 10 s) posts the message, already showing Issued.
+    w.slack.set_down(false);
+    let (_, blocks) = w.posted("r1").await;
+    assert!(blocks.to_string().contains("*Issued*"), "{blocks}");
+    assert!(
+        !blocks.to_string().contains("gatehouse_approve"),
+        "{blocks}"
+    );
+    assert!(
+        w.bridge.log_text().contains("Slack is unavailable"),
+        "{}",
+        w.bridge.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
