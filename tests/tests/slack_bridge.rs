@@ -620,6 +620,19 @@ async fn the_chart_lets_the_bridge_impersonate_only_the_mapped_identities() {
         "-n",
         &w.scenario.ns
     ]));
+
+    // The public Request URL drops a client that sends nothing (10 s for the headers).
+    use std::io::Read as _;
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", w.bridge.listen_port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let read = idle.read(&mut [0u8; 512]);
+    let waited = start.elapsed();
+    assert!(
+        read.is_ok() && waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "{read:?} after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
