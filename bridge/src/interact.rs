@@ -42,6 +42,12 @@ pub const PATH: &str = "/slack/interactions";
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Clicks being worked on at once; more are acknowledged and dropped with a log line.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Connections the Request URL server holds open at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send a request's headers (and an idle kept-alive connection lives).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time a whole request may take (body included) before the connection is dropped.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The longest decision message written (admission's limit is 1024 characters).
 const MAX_MESSAGE_CHARS: usize = 1000;
 
@@ -232,6 +238,42 @@ impl Interactions {
         tokio::spawn(async move {
             work(&ctx, intent).await;
             drop(permit);
+        });
+    }
+}
+
+/// Serve the Request URL on `listener`: at most [`MAX_CONNECTIONS`] connections, each with
+/// [`HEADER_TIMEOUT`] to send its headers and [`REQUEST_TIMEOUT`] in all, so the public endpoint
+/// cannot be held open by slow or idle clients.
+pub async fn serve(listener: tokio::net::TcpListener, interactions: Interactions) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let interactions = interactions.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let interactions = interactions.clone();
+                async move { Ok::<_, std::convert::Infallible>(interactions.http(request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(REQUEST_TIMEOUT, connection).await {
+                Ok(Err(error)) => tracing::debug!(%error, %peer, "connection ended with an error"),
+                Err(_) => tracing::debug!(%peer, "connection took too long; dropped"),
+                Ok(Ok(())) => {}
+            }
+            drop(slot);
         });
     }
 }

@@ -170,11 +170,9 @@ async fn main() -> anyhow::Result<()> {
     let interactions = Interactions::new(Arc::clone(&ctx));
     if let Some(listen) = args.listen {
         let listener = http::bind(listen).await?;
-        let interactions = interactions.clone();
-        tokio::spawn(http::serve(
+        tokio::spawn(gatehouse_bridge::interact::serve(
             listener,
-            move |request| interactions.clone().http(request),
-            |stream| async move { Ok(stream) },
+            interactions.clone(),
         ));
         tracing::info!(%listen, "serving the Slack Request URL");
     }

@@ -84,6 +84,7 @@ struct State {
     fail_first_hooks: usize,
     sockets: Vec<mpsc::UnboundedSender<String>>,
     acks: Vec<String>,
+    down: bool,
 }
 
 /// The running fake.
@@ -185,6 +186,18 @@ impl FakeSlack {
         state.sockets.len()
     }
 
+    /// While `down`, every Web API call is answered HTTP 503 (Slack unreachable) and not recorded.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    /// Send `message` as it is to every connected Socket Mode client (e.g. a `disconnect`).
+    pub fn push_raw(&self, message: &Value) {
+        for socket in &self.state.lock().unwrap().sockets {
+            socket.send(message.to_string()).ok();
+        }
+    }
+
     /// Send an `interactive` envelope with `payload` to every connected Socket Mode client.
     pub fn push_interactive(&self, envelope_id: &str, payload: &Value) {
         let envelope = json!({
@@ -219,6 +232,9 @@ impl FakeSlack {
         let Some(method) = path.strip_prefix("/api/") else {
             return respond(StatusCode::NOT_FOUND, "not found".into());
         };
+        if self.state.lock().unwrap().down {
+            return respond(StatusCode::SERVICE_UNAVAILABLE, "down".into());
+        }
         let content_type = headers.get("content-type").cloned().unwrap_or_default();
         let args: Value = if content_type.starts_with("application/json") {
             serde_json::from_slice(&body).unwrap_or(Value::Null)

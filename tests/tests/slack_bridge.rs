@@ -8,8 +8,11 @@
 //! refused by admission and the message says so; an unmapped Slack user changes nothing; a bad,
 //! stale or tampered signature is answered 401 and changes nothing; the requester is DMed when
 //! the request is decided and never asked to approve their own; Deny asks for a reason in a
-//! modal; Socket Mode carries clicks; the webhook receiver gets a signed event for every
-//! transition (after a failed first delivery); a restarted bridge re-sends nothing.
+//! modal; Socket Mode carries clicks and reconnects on `disconnect`; the webhook receiver gets a
+//! signed event for every transition (after a failed first delivery), and a key lent to another
+//! namespace signs nothing here; a restarted bridge re-sends nothing; Slack down never blocks a
+//! kubectl approval and the message is posted once it is back; the chart's bridge RBAC
+//! impersonates only the mapped identities and reads no CA Secret.
 
 #![allow(clippy::unwrap_used, reason = "tests report failure by panicking")]
 
@@ -386,11 +389,8 @@ async fn a_click_is_an_approval_by_that_person_checked_by_admission() {
         );
     }
     // A key another namespace's receiver trusts never signs this namespace's events.
-    assert!(
-        w.slack.hooks().iter().all(|h| h.path != "/hooks/borrowed"),
-        "{:?}",
-        w.slack.hooks()
-    );
+    let paths: Vec<String> = w.slack.hooks().into_iter().map(|h| h.path).collect();
+    assert!(paths.iter().all(|p| p != "/hooks/borrowed"), "{paths:?}");
     assert!(
         w.bridge.log_text().contains("does not list namespace"),
         "{}",
@@ -402,7 +402,7 @@ async fn a_click_is_an_approval_by_that_person_checked_by_admission() {
             && all[1].accepted
             && all[0].headers[contract::EVENT_ID_HEADER]
                 == all[1].headers[contract::EVENT_ID_HEADER],
-        "{all:?}"
+        "{paths:?}"
     );
 
     // A restarted bridge finds its records on the request and sends nothing again.
@@ -514,6 +514,50 @@ async fn socket_mode_carries_clicks_without_an_ingress() {
     let issued = w.scenario.wait_phase("r1", Phase::Issued, WAIT).await;
     assert_eq!(approvers(&issued), ["bob"]);
     w.updated(&ts, &["*Issued*"]).await;
+
+    // Slack asks the client to reconnect: the bridge opens a new connection.
+    w.slack
+        .push_raw(&json!({"type": "disconnect", "reason": "refresh_requested",
+        "debug_info": {"host": "applink-test"}}));
+    wait_for(WAIT, "a second apps.connections.open", || async {
+        (w.slack.calls_of("apps.connections.open").len() == 2 && w.slack.sockets() == 1)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_down_never_blocks_kubectl_and_messages_are_retried() {
+    let w = world("slack-down", false, 0).await;
+    w.slack.set_down(true);
+    w.request("r1");
+    w.scenario.wait_phase("r1", Phase::Pending, WAIT).await;
+    // With Slack unreachable, approving with kubectl works as ever.
+    w.scenario
+        .annotate(
+            control_plane(),
+            User::Bob,
+            "r1",
+            "gatehouse.dev/approve",
+            "INC-1",
+        )
+        .ok();
+    let issued = w.scenario.wait_phase("r1", Phase::Issued, WAIT).await;
+    assert_eq!(approvers(&issued), ["bob"]);
+    assert!(w.slack.calls_of("chat.postMessage").is_empty());
+    // Slack back: the next pass (every 10 s) posts the message, already showing Issued.
+    w.slack.set_down(false);
+    let (_, blocks) = w.posted("r1").await;
+    assert!(blocks.to_string().contains("*Issued*"), "{blocks}");
+    assert!(
+        !blocks.to_string().contains("gatehouse_approve"),
+        "{blocks}"
+    );
+    assert!(
+        w.bridge.log_text().contains("Slack is unavailable"),
+        "{}",
+        w.bridge.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,6 +620,19 @@ async fn the_chart_lets_the_bridge_impersonate_only_the_mapped_identities() {
         "-n",
         &w.scenario.ns
     ]));
+
+    // The public Request URL drops a client that sends nothing (10 s for the headers).
+    use std::io::Read as _;
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", w.bridge.listen_port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let read = idle.read(&mut [0u8; 512]);
+    let waited = start.elapsed();
+    assert!(
+        read.is_ok() && waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "{read:?} after {waited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
