@@ -292,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
             queue,
         },
         status,
+        request_sessions: Default::default(),
         shutdown,
     });
     let config = server::Config {
