@@ -6,6 +6,7 @@
 //! Nothing here knows about SSH: a session is a stream of bytes with a size and some metadata.
 
 pub mod asciicast;
+pub mod replay;
 pub mod spool;
 pub mod store;
 pub mod uploader;
