@@ -75,6 +75,10 @@ pub struct AccessPolicySpec {
     /// approval bridge (`gatehouse-bridge`). Absent: nobody is notified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<crate::notify::NotifySpec>,
+
+    /// Limits on the sessions themselves, enforced by the proxy.
+    #[serde(default, skip_serializing_if = "SessionOptions::is_empty")]
+    pub session: SessionOptions,
 }
 
 fn default_max_duration() -> String {
@@ -231,6 +235,31 @@ impl Default for RecordingOptions {
 
 fn default_true() -> bool {
     true
+}
+
+/// Limits on proxied sessions; each ends the session with a message naming the rule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionOptions {
+    /// End a session when nothing crossed it (no input, no output) for this long, from 5s to
+    /// 24h (like 15m). Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(rules::IDLE_TIMEOUT_RULE).message(rules::IDLE_TIMEOUT_MESSAGE))]
+    pub idle_timeout: Option<String>,
+
+    /// Session channels one request may have open at once (per proxy replica), 1 to 100.
+    /// Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_sessions: Option<i32>,
+}
+
+impl SessionOptions {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        self.idle_timeout.is_none() && self.max_sessions.is_none()
+    }
 }
 
 /// Observed state of an AccessPolicy.

@@ -11,6 +11,12 @@ pub const DURATION_BOUNDS_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|u
 pub const DURATION_BOUNDS_MESSAGE: &str =
     "must be a duration from 5m to 24h, written like 30m, 2h or 1h30m";
 
+/// A session idle timeout: a Go-style duration from 5s to 24h.
+pub const IDLE_TIMEOUT_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('5s') && duration(self) <= duration('24h')";
+/// Message for [`IDLE_TIMEOUT_RULE`].
+pub const IDLE_TIMEOUT_MESSAGE: &str =
+    "must be a duration from 5s to 24h, written like 30s, 15m or 1h";
+
 /// An OpenSSH public key line for a user key: Ed25519 or ECDSA (P-256/384/521), including the
 /// FIDO (`sk-`) variants, base64 blob whose embedded algorithm name matches the line's, and an
 /// optional comment. RSA and DSA are refused. The operator parses the key fully before signing.

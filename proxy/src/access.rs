@@ -85,6 +85,11 @@ pub struct Grant {
     pub record_input: bool,
     /// Refuse or end sessions that cannot be recorded.
     pub recording_required: bool,
+    /// The policy's `session.idleTimeout` (an unparsable one, which the CRD's CEL rule keeps
+    /// out, counts as the shortest allowed, 5 s: fail closed).
+    pub idle_timeout: Option<std::time::Duration>,
+    /// The policy's `session.maxSessions`.
+    pub max_sessions: Option<u32>,
 }
 
 impl Grant {
@@ -222,6 +227,13 @@ pub fn authorize(
     )?;
     let recording = &policy.spec.recording;
     let (record_input, recording_required) = (recording.record_input, recording.required);
+    let limits = &policy.spec.session;
+    let idle_timeout = limits.idle_timeout.as_deref().map(|text| {
+        gatehouse_crds::duration::parse(text).unwrap_or(std::time::Duration::from_secs(5))
+    });
+    let max_sessions = limits
+        .max_sessions
+        .map(|max| u32::try_from(max.max(1)).unwrap_or(1));
     Ok(Grant {
         request: RequestRef {
             namespace: namespace.to_owned(),
@@ -249,6 +261,8 @@ pub fn authorize(
             .map(|c| c.to_string()),
         record_input,
         recording_required,
+        idle_timeout,
+        max_sessions,
     })
 }
 

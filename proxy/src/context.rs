@@ -48,6 +48,8 @@ pub struct Shared {
     pub recording: RecordingSettings,
     /// Session records in AccessRequest status.
     pub status: SessionStatus,
+    /// Open sessions per request, for the policies' `session.maxSessions`.
+    pub request_sessions: crate::session::limits::RequestSessions,
     /// Becomes true when the proxy shuts down: every connection ends with a message.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -333,6 +333,7 @@ async fn main() -> anyhow::Result<()> {
             live,
         },
         status,
+        request_sessions: Default::default(),
         shutdown,
     });
     let config = server::Config {

@@ -147,10 +147,13 @@ async fn tty_without_permit_pty_runs_the_session_without_one_like_sshd() {
             .arg("--")
     };
 
-    // `ssh host` from a terminal: the shell runs without a pty.
+    // `ssh host` from a terminal: the shell runs without a pty. `SendEnv LANG LC_*` (in
+    // Debian's and Ubuntu's default ssh_config) puts env requests without want_reply between the
+    // pty request and the shell, as engineers' clients do.
     let started = Instant::now();
     let out = w
         .ssh(&cert, &user, &[])
+        .option("SendEnv", "LANG LC_*")
         .timeout(Duration::from_secs(40))
         .into_cmd_under(Some(pty_script(json!([
             {"expect": "PTY allocation request failed"},
@@ -158,6 +161,8 @@ async fn tty_without_permit_pty_runs_the_session_without_one_like_sshd() {
             {"expect": "shell-42"},
             {"send": "exit 4\n"},
         ]))))
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
         .run();
     assert_eq!(
         out.code,
@@ -248,6 +253,14 @@ async fn ten_sessions_share_one_connection_at_most() {
         "an eleventh session shared the connection: {}\n{}",
         eleventh.stdout,
         eleventh.stderr
+    );
+    // Refused by the proxy's own cap, not by the target's sshd (which also stops at ten).
+    assert!(
+        w.proxy
+            .log_text()
+            .contains("session channel refused: 10 are open on this connection"),
+        "{}",
+        w.proxy.log_tail()
     );
     // Each ran to its end. (Their exit codes are not asserted: with several sessions on one
     // connection the proxy sometimes loses an exit status — the client exits 255 — also before

@@ -11,6 +11,7 @@ pub mod asciicast;
 pub mod budget;
 pub mod live;
 pub mod segments;
+pub mod replay;
 pub mod spool;
 pub mod store;
 pub mod uploader;

@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use super::{
+    limits::Activity,
     new_id, record_rule,
     replies::{self, ChannelState, Reply, Request},
 };
@@ -34,6 +35,8 @@ pub(super) struct SessionContext {
     pub(super) grant: Arc<Grant>,
     pub(super) connection: String,
     pub(super) handle: server::Handle,
+    /// When a byte last crossed the session (for `session.idleTimeout`).
+    pub(super) activity: Activity,
 }
 
 /// A session's recording as both pumps see it.
@@ -107,6 +110,8 @@ pub(super) async fn run_session(
     let recording: SharedRecording = Arc::new(Mutex::new(Recording::NotStarted));
     let exit_status = Arc::new(Mutex::new(None::<u32>));
     let (fail_tx, mut fail_rx) = mpsc::channel::<String>(2);
+    let activity = ctx.activity.clone();
+    activity.touch(started);
     let mut pumps = JoinSet::new();
     pumps.spawn(to_target(
         ctx.clone(),
@@ -147,6 +152,9 @@ pub(super) async fn run_session(
                 _ = flush.tick() => {
                     if let Err(message) = record(&recording, ctx.grant.recording_required, |r, _| r.flush()) {
                         break Some(("recording", message));
+                    }
+                    if let Some(message) = activity.expired(ctx.grant.idle_timeout, Instant::now()) {
+                        break Some(("idle", message));
                     }
                 }
             }
@@ -298,6 +306,7 @@ async fn to_target(
     fail: mpsc::Sender<String>,
 ) {
     let required = ctx.grant.recording_required;
+    let activity = ctx.activity.clone();
     let bytes = ctx
         .shared
         .metrics
@@ -372,6 +381,7 @@ async fn to_target(
             }
             ChannelMsg::Data { data } => {
                 bytes.inc_by(data.len() as u64);
+                activity.touch(Instant::now());
                 if let Err(message) = record(&recording, required, |r, _| r.input(&data)) {
                     let _ = fail.send(message).await;
                     break;
@@ -423,6 +433,7 @@ async fn to_engineer(
     exit_status: Arc<Mutex<Option<u32>>>,
     fail: mpsc::Sender<String>,
 ) {
+    let activity = ctx.activity.clone();
     let required = ctx.grant.recording_required;
     let bytes = ctx
         .shared
@@ -432,6 +443,7 @@ async fn to_engineer(
     // stdout and stderr both reach the terminal, so both are output in the recording.
     let record_output = |data: &[u8]| {
         bytes.inc_by(data.len() as u64);
+        activity.touch(Instant::now());
         record(&recording, required, |r, output| {
             if output { r.output(data) } else { Ok(()) }
         })

@@ -5,6 +5,7 @@
 //! (revoked, deleted, expired) within a second, with a message to the engineer.
 
 mod channel;
+pub mod limits;
 pub mod record_rule;
 pub mod replies;
 
@@ -135,6 +136,15 @@ pub async fn run_connection(
                 match event {
                     ConnectionEvent::Session { channel, reply } => {
                         let id = channel.id();
+                        let place = match shared.request_sessions.try_take(&grant.request.uid, &grant.request.to_string(), grant.max_sessions) {
+                            Ok(place) => place,
+                            Err(message) => {
+                                tracing::warn!(%connection, request = %grant.request, "session refused: {message}");
+                                slots.close(id);
+                                reply.reject(ChannelOpenFailure::Other { code: 1, reason: message }).await;
+                                continue;
+                            }
+                        };
                         let up = match ensure_upstream(&mut upstream, &shared, &grant, &connection).await {
                             Ok(up) => up,
                             Err(message) => {
@@ -152,6 +162,7 @@ pub async fn run_connection(
                                     grant: grant.clone(),
                                     connection: connection.clone(),
                                     handle: handle.clone(),
+                                    activity: limits::Activity::new(std::time::Instant::now()),
                                 };
                                 let session = channel::run_session(ctx, channel, target, end_rx.clone());
                                 // russh drops the client's answer to a close the proxy sent
@@ -160,6 +171,7 @@ pub async fn run_connection(
                                 sessions.spawn(async move {
                                     session.await;
                                     slots.close(id);
+                                    drop(place);
                                 });
                             }
                             Err(error) => {
