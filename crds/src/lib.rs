@@ -18,6 +18,7 @@ pub mod duration;
 pub mod host_group;
 pub mod policy;
 pub mod rules;
+pub mod session_history;
 
 pub use access_policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalPolicy, CertificateExtension,

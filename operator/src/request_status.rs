@@ -63,6 +63,7 @@ fn base(
         valid_before: previous.valid_before.clone(),
         // Sessions belong to the proxy's field manager; the operator never writes them.
         sessions: Vec::new(),
+        sessions_total: None,
         observed_generation: generation,
     }
 }

@@ -160,6 +160,7 @@ pub(crate) mod tests {
             cast_path: spool.join(format!("{id}.cast")),
             meta_path: spool.join(format!("{id}.json")),
             end: None,
+            exit_status: None,
         }
     }
 

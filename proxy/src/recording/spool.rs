@@ -60,6 +60,8 @@ pub struct SpooledRecording {
     /// When the session ended (for a recording left by a crash: when its file was last
     /// written).
     pub end: Option<jiff::Timestamp>,
+    /// The program's exit status, when it ended with one.
+    pub exit_status: Option<u32>,
 }
 
 impl Recorder {
@@ -227,6 +229,7 @@ impl Recorder {
             cast_path: self.cast_path,
             meta_path: self.meta_path,
             end: Some(end),
+            exit_status,
         })
     }
 
@@ -407,6 +410,7 @@ pub fn scan(spool_dir: &Path) -> Result<Vec<SpooledRecording>> {
             cast_path,
             meta_path,
             end,
+            exit_status: spool.exit_status,
         });
     }
     found.sort_by(|a, b| {
