@@ -5,7 +5,7 @@
 //! - 64 more `ssh host true` after an engineer's first sessions and a failed one leave those
 //!   in `status.sessions` (a 64-entry ring dropped them), `sessionsTotal` counts everything,
 //!   and every recording is still in the store.
-//! - Five sessions of one request opened at once are all recorded in its status (conflicting
+//! - Ten sessions of one request opened at once are all recorded in its status (conflicting
 //!   status writers lost some of them).
 
 use std::{
@@ -129,15 +129,16 @@ async fn parallel_sessions_of_one_request_all_land_in_history() {
     let w = ProxiedWorld::with_local_store("history-parallel").await;
     let cert = w.issue(w.request("parallel")).await;
     let user = format!("{}@db1", w.login);
-    let running: Vec<_> = (0..5)
+    // Ten at once: each writes its start and its recording, twenty writers of one status.
+    let running: Vec<_> = (0..10)
         .map(|i| w.ssh(&cert, &user, &[&format!("echo p{i}")]).spawn())
         .collect();
     for (i, session) in running.into_iter().enumerate() {
         let out = session.wait();
         assert_eq!(out.stdout.trim(), format!("p{i}"), "{out:?}");
     }
-    let sessions = settled(&w, "parallel", 5, 5).await;
-    assert_eq!(sessions.len(), 5, "{sessions:?}");
+    let sessions = settled(&w, "parallel", 10, 10).await;
+    assert_eq!(sessions.len(), 10, "{sessions:?}");
     assert!(sessions.iter().all(|s| s.exit_status == Some(0)));
     let log = w.proxy.log_text();
     assert!(

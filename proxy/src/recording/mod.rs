@@ -3,7 +3,7 @@
 //! files spooled on local disk ([`spool`]), which the [`uploader`] copies to the recording
 //! [`store`] (S3 or a directory) before deleting them. While a session runs, [`live`] copies
 //! what it spooled so far to the store in pieces ([`segments`]); [`budget`] bounds what one
-//! session and the whole spool may hold.
+//! session and the whole spool may hold; [`sftp`] turns an SFTP stream into audit events.
 //!
 //! Nothing here knows about SSH: a session is a stream of bytes with a size and some metadata.
 
@@ -11,6 +11,7 @@ pub mod asciicast;
 pub mod budget;
 pub mod live;
 pub mod segments;
+pub mod sftp;
 pub mod spool;
 pub mod store;
 pub mod uploader;

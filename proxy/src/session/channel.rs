@@ -440,7 +440,11 @@ async fn to_engineer(
     let record_output = |data: &[u8]| {
         bytes.inc_by(data.len() as u64);
         record(&recording, required, |r, output| {
-            if output { r.output(data) } else { Ok(()) }
+            if output {
+                r.output(data)
+            } else {
+                r.subsystem_output(data)
+            }
         })
     };
     while let Some(message) = target.wait().await {
