@@ -254,6 +254,25 @@ pub struct SessionRecord {
     /// The session's recording, once uploaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
+    /// For a port forward (`ssh -L`, `-D`, `-W`): where it went and how much it carried. A
+    /// forward is not a terminal and has no recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardRecord>,
+}
+
+/// A port forward through the proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardRecord {
+    /// `host:port` as the engineer asked for it, seen from the target.
+    #[schemars(length(max = 300))]
+    pub destination: String,
+    /// Bytes from the engineer to the destination (so far, while live).
+    #[schemars(range(min = 0))]
+    pub bytes_to_target: i64,
+    /// Bytes from the destination to the engineer.
+    #[schemars(range(min = 0))]
+    pub bytes_to_client: i64,
 }
 
 /// Where a session recording is stored and how to verify it.

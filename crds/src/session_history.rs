@@ -19,9 +19,9 @@ pub const KEEP_FIRST: usize = 8;
 pub const KEEP_FAILED: usize = 24;
 
 /// Whether a session ended badly: a non-zero exit status, or none at all (a signal, a cut
-/// connection, ended by the proxy).
+/// connection, ended by the proxy). Port forwards have no exit status and never fail.
 pub fn failed(entry: &SessionRecord) -> bool {
-    entry.end_time.is_some() && entry.exit_status != Some(0)
+    entry.forward.is_none() && entry.end_time.is_some() && entry.exit_status != Some(0)
 }
 
 /// `entries` with `entry` merged in by id, then bounded by [`retain`]; and the new
@@ -102,6 +102,7 @@ mod tests {
             end_time: exit.map(|_| at(2_000 + i)),
             exit_status: exit.flatten(),
             recording: None,
+            forward: None,
         }
     }
 

@@ -139,6 +139,7 @@ impl SessionStatus {
             end_time: None,
             exit_status: None,
             recording: None,
+            forward: None,
         };
         self.record(&request_ref(meta), entry).await.map(|_| ())
     }
@@ -180,6 +181,7 @@ impl UploadSink for SessionStatus {
             start_time: time(meta.start),
             end_time: Some(time(spooled.end.unwrap_or_else(jiff::Timestamp::now))),
             exit_status: spooled.exit_status.map(i64::from),
+            forward: None,
             recording: Some(Recording {
                 key: stored.key.clone(),
                 sha256: stored.sha256.clone(),

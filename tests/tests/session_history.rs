@@ -7,6 +7,7 @@
 //!   and every recording is still in the store.
 //! - Ten sessions of one request opened at once are all recorded in its status (conflicting
 //!   status writers lost some of them).
+//! - A port forward (`ssh -W`) is listed with its destination and the bytes it carried.
 
 use std::{
     collections::BTreeSet,
@@ -15,6 +16,7 @@ use std::{
 
 use gatehouse_crds::SessionRecord;
 use gatehouse_tests::{proxied_world::ProxiedWorld, wait_for};
+use serde_json::json;
 
 /// Wait until request `name` counts `total` sessions and lists `listed` with recordings;
 /// on timeout, fail with the status and the proxy's log.
@@ -144,5 +146,58 @@ async fn parallel_sessions_of_one_request_all_land_in_history() {
     assert!(
         !log.contains("recording the session start in status failed"),
         "a session start was lost:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_forward_is_listed_with_its_destination_and_bytes_each_way() {
+    let w = ProxiedWorld::start(
+        "history-forward",
+        ProxiedWorld::local_storage,
+        json!({"certificate": {"extensions": ["permit-pty", "permit-port-forwarding"]}}),
+    )
+    .await;
+    let cert = w.issue(w.request("forward")).await;
+    let user = format!("{}@db1", w.login);
+    // `ssh -W` to the target's own sshd: its banner comes back, our hello goes there.
+    let to = format!("127.0.0.1:{}", w.sshd.port());
+    let out = w
+        .ssh(&cert, &user, &[])
+        .flag("-W")
+        .flag(&to)
+        .into_cmd()
+        .stdin("SSH-2.0-forward-test\r\n")
+        .kill_after(Duration::from_secs(3))
+        .run();
+    assert!(out.stdout.starts_with("SSH-2.0-OpenSSH"), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let forward = loop {
+        let sessions = w.s.get("forward").await.status.unwrap_or_default().sessions;
+        if let Some(f) = sessions
+            .iter()
+            .find(|s| s.end_time.is_some() && s.forward.is_some())
+        {
+            break f.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no closed forward in {sessions:?}\n{}",
+            w.proxy.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let bytes = forward
+        .forward
+        .clone()
+        .unwrap_or_else(|| panic!("no forward"));
+    assert_eq!(bytes.destination, to);
+    assert!(bytes.bytes_to_target >= 22, "{forward:?}");
+    assert!(bytes.bytes_to_client >= 20, "{forward:?}");
+    assert!(forward.recording.is_none() && forward.host == "db1");
+    let log = w.proxy.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("port forward closed") && l.contains(&forward.id)),
+        "{log}"
     );
 }
