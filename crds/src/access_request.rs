@@ -166,8 +166,10 @@ pub struct AccessRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_before: Option<Time>,
 
-    /// Sessions opened with this request through the proxy, most recent last. Bounded: the
-    /// oldest entries are dropped first (their recordings stay in storage).
+    /// Sessions opened with this request through the proxy, oldest first. Bounded, but not a
+    /// ring: the first 8 sessions, every live one, the 24 most recent failed ones and the most
+    /// recent of the rest are kept (their recordings all stay in storage); `sessionsTotal`
+    /// counts them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
@@ -179,6 +181,12 @@ pub struct AccessRequestStatus {
     #[schemars(length(max = crate::notify::MAX_RECORDS))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["target".into()]))]
     pub notifications: Vec<crate::notify::NotificationRecord>,
+
+    /// How many sessions this request was used for through the proxy, including those no
+    /// longer listed in `sessions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub sessions_total: Option<i64>,
 
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,9 +253,33 @@ pub struct SessionRecord {
     /// When the session ended; empty while it is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+    /// The program's exit status on the target, once it ended with one (none: still live,
+    /// killed by a signal, or cut off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967295_i64))]
+    pub exit_status: Option<i64>,
     /// The session's recording, once uploaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
+    /// For a port forward (`ssh -L`, `-D`, `-W`): where it went and how much it carried. A
+    /// forward is not a terminal and has no recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardRecord>,
+}
+
+/// A port forward through the proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardRecord {
+    /// `host:port` as the engineer asked for it, seen from the target.
+    #[schemars(length(max = 300))]
+    pub destination: String,
+    /// Bytes from the engineer to the destination (so far, while live).
+    #[schemars(range(min = 0))]
+    pub bytes_to_target: i64,
+    /// Bytes from the destination to the engineer.
+    #[schemars(range(min = 0))]
+    pub bytes_to_client: i64,
 }
 
 /// Where a session recording is stored and how to verify it.

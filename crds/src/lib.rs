@@ -19,14 +19,15 @@ pub mod host_group;
 pub mod notify;
 pub mod policy;
 pub mod rules;
+pub mod session_history;
 
 pub use access_policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalPolicy, CertificateExtension,
     CertificateOptions, RecordingOptions, Subject, SubjectKind,
 };
 pub use access_request::{
-    AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, Phase, Recording, Requester,
-    SessionRecord, Target,
+    AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, ForwardRecord, Phase,
+    Recording, Requester, SessionRecord, Target,
 };
 pub use host_group::{Host, HostGroup, HostGroupMode, HostGroupSpec, HostGroupStatus, HostStatus};
 

@@ -65,6 +65,7 @@ fn base(
         sessions: Vec::new(),
         // Notification records belong to the bridge's field manager; the operator never writes them.
         notifications: Vec::new(),
+        sessions_total: None,
         observed_generation: generation,
     }
 }

@@ -34,6 +34,9 @@ pub enum Error {
         /// Which limit, e.g. "this session's recording reached its limit of 1.0 GiB (…)".
         message: String,
     },
+    /// An SFTP stream could not be followed for the audit.
+    #[error("{0}")]
+    AuditSftp(String),
     /// Reading a spooled recording (for upload) failed.
     #[error("reading recording spool {path}: {source}")]
     ReadSpool {

@@ -1,8 +1,17 @@
-//! Session records in `AccessRequest.status.sessions`, written with server-side apply under
-//! the proxy's own field manager, and the Events that go with them. Data comes from session
-//! starts and finished uploads; it goes to the API server.
+//! Session records in `AccessRequest.status.sessions` (and `sessionsTotal`), written with
+//! server-side apply under the proxy's own field manager, and the Events that go with them.
+//! Data comes from session starts and finished uploads; it goes to the API server. Which
+//! entries the bounded list keeps is [`gatehouse_crds::session_history`]'s decision; writers
+//! of one request take [`Turns`] on this replica and retry conflicts with other replicas.
 
-use gatehouse_crds::{AccessRequest, Recording, SessionRecord, contract::managers};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use gatehouse_crds::{
+    AccessRequest, Recording, SessionRecord, contract::managers, session_history,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -15,16 +24,18 @@ use crate::{
     access::RequestRef,
     error::{Error, Result},
     recording::{SessionMeta, SpooledRecording, StoredRecording, UploadSink},
+    turns::Turns,
 };
 
-/// `status.sessions` keeps at most this many entries (the CRD's bound).
-pub const MAX_SESSIONS: usize = 64;
+/// Attempts at one write before giving up (the uploader retries its own later).
+const ATTEMPTS: u32 = 10;
 
 /// Writes session records and Events.
 #[derive(Clone)]
 pub struct SessionStatus {
     client: Client,
     recorder: Recorder,
+    turns: Arc<Turns>,
 }
 
 impl std::fmt::Debug for SessionStatus {
@@ -33,16 +44,14 @@ impl std::fmt::Debug for SessionStatus {
     }
 }
 
-/// `entries` with `entry` merged in by id, oldest dropped beyond [`MAX_SESSIONS`].
-pub fn merge_session(mut entries: Vec<SessionRecord>, entry: SessionRecord) -> Vec<SessionRecord> {
-    match entries.iter_mut().find(|e| e.id == entry.id) {
-        Some(existing) => *existing = entry,
-        None => entries.push(entry),
-    }
-    entries.sort_by_key(|e| e.start_time.0);
-    let excess = entries.len().saturating_sub(MAX_SESSIONS);
-    entries.drain(..excess);
-    entries
+/// How long to wait before attempt `attempt` (from 1) after a conflict with another replica:
+/// 25 ms doubling up to 800 ms, plus up to 25 ms of jitter so replicas fall out of step.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let jitter = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 25_000_000)
+        .unwrap_or(0);
+    Duration::from_millis(25 << attempt.min(5)) + Duration::from_nanos(u64::from(jitter))
 }
 
 fn time(t: jiff::Timestamp) -> Time {
@@ -59,6 +68,7 @@ impl SessionStatus {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            turns: Arc::new(Turns::new()),
         }
     }
 
@@ -74,28 +84,29 @@ impl SessionStatus {
             request: request.to_string(),
             source,
         };
-        // Optimistic concurrency: other proxy replicas apply the same list under the same
-        // manager, so a stale read must not drop their entries (409 → read again).
-        for _ in 0..5 {
+        // One writer per request on this replica: parallel sessions queue here instead of
+        // conflicting. Optimistic concurrency against other replicas (they apply the same
+        // list under the same manager, so a stale read must not drop their entries): 409 →
+        // wait a little, read again.
+        let _turn = self.turns.take(&request.to_string()).await;
+        for attempt in 1..=ATTEMPTS {
+            if attempt > 1 {
+                tokio::time::sleep(conflict_backoff(attempt - 1)).await;
+            }
             let Some(current) = api.get_opt(&request.name).await.map_err(failed)? else {
                 return Ok(None);
             };
             if current.uid().as_deref() != Some(request.uid.as_str()) {
                 return Ok(None);
             }
-            let sessions = merge_session(
-                current
-                    .status
-                    .as_ref()
-                    .map(|s| s.sessions.clone())
-                    .unwrap_or_default(),
-                entry.clone(),
-            );
+            let status = current.status.clone().unwrap_or_default();
+            let (sessions, total) =
+                session_history::merge(status.sessions, status.sessions_total, entry.clone());
             let patch = json!({
                 "apiVersion": AccessRequest::api_version(&()),
                 "kind": AccessRequest::kind(&()),
                 "metadata": {"resourceVersion": current.resource_version()},
-                "status": {"sessions": sessions},
+                "status": {"sessions": sessions, "sessionsTotal": total},
             });
             match api
                 .patch_status(
@@ -126,7 +137,9 @@ impl SessionStatus {
             login: meta.login.clone(),
             start_time: time(meta.start),
             end_time: None,
+            exit_status: None,
             recording: None,
+            forward: None,
         };
         self.record(&request_ref(meta), entry).await.map(|_| ())
     }
@@ -167,6 +180,8 @@ impl UploadSink for SessionStatus {
             login: meta.login.clone(),
             start_time: time(meta.start),
             end_time: Some(time(spooled.end.unwrap_or_else(jiff::Timestamp::now))),
+            exit_status: spooled.exit_status.map(i64::from),
+            forward: None,
             recording: Some(Recording {
                 key: stored.key.clone(),
                 sha256: stored.sha256.clone(),
@@ -209,31 +224,11 @@ impl UploadSink for SessionStatus {
 mod tests {
     use super::*;
 
-    fn entry(id: &str, second: i64) -> SessionRecord {
-        SessionRecord {
-            id: id.into(),
-            host: "db-1".into(),
-            login: "ubuntu".into(),
-            start_time: Time(jiff::Timestamp::from_second(second).unwrap_or_default()),
-            end_time: None,
-            recording: None,
-        }
-    }
-
     #[test]
-    fn merge_replaces_by_id_and_keeps_the_newest_sixty_four() {
-        let mut list = Vec::new();
-        for i in 0..70 {
-            list = merge_session(list, entry(&format!("s{i}"), 1_000 + i));
-        }
-        assert_eq!(list.len(), MAX_SESSIONS);
-        assert_eq!(list[0].id, "s6");
-        let mut ended = entry("s69", 1_069);
-        ended.end_time = Some(Time(
-            jiff::Timestamp::from_second(2_000).unwrap_or_default(),
-        ));
-        let list = merge_session(list, ended.clone());
-        assert_eq!(list.len(), MAX_SESSIONS);
-        assert_eq!(list.last(), Some(&ended));
+    fn conflict_backoff_grows_and_stays_bounded() {
+        assert!(conflict_backoff(1) >= Duration::from_millis(50));
+        assert!(conflict_backoff(1) < Duration::from_millis(75));
+        assert!(conflict_backoff(9) >= Duration::from_millis(800));
+        assert!(conflict_backoff(9) < Duration::from_millis(825));
     }
 }

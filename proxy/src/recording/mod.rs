@@ -3,7 +3,7 @@
 //! files spooled on local disk ([`spool`]), which the [`uploader`] copies to the recording
 //! [`store`] (S3 or a directory) before deleting them. While a session runs, [`live`] copies
 //! what it spooled so far to the store in pieces ([`segments`]); [`budget`] bounds what one
-//! session and the whole spool may hold.
+//! session and the whole spool may hold; [`sftp`] turns an SFTP stream into audit events.
 //!
 //! Nothing here knows about SSH: a session is a stream of bytes with a size and some metadata.
 
@@ -12,6 +12,7 @@ pub mod budget;
 pub mod live;
 pub mod segments;
 pub mod replay;
+pub mod sftp;
 pub mod spool;
 pub mod store;
 pub mod uploader;
@@ -161,6 +162,7 @@ pub(crate) mod tests {
             cast_path: spool.join(format!("{id}.cast")),
             meta_path: spool.join(format!("{id}.json")),
             end: None,
+            exit_status: None,
         }
     }
 

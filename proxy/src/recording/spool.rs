@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::SessionMeta;
 use super::asciicast::{Utf8Stream, event_line, header_line};
 use super::budget::{Charge, SessionBudget, SpoolBudget, within_budget};
+use super::sftp::{AuditEvent, SftpAudit};
 use crate::error::{Error, Result};
 
 /// Buffered bytes older than this are written out on the next event, so an interactive echo
@@ -46,6 +47,8 @@ pub struct Recorder {
     output: Utf8Stream,
     input: Utf8Stream,
     budget: SessionBudget,
+    /// For `sftp` subsystems: what the transfer does, as audit events.
+    sftp: Option<SftpAudit>,
 }
 
 /// A recording on disk, finished or left behind by a proxy that stopped mid-session.
@@ -60,6 +63,8 @@ pub struct SpooledRecording {
     /// When the session ended (for a recording left by a crash: when its file was last
     /// written).
     pub end: Option<jiff::Timestamp>,
+    /// The program's exit status, when it ended with one.
+    pub exit_status: Option<u32>,
 }
 
 impl Recorder {
@@ -115,7 +120,11 @@ impl Recorder {
             output: Utf8Stream::new(),
             input: Utf8Stream::new(),
             budget: SessionBudget::new(budget),
+            sftp: None,
         };
+        if matches!(&recorder.meta.kind, super::SessionKind::Subsystem { name } if name == "sftp") {
+            recorder.sftp = Some(SftpAudit::new());
+        }
         let ready = recorder.write_header().and_then(|()| {
             write_meta(
                 &recorder.meta_path,
@@ -151,11 +160,34 @@ impl Recorder {
     /// Keystrokes from the engineer (an `"i"` event); does nothing unless the session records
     /// input.
     pub fn input(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(audit) = &mut self.sftp {
+            for event in audit.from_client(bytes).map_err(Error::from)? {
+                self.audit(&event)?;
+            }
+        }
         if !self.meta.record_input {
             return Ok(());
         }
         let text = self.input.push(bytes);
         self.event("i", &text)
+    }
+
+    /// Output of a subsystem, which is not a terminal: followed for the SFTP audit, not
+    /// recorded.
+    pub fn subsystem_output(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.sftp {
+            Some(audit) => audit.from_server(bytes).map_err(Error::from),
+            None => Ok(()),
+        }
+    }
+
+    /// An audit event: an `"m"` (marker) event in the recording and a log line.
+    fn audit(&mut self, event: &AuditEvent) -> Result<()> {
+        let text = event.describe();
+        tracing::info!(session = %self.meta.session_id, request = %self.meta.request_name,
+            namespace = %self.meta.request_namespace, requester = %self.meta.requester,
+            host = %self.meta.host, event = %text, "sftp");
+        self.event("m", &text)
     }
 
     /// The terminal was resized (an `"r"` event).
@@ -227,6 +259,7 @@ impl Recorder {
             cast_path: self.cast_path,
             meta_path: self.meta_path,
             end: Some(end),
+            exit_status,
         })
     }
 
@@ -407,6 +440,7 @@ pub fn scan(spool_dir: &Path) -> Result<Vec<SpooledRecording>> {
             cast_path,
             meta_path,
             end,
+            exit_status: spool.exit_status,
         });
     }
     found.sort_by(|a, b| {

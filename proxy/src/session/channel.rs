@@ -445,7 +445,11 @@ async fn to_engineer(
         bytes.inc_by(data.len() as u64);
         activity.touch(Instant::now());
         record(&recording, required, |r, output| {
-            if output { r.output(data) } else { Ok(()) }
+            if output {
+                r.output(data)
+            } else {
+                r.subsystem_output(data)
+            }
         })
     };
     while let Some(message) = target.wait().await {

@@ -8,6 +8,7 @@ mod channel;
 pub mod limits;
 pub mod record_rule;
 pub mod replies;
+mod forward;
 
 use std::{
     sync::Arc,
@@ -198,7 +199,10 @@ pub async fn run_connection(
                                 reply.accept().await;
                                 shared.metrics.sessions_total.with_label_values(&["direct-tcpip"]).inc();
                                 tracing::info!(%connection, request = %grant.request, %host, port, "port forward opened");
-                                sessions.spawn(forward_tcp(channel, target, end_rx.clone()));
+                                sessions.spawn(forward::forward_tcp(
+                                    shared.clone(), grant.clone(), connection.clone(),
+                                    channel, target, end_rx.clone(), format!("{host}:{port}"),
+                                ));
                             }
                             Err(error) => reply.reject(rejected(format!("target refused the forward to {host}:{port}: {error}"))).await,
                         }
@@ -236,19 +240,5 @@ pub async fn run_connection(
         let _ = up
             .disconnect(Disconnect::ByApplication, "session over", "")
             .await;
-    }
-}
-
-/// Bridge a forwarded TCP connection; not recorded (it is not a terminal), ended with access.
-async fn forward_tcp(
-    engineer: Channel<server::Msg>,
-    target: Channel<client::Msg>,
-    mut ended: watch::Receiver<Option<Refusal>>,
-) {
-    let mut a = engineer.into_stream();
-    let mut b = target.into_stream();
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
-        _ = ended.wait_for(Option::is_some) => {}
     }
 }
