@@ -70,12 +70,6 @@ pub async fn request(cluster: &Cluster, ask: &Ask) -> Result<Option<Granted>> {
             "s"
         },
     );
-    if planned.required_approvals > 0 {
-        eprintln!(
-            "approvers: anyone granted the RBAC verb approve on accesspolicies/{} in {} (`kubectl gatehouse ls --to-approve` shows it to them)",
-            planned.policy, cluster.namespace
-        );
-    }
     if ask.no_wait {
         println!("{name}");
         eprintln!("not waiting; `kubectl gatehouse wait {name}` picks it up");
@@ -156,10 +150,22 @@ pub async fn wait(cluster: &Cluster, name: &str) -> Result<AccessRequest> {
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     let mut last_line = String::new();
+    let mut named_approvers = false;
     loop {
         let request = cluster.request(name).await?;
         let status = request.status.clone().unwrap_or_default();
         let phase = status.phase.unwrap_or(Phase::Pending);
+        if phase == Phase::Pending
+            && !named_approvers
+            && let Some(line) = approvers_line(&status)
+        {
+            if !last_line.is_empty() {
+                eprintln!();
+                last_line.clear();
+            }
+            eprintln!("{line}");
+            named_approvers = true;
+        }
         match phase {
             Phase::Issued if status.certificate.is_some() => {
                 eprintln!();
@@ -197,6 +203,26 @@ pub async fn wait(cluster: &Cluster, name: &str) -> Result<AccessRequest> {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// `who can approve: …`, from `status.eligibleApprovers` (computed by the operator from RBAC).
+pub fn approvers_line(status: &gatehouse_crds::AccessRequestStatus) -> Option<String> {
+    let approvers = status.eligible_approvers.as_ref()?;
+    let policy = status.policy.as_deref().unwrap_or_default();
+    if approvers.users.is_empty() && approvers.groups.is_empty() {
+        return Some(format!(
+            "who can approve: nobody is granted the RBAC verb approve on accesspolicies/{policy}; ask an admin"
+        ));
+    }
+    let mut parts = Vec::new();
+    if !approvers.users.is_empty() {
+        parts.push(format!("users {}", approvers.users.join(", ")));
+    }
+    if !approvers.groups.is_empty() {
+        parts.push(format!("groups {}", approvers.groups.join(", ")));
+    }
+    let more = if approvers.truncated { " and more" } else { "" };
+    Some(format!("who can approve: {}{more}", parts.join("; ")))
 }
 
 fn ready_message(request: &AccessRequest) -> String {

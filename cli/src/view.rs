@@ -195,6 +195,14 @@ pub fn timeline(r: &AccessRequest) -> String {
         status.policy.clone().unwrap_or_else(|| "-".into()),
         phase(r),
     );
+    if let Some(line) = crate::request::approvers_line(&status)
+        && status.phase == Some(Phase::Pending)
+    {
+        out.push_str(&format!(
+            "Approvers:  {}\n",
+            line.trim_start_matches("who can approve: ")
+        ));
+    }
     let mut events: Vec<(String, String)> = Vec::new();
     if let Some(t) = &r.metadata.creation_timestamp {
         events.push((t.0.to_string(), format!("created by {}", requester(r))));

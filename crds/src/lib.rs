@@ -24,8 +24,8 @@ pub use access_policy::{
     CertificateOptions, RecordingOptions, Subject, SubjectKind,
 };
 pub use access_request::{
-    AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, Phase, Recording, Requester,
-    SessionRecord, Target,
+    AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, EligibleApprovers, Phase,
+    Recording, Requester, SessionRecord, Target,
 };
 pub use host_group::{Host, HostGroup, HostGroupMode, HostGroupSpec, HostGroupStatus, HostStatus};
 

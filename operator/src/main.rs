@@ -394,6 +394,31 @@ impl Lead {
                 return;
             }
         }
+        // Who may approve: RBAC read through watch caches (the chart grants list/watch).
+        let rbac = gatehouse_operator::approvers::RbacCaches {
+            roles: cache(
+                &mut tasks,
+                namespaced_or_all(&self.client, ns),
+                Arc::clone(&nudge),
+            ),
+            cluster_roles: cache(
+                &mut tasks,
+                Api::all(self.client.clone()),
+                Arc::clone(&nudge),
+            ),
+            role_bindings: cache(
+                &mut tasks,
+                namespaced_or_all(&self.client, ns),
+                Arc::clone(&nudge),
+            ),
+            cluster_role_bindings: cache(
+                &mut tasks,
+                Api::all(self.client.clone()),
+                Arc::clone(&nudge),
+            ),
+            ready: Arc::default(),
+        };
+        tasks.spawn(rbac.clone().mark_ready_when_synced());
         let requests_api: Api<AccessRequest> = namespaced_or_all(&self.client, ns);
         let controller = Controller::new(requests_api, watcher::Config::default());
         let requests = controller.store();
@@ -458,6 +483,7 @@ impl Lead {
             policies,
             host_groups,
             revocations,
+            rbac,
         });
         controller
             // Bounded: a burst of thousands of requests is worked through, not all at once.

@@ -107,6 +107,8 @@ async fn request_approve_ssh_scp_config_and_offboarding() {
     asked.ok();
     for needle in [
         "under AccessPolicy oncall (1 approval needed)",
+        "who can approve: ",
+        "sre-leads",
         "Issued: certificate written to",
         "serial=",
     ] {
@@ -169,6 +171,18 @@ async fn request_approve_ssh_scp_config_and_offboarding() {
             described.stdout
         );
     }
+
+    // An address that is not the proxy (here the target's own sshd) fails the published pin:
+    // the CLI never trusts a host key on first use.
+    let impostor = format!("127.0.0.1:{}", world.sshd.port());
+    let refused = alice(&["ssh", "db1", "--proxy", &impostor, "--", "id", "-un"]).run();
+    assert!(!refused.success, "connected to an unpinned server: {}", refused.stdout);
+    assert!(
+        refused.stderr.contains("Host key verification failed")
+            || refused.stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        refused.stderr
+    );
 
     // Offboarding: bob revokes everything of alice's; her live session ends.
     let live = alice(&[
