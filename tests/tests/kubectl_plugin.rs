@@ -176,10 +176,16 @@ async fn request_approve_ssh_scp_config_and_offboarding() {
     // the CLI never trusts a host key on first use.
     let impostor = format!("127.0.0.1:{}", world.sshd.port());
     let refused = alice(&["ssh", "db1", "--proxy", &impostor, "--", "id", "-un"]).run();
-    assert!(!refused.success, "connected to an unpinned server: {}", refused.stdout);
+    assert!(
+        !refused.success,
+        "connected to an unpinned server: {}",
+        refused.stdout
+    );
     assert!(
         refused.stderr.contains("Host key verification failed")
-            || refused.stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+            || refused
+                .stderr
+                .contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
         "{}",
         refused.stderr
     );
@@ -200,6 +206,10 @@ async fn request_approve_ssh_scp_config_and_offboarding() {
         sessions.iter().any(|s| s.end_time.is_none()).then_some(())
     })
     .await;
+    world
+        .proxy
+        .await_spooled_output("started", Duration::from_secs(5))
+        .await;
     let revoked = gatehouse(cp, User::Bob, &home)
         .args([
             "revoke",
