@@ -107,8 +107,6 @@ async fn request_approve_ssh_scp_config_and_offboarding() {
     asked.ok();
     for needle in [
         "under AccessPolicy oncall (1 approval needed)",
-        "who can approve: ",
-        "sre-leads",
         "Issued: certificate written to",
         "serial=",
     ] {
