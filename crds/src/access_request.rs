@@ -132,6 +132,14 @@ pub struct AccessRequestStatus {
     #[schemars(length(max = 32))]
     pub granted_duration: Option<String>,
 
+    /// Who may approve this request while it is Pending: the users and groups that RBAC grants
+    /// the verb `approve` on its policy (`accesspolicies/<status.policy>`), as the operator
+    /// computed them from Roles, ClusterRoles and their bindings at its last reconcile. The
+    /// requester is never listed (admission refuses their own approval). Cleared once the
+    /// request leaves Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_approvers: Option<EligibleApprovers>,
+
     /// Approvals recorded by admission, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
@@ -218,6 +226,23 @@ impl Phase {
             Self::Denied | Self::Expired | Self::Revoked | Self::Failed
         )
     }
+}
+
+/// The subjects RBAC lets approve a request (see `status.eligibleApprovers`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EligibleApprovers {
+    /// User names (ServiceAccounts as `system:serviceaccount:<ns>:<name>`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    pub users: Vec<String>,
+    /// Group names, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
+    pub groups: Vec<String>,
+    /// Whether more subjects were found than the lists hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One approval, as recorded by admission from the approver's authenticated identity.

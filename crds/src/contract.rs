@@ -90,6 +90,13 @@ pub mod published {
     pub const PROXY_HOST_KEY_PUB: &str = "proxy_host_key.pub";
     /// `gatehouse-ssh`: a known_hosts line for the proxy under [`PROXY_HOST_KEY_ALIAS`].
     pub const PROXY_KNOWN_HOSTS: &str = "proxy_known_hosts";
+    /// `gatehouse-ssh`: where engineers reach the proxy, `HOST` or `HOST:PORT` (chart value
+    /// `proxy.publicAddress`); absent when not configured.
+    pub const PROXY_ADDRESS: &str = "proxy_address";
+    /// The proxy's SSH port when [`PROXY_ADDRESS`] names none.
+    pub const PROXY_DEFAULT_PORT: u16 = 2222;
+    /// Role (in the operator's namespace) that lets engineers read `gatehouse-ssh`.
+    pub const SSH_READER_ROLE: &str = "gatehouse-ssh-reader";
     /// `gatehouse-revocations`: the list as JSON (for the proxy and people).
     pub const REVOKED_JSON: &str = "revoked.json";
     /// `gatehouse-revocations` (binaryData): the list as an OpenSSH KRL (for `RevokedKeys`).

@@ -26,7 +26,8 @@ pub use access_policy::{
     CertificateOptions, RecordingOptions, Subject, SubjectKind,
 };
 pub use access_request::{
-    AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, ForwardRecord, Phase,
+    AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, EligibleApprovers,
+    ForwardRecord, Phase,
     Recording, Requester, SessionRecord, Target,
 };
 pub use host_group::{Host, HostGroup, HostGroupMode, HostGroupSpec, HostGroupStatus, HostStatus};

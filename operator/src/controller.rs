@@ -56,6 +56,8 @@ pub struct Context {
     pub host_groups: Store<HostGroup>,
     /// The revocation list a revoked certificate is added to before its status says Revoked.
     pub revocations: Arc<Revocations>,
+    /// RBAC, to name who may approve a pending request.
+    pub rbac: crate::approvers::RbacCaches,
 }
 
 impl std::fmt::Debug for Context {
@@ -125,9 +127,42 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     };
+    let approvers = |status: &AccessRequestStatus| {
+        let policy = status.policy.as_deref()?;
+        let requester = request
+            .spec
+            .requester
+            .as_ref()
+            .map(|r| r.username.as_str())
+            .unwrap_or_default();
+        ctx.rbac.eligible(&namespace, policy, requester)
+    };
     match decision::decide(&request, &facts) {
-        Decision::Wait(requeue) => Ok(action(requeue)),
-        Decision::Write(transition) => {
+        Decision::Wait(requeue) => {
+            // Still Pending: keep who may approve current (RBAC may have changed).
+            if previous.phase == Some(Phase::Pending)
+                && let Some(current) = approvers(&previous)
+                && previous.eligible_approvers.as_ref() != Some(&current)
+            {
+                let mut status = previous.clone();
+                status.sessions.clear();
+                status.eligible_approvers = Some(current);
+                let transition = Transition {
+                    status,
+                    note: None,
+                    requeue,
+                    revoke: None,
+                };
+                write(&api, &request, &previous, transition, version, &ctx).await?;
+            }
+            Ok(action(requeue))
+        }
+        Decision::Write(mut transition) => {
+            if transition.status.phase == Some(Phase::Pending)
+                && let Some(current) = approvers(&transition.status)
+            {
+                transition.status.eligible_approvers = Some(current);
+            }
             let requeue = transition.requeue;
             write(&api, &request, &previous, transition, version, &ctx).await?;
             Ok(action(requeue))

@@ -9,6 +9,7 @@
 //! are signed by [`gatehouse_ssh_ca`]; process plumbing comes from [`gatehouse_runtime`].
 
 pub mod admission;
+pub mod approvers;
 pub mod config_map;
 pub mod controller;
 pub mod decision;

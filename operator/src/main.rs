@@ -122,6 +122,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
+    /// The address (HOST or HOST:PORT) engineers reach the proxy at, published as `proxy_address`
+    /// in ConfigMap `gatehouse-ssh` for `kubectl gatehouse` (chart value `proxy.publicAddress`).
+    #[arg(long, env = "GATEHOUSE_PROXY_PUBLIC_ADDRESS")]
+    proxy_public_address: Option<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -239,6 +243,10 @@ async fn main() -> anyhow::Result<()> {
                     user_ca: Arc::clone(&user_ca),
                     upstream_ca_line: upstream_ca_line.clone(),
                     proxy_host_key_line: proxy_host_key_line.clone(),
+                    proxy_address: args
+                        .proxy_public_address
+                        .clone()
+                        .filter(|a| !a.trim().is_empty()),
                     seal: seal.clone(),
                     seal_rotation: args.seal_rotation,
                     seal_grace: args.seal_grace,
@@ -339,6 +347,7 @@ struct Lead {
     user_ca: Arc<gatehouse_ssh_ca::CaKey>,
     upstream_ca_line: String,
     proxy_host_key_line: String,
+    proxy_address: Option<String>,
     seal: SharedSealKeys,
     seal_rotation: Duration,
     seal_grace: Duration,
@@ -385,6 +394,31 @@ impl Lead {
                 return;
             }
         }
+        // Who may approve: RBAC read through watch caches (the chart grants list/watch).
+        let rbac = gatehouse_operator::approvers::RbacCaches {
+            roles: cache(
+                &mut tasks,
+                namespaced_or_all(&self.client, ns),
+                Arc::clone(&nudge),
+            ),
+            cluster_roles: cache(
+                &mut tasks,
+                Api::all(self.client.clone()),
+                Arc::clone(&nudge),
+            ),
+            role_bindings: cache(
+                &mut tasks,
+                namespaced_or_all(&self.client, ns),
+                Arc::clone(&nudge),
+            ),
+            cluster_role_bindings: cache(
+                &mut tasks,
+                Api::all(self.client.clone()),
+                Arc::clone(&nudge),
+            ),
+            ready: Arc::default(),
+        };
+        tasks.spawn(rbac.clone().mark_ready_when_synced());
         let requests_api: Api<AccessRequest> = namespaced_or_all(&self.client, ns);
         let controller = Controller::new(requests_api, watcher::Config::default());
         let requests = controller.store();
@@ -425,6 +459,7 @@ impl Lead {
             user_ca: Arc::clone(&self.user_ca),
             upstream_ca_line: self.upstream_ca_line.clone(),
             proxy_host_key_line: self.proxy_host_key_line.clone(),
+            proxy_address: self.proxy_address.clone(),
             host_groups: host_groups.clone(),
             policies: policies.clone(),
             requests: requests.clone(),
@@ -448,6 +483,7 @@ impl Lead {
             policies,
             host_groups,
             revocations,
+            rbac,
         });
         controller
             // Bounded: a burst of thousands of requests is worked through, not all at once.

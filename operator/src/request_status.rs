@@ -53,6 +53,10 @@ fn base(
         phase: Some(phase),
         conditions: previous.conditions.clone(),
         policy: previous.policy.clone(),
+        // Only a Pending request has approvers to name; the controller refreshes them.
+        eligible_approvers: (phase == Phase::Pending)
+            .then(|| previous.eligible_approvers.clone())
+            .flatten(),
         granted_duration: previous.granted_duration.clone(),
         approvals: previous.approvals.clone(),
         certificate: previous.certificate.clone(),

@@ -48,34 +48,41 @@ demo="$dir/demo"
 # Each run tells the whole story: an earlier run's request goes first.
 kubectl_as admin -n demo delete accessrequest "$request" --ignore-not-found --wait=true >/dev/null
 rm -f "$dir/alice/id_ed25519-cert.pub"
-sed -e "s|login: ubuntu|login: $login|" -e "s|duration: 30m|duration: 60m|" \
-    -e "s|publicKey: .*|publicKey: $(cat "$dir/alice/id_ed25519.pub")|" \
-    examples/request.yaml >"$demo/request.yaml"
+# shellcheck disable=SC1091
+source "$dir/cli.env"
+export PATH="$repo/target/debug:$PATH"
+gatehouse_as() {
+  local user="$1"; shift
+  "$GATEHOUSE_KUBECTL" gatehouse --kubeconfig "$dir/kubeconfigs/$user.kubeconfig" -n demo "$@"
+}
 
-step "kubectl --kubeconfig alice.kubeconfig -n demo apply -f $demo/request.yaml"
-kubectl_as alice -n demo apply -f "$demo/request.yaml" >/dev/null || fail "alice could not create the request"
+step "kubectl gatehouse request prod-db-01 --name $request --for 1h --reason \"INC-4711\"   # as alice, waits"
+gatehouse_as alice request prod-db-01 --name "$request" --login "$login" --for 1h --reason "INC-4711" \
+  --key "$dir/alice/id_ed25519.pub" >"$demo/request.out" 2>"$demo/request.err" &
+asking=$!
 await_phase Pending
 say "AccessRequest $request created by $(field '{.spec.requester.username}') — $(field '{.status.phase}') (policy $(field '{.status.policy}'), needs 1 approval)"
 
-step "kubectl --kubeconfig alice.kubeconfig -n demo annotate accessrequest $request gatehouse.dev/approve=ok"
-if kubectl_as alice -n demo annotate accessrequest "$request" gatehouse.dev/approve=ok 2>"$demo/self-approve.err"; then
+step "kubectl gatehouse approve $request --reason ok   # alice, her own request"
+if gatehouse_as alice approve "$request" --reason ok 2>"$demo/self-approve.err"; then
   fail "alice approved her own request"
 fi
-say "refused: $(sed 's/^Error from server[^:]*: //' "$demo/self-approve.err" | head -1)"
+say "$(sed 's/^error: //' "$demo/self-approve.err" | head -1)"
 
-step "kubectl --kubeconfig bob.kubeconfig -n demo annotate accessrequest $request gatehouse.dev/approve=\"ok, INC-4711\""
-kubectl_as bob -n demo annotate accessrequest "$request" gatehouse.dev/approve="ok, INC-4711" >/dev/null \
-  || fail "bob could not approve"
+step "kubectl gatehouse approve $request --reason \"ok, INC-4711\"   # as bob, while alice waits"
+gatehouse_as bob approve "$request" --reason "ok, INC-4711" >/dev/null || fail "bob could not approve"
+wait "$asking" || fail "alice's request did not end Issued: $(cat "$demo/request.err")"
 await_phase Issued
 say "Approved by $(field '{.status.approvals[*].user}') — $(field '{.status.phase}')"
-await_field 10 '{.status.certificate}' >"$dir/alice/id_ed25519-cert.pub" || fail "no certificate in status"
+tr '\r' '\n' <"$demo/request.err" | grep -E '^(AccessRequest|Issued)' | sed 's/^/  alice: /'
+[[ -s "$dir/alice/id_ed25519-cert.pub" ]] || fail "kubectl gatehouse wrote no certificate"
 cert="$(ssh-keygen -L -f "$dir/alice/id_ed25519-cert.pub")" || fail "the certificate does not parse"
 principals="$(awk '/Principals:/ {p=1; next} /Critical Options:/ {p=0} p {gsub(/^ +/, ""); printf "%s%s", sep, $0; sep=","}' <<<"$cert")"
 say "certificate issued ttl=$(field '{.status.grantedDuration}') principals=[$principals] serial=$(field '{.status.serial}')"
 say "$(grep -E '^\s+(Key ID|Valid):' <<<"$cert" | sed -E 's/^\s+//' | paste -sd ';' | sed 's/;/; /')"
 
-step "ssh -F $dir/ssh_config prod-db-01 'uname -a; id -un'"
-if ! output="$(ssh -F "$dir/ssh_config" prod-db-01 'uname -a; id -un' 2>"$demo/ssh.err")"; then
+step "kubectl gatehouse ssh prod-db-01 -- 'uname -a; id -un'"
+if ! output="$(gatehouse_as alice ssh prod-db-01 --key "$dir/alice/id_ed25519.pub" -- 'uname -a; id -un' 2>"$demo/ssh.err")"; then
   cat "$demo/ssh.err" >&2
   fail "ssh through the proxy failed (proxy log: $dir/proxy.log)"
 fi
@@ -117,8 +124,8 @@ fi
 sed 's/^/  /' <<<"$replay"
 grep -q "$(head -1 <<<"$output")" <<<"$replay" || fail "the replay lacks the session's output"
 
-step "kubectl --kubeconfig bob.kubeconfig -n demo annotate accessrequest $request gatehouse.dev/revoke=\"done\""
-kubectl_as bob -n demo annotate accessrequest "$request" gatehouse.dev/revoke="done" >/dev/null || fail "bob could not revoke"
+step "kubectl gatehouse revoke $request --reason done   # as bob"
+gatehouse_as bob revoke "$request" --reason "done" >/dev/null || fail "bob could not revoke"
 await_phase Revoked
 if ssh -F "$dir/ssh_config" prod-db-01 true 2>"$demo/ssh-revoked.err"; then
   fail "ssh still works after the revoke"

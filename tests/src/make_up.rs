@@ -175,6 +175,15 @@ pub async fn run(dir: &Path, recordings: Recordings) -> Result<(), String> {
         &dir.join("ssh_config"),
         &ssh_config(dir, proxy_port, &login),
     );
+    // `kubectl gatehouse` for the demo: the local proxy's address (a cluster publishes it as
+    // `proxy_address`), and alice's CLI files inside the plane directory.
+    write(
+        &dir.join("cli.env"),
+        &format!(
+            "export GATEHOUSE_PROXY={LOOPBACK}:{proxy_port}\nexport XDG_CONFIG_HOME={}\n",
+            alice.join("config").display()
+        ),
+    );
 
     let summary = format!(
         "
@@ -186,6 +195,7 @@ Gatehouse is up.
   target       prod-db-01 = sshd on {LOOPBACK}:{sshd_port} (login {login}), HostGroup {DEMO_NAMESPACE}/prod-db, log {sshd_log}
   recordings   {where_}
 {users}  ssh_config   {dir}/ssh_config (alice's key {dir}/alice/id_ed25519)
+  CLI          PATH=$PWD/target/debug:$PATH; source {dir}/cli.env; kubectl gatehouse --kubeconfig {dir}/kubeconfigs/alice.kubeconfig -n {DEMO_NAMESPACE} hosts
 
 Walk through it with: make demo     Stop everything with: make down
 ",
@@ -228,7 +238,7 @@ fn build_gatehouse() -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "[up] building the operator and the proxy (cargo; the first build takes a few minutes)"
+        "[up] building the operator, the proxy and kubectl-gatehouse (cargo; the first build takes a few minutes)"
     );
     let built = Cmd::new("cargo")
         .args([
@@ -238,6 +248,8 @@ fn build_gatehouse() -> Result<(), String> {
             "gatehouse-operator",
             "-p",
             "gatehouse-proxy",
+            "-p",
+            "gatehouse-cli",
         ])
         .arg("--manifest-path")
         .arg(repo_root().join("Cargo.toml"))

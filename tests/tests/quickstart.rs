@@ -84,7 +84,7 @@ const STORY: [&str; 9] = [
     "refused:",
     "Approved by bob — Issued",
     "certificate issued ttl=1h principals=[gatehouse-proxy:demo/alice-prod-db-01",
-    "$ ssh -F",
+    "$ kubectl gatehouse ssh prod-db-01",
     "matches status",
     "$ asciinema cat",
     "Revoked; ssh now fails",

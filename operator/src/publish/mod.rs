@@ -36,6 +36,8 @@ pub struct Publisher {
     pub upstream_ca_line: String,
     /// The proxy's host key line (published for clients' known_hosts).
     pub proxy_host_key_line: String,
+    /// Where engineers reach the proxy (`HOST[:PORT]`), if configured.
+    pub proxy_address: Option<String>,
     /// HostGroups.
     pub host_groups: Store<HostGroup>,
     /// AccessPolicies.
@@ -78,8 +80,12 @@ impl Publisher {
         last: Option<&BTreeMap<String, String>>,
     ) -> Result<BTreeMap<String, String>> {
         let user_ca = self.user_ca.public_key_line()?;
-        let data =
-            ssh_config::ssh_data(&user_ca, &self.upstream_ca_line, &self.proxy_host_key_line);
+        let data = ssh_config::ssh_data(
+            &user_ca,
+            &self.upstream_ca_line,
+            &self.proxy_host_key_line,
+            self.proxy_address.as_deref(),
+        );
         if last != Some(&data) {
             let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
             config_map::apply(&api, SSH_CONFIGMAP, Some(data.clone()), None).await?;

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use gatehouse_crds::contract::{
     host_paths,
     published::{
-        PROXY_HOST_KEY_ALIAS, PROXY_HOST_KEY_PUB, PROXY_KNOWN_HOSTS, SSHD_CONFIG_DIRECT,
-        SSHD_CONFIG_PROXIED, UPSTREAM_CA_PUB, USER_CA_PUB,
+        PROXY_ADDRESS, PROXY_HOST_KEY_ALIAS, PROXY_HOST_KEY_PUB, PROXY_KNOWN_HOSTS,
+        SSHD_CONFIG_DIRECT, SSHD_CONFIG_PROXIED, UPSTREAM_CA_PUB, USER_CA_PUB,
     },
 };
 
@@ -40,12 +40,15 @@ pub fn sshd_config_direct() -> String {
     )
 }
 
-/// The `gatehouse-ssh` ConfigMap data: CA keys, sshd lines, the proxy's host key.
+/// The `gatehouse-ssh` ConfigMap data: CA keys, sshd lines, the proxy's host key and, when
+/// configured, the proxy's public address (no key at all when it is not: clients say so).
 pub fn ssh_data(
     user_ca: &str,
     upstream_ca: &str,
     proxy_host_key: &str,
+    proxy_address: Option<&str>,
 ) -> BTreeMap<String, String> {
+    let address = proxy_address.map(|a| (PROXY_ADDRESS, a.trim().to_owned()));
     [
         (USER_CA_PUB, format!("{user_ca}\n")),
         (UPSTREAM_CA_PUB, format!("{upstream_ca}\n")),
@@ -58,6 +61,7 @@ pub fn ssh_data(
         ),
     ]
     .into_iter()
+    .chain(address)
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
@@ -68,7 +72,18 @@ mod tests {
 
     #[test]
     fn hosts_trust_one_ca_accept_published_principals_and_no_authorized_keys() {
-        let data = ssh_data("ssh-ed25519 USER", "ssh-ed25519 UP", "ssh-ed25519 PROXY");
+        let data = ssh_data(
+            "ssh-ed25519 USER",
+            "ssh-ed25519 UP",
+            "ssh-ed25519 PROXY",
+            None,
+        );
+        assert!(
+            !data.contains_key(PROXY_ADDRESS),
+            "no address unless configured"
+        );
+        let with = ssh_data("u", "p", "k", Some("gatehouse.example.com:2222"));
+        assert_eq!(with[PROXY_ADDRESS], "gatehouse.example.com:2222");
         assert_eq!(data[USER_CA_PUB], "ssh-ed25519 USER\n");
         assert_eq!(data[UPSTREAM_CA_PUB], "ssh-ed25519 UP\n");
         assert_eq!(
