@@ -5,7 +5,7 @@
 //! them. Out: JSON for `chat.postMessage`/`chat.update`/`views.open`. Text a requester wrote
 //! (the reason) is escaped, so it can never mention `@channel` or forge a link.
 
-use gatehouse_crds::{AccessPolicy, AccessRequest, notify};
+use gatehouse_crds::{AccessPolicy, AccessRequest, EligibleApprovers, notify};
 use serde_json::{Value, json};
 
 /// `action_id` of the Approve button.
@@ -42,6 +42,8 @@ pub struct View {
     pub required: Option<i32>,
     /// Approvers so far.
     pub approvers: Vec<String>,
+    /// Who RBAC lets approve (the operator's `status.eligibleApprovers`), if computed.
+    pub eligible: Option<EligibleApprovers>,
     /// The notification stage ([`notify::stage`]).
     pub stage: String,
     /// The Ready condition's message (why it was denied, revoked, …).
@@ -76,6 +78,7 @@ impl View {
             approvers: status
                 .map(|s| s.approvals.iter().map(|a| a.user.clone()).collect())
                 .unwrap_or_default(),
+            eligible: status.and_then(|s| s.eligible_approvers.clone()),
             stage: notify::stage(status),
             status_message: status
                 .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
@@ -113,7 +116,28 @@ impl View {
             (Some(message), true) => format!(": {}", escape(message)),
             _ => String::new(),
         };
-        format!("*{state}* · {approvals}{by}{detail}")
+        let who = match (&self.eligible, state) {
+            (Some(eligible), "Pending") => {
+                format!(" · can approve: {}", escape(&can_approve(eligible)))
+            }
+            _ => String::new(),
+        };
+        format!("*{state}* · {approvals}{by}{who}{detail}")
+    }
+}
+
+/// `bob, carol, group sre-leads` (`…` when the operator truncated the lists; `nobody` when RBAC
+/// grants the approve verb to no one, which the policy's owner should hear about).
+fn can_approve(eligible: &EligibleApprovers) -> String {
+    let mut names: Vec<String> = eligible.users.clone();
+    names.extend(eligible.groups.iter().map(|g| format!("group {g}")));
+    if eligible.truncated {
+        names.push("…".to_owned());
+    }
+    if names.is_empty() {
+        "nobody".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -226,6 +250,11 @@ mod tests {
             policy: Some("oncall".into()),
             required: Some(2),
             approvers: vec!["bob".into()],
+            eligible: Some(EligibleApprovers {
+                users: vec!["carol".into()],
+                groups: vec!["sre-leads".into()],
+                truncated: false,
+            }),
             stage: stage.into(),
             status_message: Some("revoked by bob: done".into()),
         }
@@ -236,10 +265,15 @@ mod tests {
         let pending = blocks(&view("pending/1"), None).to_string();
         assert!(pending.contains(APPROVE_ACTION) && pending.contains(DENY_ACTION));
         assert!(pending.contains("1 of 2 approvals (by bob)"), "{pending}");
+        assert!(
+            pending.contains("can approve: carol, group sre-leads"),
+            "{pending}"
+        );
         assert!(pending.contains("team/r1"));
         let revoked = blocks(&view("revoked"), Some("alice may not approve")).to_string();
         assert!(!revoked.contains(APPROVE_ACTION));
         assert!(revoked.contains("*Revoked*") && revoked.contains("revoked by bob: done"));
+        assert!(!revoked.contains("can approve"), "{revoked}");
         assert!(revoked.contains("alice may not approve"));
         assert!(dm_text(&view("issued")).starts_with("Your AccessRequest team/r1"));
     }

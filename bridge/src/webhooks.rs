@@ -66,7 +66,7 @@ pub fn event(request: &AccessRequest, view: &View, time: &str) -> Value {
             "reason": view.reason,
             "policy": view.policy,
         },
-        "approvals": {"required": view.required, "received": view.approvers},
+        "approvals": {"required": view.required, "received": view.approvers, "eligible": view.eligible},
     })
 }
 

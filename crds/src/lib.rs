@@ -27,8 +27,7 @@ pub use access_policy::{
 };
 pub use access_request::{
     AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, EligibleApprovers,
-    ForwardRecord, Phase,
-    Recording, Requester, SessionRecord, Target,
+    ForwardRecord, Phase, Recording, Requester, SessionRecord, Target,
 };
 pub use host_group::{Host, HostGroup, HostGroupMode, HostGroupSpec, HostGroupStatus, HostStatus};
 

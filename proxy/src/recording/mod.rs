@@ -10,8 +10,8 @@
 pub mod asciicast;
 pub mod budget;
 pub mod live;
-pub mod segments;
 pub mod replay;
+pub mod segments;
 pub mod sftp;
 pub mod spool;
 pub mod store;

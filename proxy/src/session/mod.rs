@@ -5,10 +5,10 @@
 //! (revoked, deleted, expired) within a second, with a message to the engineer.
 
 mod channel;
+mod forward;
 pub mod limits;
 pub mod record_rule;
 pub mod replies;
-mod forward;
 
 use std::{
     sync::Arc,
