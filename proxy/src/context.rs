@@ -49,7 +49,7 @@ pub struct Shared {
     /// Session records in AccessRequest status.
     pub status: SessionStatus,
     /// Open sessions per request, for the policies' `session.maxSessions`.
-    pub request_sessions: crate::session::limits::RequestSessions,
+    pub request_sessions: crate::session_limits::RequestSessions,
     /// Becomes true when the proxy shuts down: every connection ends with a message.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

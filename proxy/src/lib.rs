@@ -25,6 +25,7 @@ pub mod recording;
 pub mod server;
 pub mod session;
 pub mod session_history;
+pub mod session_limits;
 pub mod turns;
 pub mod upstream;
 pub mod user_name;

@@ -16,7 +16,6 @@ use tokio::{
 };
 
 use super::{
-    limits::Activity,
     new_id, record_rule,
     replies::{self, ChannelState, Reply, Request},
 };
@@ -24,6 +23,7 @@ use crate::{
     access::{Grant, Refusal},
     context::Shared,
     recording::{Recorder, SessionKind, SessionMeta, live::LiveUpload},
+    session_limits::Activity,
 };
 
 /// How often a live session's recording is flushed to the spool.

@@ -6,7 +6,6 @@
 
 mod channel;
 mod forward;
-pub mod limits;
 pub mod record_rule;
 pub mod replies;
 
@@ -163,7 +162,7 @@ pub async fn run_connection(
                                     grant: grant.clone(),
                                     connection: connection.clone(),
                                     handle: handle.clone(),
-                                    activity: limits::Activity::new(std::time::Instant::now()),
+                                    activity: crate::session_limits::Activity::new(std::time::Instant::now()),
                                 };
                                 let session = channel::run_session(ctx, channel, target, end_rx.clone());
                                 // russh drops the client's answer to a close the proxy sent
