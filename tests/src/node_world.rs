@@ -206,6 +206,11 @@ impl NodeWorld {
     pub async fn issue(&self, name: &str) -> PathBuf {
         let request = scenario::request(name, &self.login, &self.public);
         self.s.apply(self.cp, User::Alice, &request).ok();
+        // Approval needs the governing policy in status (admission says so otherwise); after an
+        // upgrade or a failover the new leader may still be syncing its caches.
+        self.s
+            .wait_phase(name, Phase::Pending, Duration::from_secs(60))
+            .await;
         self.s
             .annotate(self.cp, User::Bob, name, annotations::APPROVE, "real node")
             .ok();
