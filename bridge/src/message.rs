@@ -61,12 +61,7 @@ impl View {
         Self {
             namespace: request.metadata.namespace.clone().unwrap_or_default(),
             name: request.metadata.name.clone().unwrap_or_default(),
-            requester: request
-                .spec
-                .requester
-                .as_ref()
-                .map(|r| r.username.clone())
-                .unwrap_or_default(),
+            requester: request.spec.requester_name().to_owned(),
             target,
             login: request.spec.login.clone(),
             duration: status

@@ -70,12 +70,7 @@ pub async fn pass(ctx: &Context, slack_paused_until: &mut Option<Instant>) {
         };
         let stage = notify::stage(request.status.as_ref());
         let records = ctx.records.current(&request);
-        let requester = request
-            .spec
-            .requester
-            .as_ref()
-            .map(|r| r.username.as_str())
-            .unwrap_or_default();
+        let requester = request.spec.requester_name();
         let requester_slack = mapping.slack_user_of(requester);
         let view = View::of(&request, Some(&policy));
         for delivery in plan(&stage, notify, &records, requester_slack) {

@@ -70,6 +70,16 @@ pub struct AccessRequestSpec {
     pub requester: Option<Requester>,
 }
 
+impl AccessRequestSpec {
+    /// The requester's user name as admission stamped it; empty before it is stamped.
+    pub fn requester_name(&self) -> &str {
+        self.requester
+            .as_ref()
+            .map(|r| r.username.as_str())
+            .unwrap_or_default()
+    }
+}
+
 fn default_duration() -> String {
     "1h".to_owned()
 }

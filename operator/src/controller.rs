@@ -129,12 +129,7 @@ pub async fn reconcile(request: Arc<AccessRequest>, ctx: Arc<Context>) -> Result
     };
     let approvers = |status: &AccessRequestStatus| {
         let policy = status.policy.as_deref()?;
-        let requester = request
-            .spec
-            .requester
-            .as_ref()
-            .map(|r| r.username.as_str())
-            .unwrap_or_default();
+        let requester = request.spec.requester_name();
         ctx.rbac.eligible(&namespace, policy, requester)
     };
     match decision::decide(&request, &facts) {
@@ -276,7 +271,7 @@ async fn write(
             to = ?transition.status.phase,
             reason = note.reason,
             message = %note.message,
-            requester = request.spec.requester.as_ref().map(|r| r.username.as_str()).unwrap_or_default(),
+            requester = request.spec.requester_name(),
             serial = transition.status.serial.as_deref().unwrap_or_default(),
             "transition"
         );

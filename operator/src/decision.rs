@@ -493,12 +493,7 @@ fn approve_or_wait(
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
     let uid = request.metadata.uid.clone().unwrap_or_default();
-    let requester = request
-        .spec
-        .requester
-        .as_ref()
-        .map(|r| r.username.as_str())
-        .unwrap_or_default();
+    let requester = request.spec.requester_name();
     let (valid_after, valid_before) =
         gatehouse_ssh_ca::validity(facts.now.as_second().unsigned_abs(), terms.duration);
     let certificate = &policy.spec.certificate;

@@ -241,12 +241,7 @@ pub fn authorize(
             uid: request.uid().unwrap_or_default(),
         },
         serial: cert.serial(),
-        requester: request
-            .spec
-            .requester
-            .as_ref()
-            .map(|r| r.username.clone())
-            .unwrap_or_default(),
+        requester: request.spec.requester_name().to_owned(),
         approvers: status.approvals.iter().map(|a| a.user.clone()).collect(),
         reason: request.spec.reason.clone(),
         login,
