@@ -222,6 +222,12 @@ pub struct RecordingOptions {
     /// Fail closed: refuse or end a session when it cannot be recorded. On by default.
     #[serde(default = "default_true")]
     pub required: bool,
+
+    /// Allow port forwards (`ssh -L`/`-D`/`-W`) although `required` is on. A forward's content
+    /// is not recorded, so under `required` they are refused unless this is set; the
+    /// certificate must also grant `permit-port-forwarding`. Off by default.
+    #[serde(default)]
+    pub allow_forwards: bool,
 }
 
 impl Default for RecordingOptions {
@@ -229,6 +235,7 @@ impl Default for RecordingOptions {
         Self {
             record_input: false,
             required: true,
+            allow_forwards: false,
         }
     }
 }

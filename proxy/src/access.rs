@@ -85,6 +85,8 @@ pub struct Grant {
     pub record_input: bool,
     /// Refuse or end sessions that cannot be recorded.
     pub recording_required: bool,
+    /// The policy's `recording.allowForwards`: port forwards under `recording_required`.
+    pub allow_forwards: bool,
     /// The policy's `session.idleTimeout` (an unparsable one, which the CRD's CEL rule keeps
     /// out, counts as the shortest allowed, 5 s: fail closed).
     pub idle_timeout: Option<std::time::Duration>,
@@ -256,6 +258,7 @@ pub fn authorize(
             .map(|c| c.to_string()),
         record_input,
         recording_required,
+        allow_forwards: recording.allow_forwards,
         idle_timeout,
         max_sessions,
     })

@@ -236,7 +236,7 @@ async fn ten_sessions_share_one_connection_at_most() {
             .option("ControlMaster", "no")
     };
     let sleepers: Vec<_> = (0..10)
-        .map(|i| muxed(&format!("echo up-{i}; sleep 6")).spawn())
+        .map(|i| muxed(&format!("echo up-{i}; sleep 6; exit {}", i + 3)).spawn())
         .collect();
     wait_for(Duration::from_secs(20), "ten live sessions", || async {
         w.proxy
@@ -262,19 +262,19 @@ async fn ten_sessions_share_one_connection_at_most() {
         "{}",
         w.proxy.log_tail()
     );
-    // Each ran to its end. (Their exit codes are not asserted: with several sessions on one
-    // connection the proxy sometimes loses an exit status — the client exits 255 — also before
-    // this change; see the report of issue 20.)
+    // Each ran to its end with its own exit status (a lost status made ssh exit 255).
     for (i, sleeper) in sleepers.into_iter().enumerate() {
         let out = sleeper.wait();
         assert_eq!(
-            out.stdout.trim(),
-            format!("up-{i}"),
+            (out.code, out.stdout.trim()),
+            (
+                Some(i32::try_from(i).unwrap_or(0) + 3),
+                format!("up-{i}").as_str()
+            ),
             "session {i}: {}\n{}",
             out.stderr,
             w.proxy.log_tail()
         );
-        eprintln!("session {i}: exit {:?}", out.code);
     }
     // Closed sessions give their slots back: ten fit again.
     wait_for(Duration::from_secs(20), "the sessions to close", || async {
@@ -284,8 +284,17 @@ async fn ten_sessions_share_one_connection_at_most() {
             .then_some(())
     })
     .await;
+    // Half of these close their output a second before they exit (as a daemon or `cmd &`
+    // does): the target's EOF comes first, and the client answers it with its close at once.
     let again: Vec<_> = (0..10)
-        .map(|i| muxed(&format!("echo again-{i}")).spawn())
+        .map(|i| {
+            let quiet = if i % 2 == 0 {
+                "exec >&- 2>&-; sleep 1;"
+            } else {
+                ""
+            };
+            muxed(&format!("echo again-{i}; {quiet} exit {}", i + 3)).spawn()
+        })
         .collect();
     for (i, run) in again.into_iter().enumerate() {
         let out = run.wait();
@@ -294,7 +303,16 @@ async fn ten_sessions_share_one_connection_at_most() {
             "session {i} of the second ten was refused: {}",
             out.stderr
         );
-        assert_eq!(out.stdout.trim(), format!("again-{i}"), "{}", out.stderr);
+        assert_eq!(
+            (out.code, out.stdout.trim()),
+            (
+                Some(i32::try_from(i).unwrap_or(0) + 3),
+                format!("again-{i}").as_str()
+            ),
+            "session {i} of the second ten: {}\n{}",
+            out.stderr,
+            w.proxy.log_tail()
+        );
     }
     let again = muxed("echo room-again").run();
     assert_eq!(

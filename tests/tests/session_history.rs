@@ -154,7 +154,8 @@ async fn a_port_forward_is_listed_with_its_destination_and_bytes_each_way() {
     let w = ProxiedWorld::start(
         "history-forward",
         ProxiedWorld::local_storage,
-        json!({"certificate": {"extensions": ["permit-pty", "permit-port-forwarding"]}}),
+        json!({"certificate": {"extensions": ["permit-pty", "permit-port-forwarding"]},
+               "recording": {"allowForwards": true}}),
     )
     .await;
     let cert = w.issue(w.request("forward")).await;

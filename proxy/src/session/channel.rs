@@ -4,7 +4,10 @@
 //! session when the policy requires recording.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -55,6 +58,35 @@ enum Recording {
 }
 
 type SharedRecording = Arc<Mutex<Recording>>;
+
+/// What the target said about its program's end.
+#[derive(Debug, Default)]
+struct Exit {
+    /// The exit status, for the recording and the log.
+    status: Mutex<Option<u32>>,
+    /// The exit status or signal went to the engineer.
+    told: AtomicBool,
+}
+
+/// Which pump ended, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pump {
+    /// The engineer's side ended (closed, or a refusal).
+    ToTarget,
+    /// The target's side ended; `closed`: its close was passed on to the engineer.
+    ToEngineer { closed: bool },
+}
+
+/// After the `first` pump ended, is the other worth waiting for (a few seconds)? Only while the
+/// target may still tell the exit status: once the target closed and that went to the engineer,
+/// or the status is known, the engineer's answer to a close never comes (russh answers closes
+/// itself and drops the peer's answer to its own), and waiting would only hold the session.
+fn pump_wait_for_other(first: Option<Pump>, status_known: bool) -> bool {
+    match first {
+        Some(Pump::ToEngineer { closed: true }) => false,
+        _ => !status_known,
+    }
+}
 
 /// Apply `write` to the recorder; a failure ends recording and, when the policy requires
 /// recording, returns the message the session ends with.
@@ -108,11 +140,11 @@ pub(super) async fn run_session(
     let engineer_tx = Arc::new(engineer_tx);
     let target_tx = Arc::new(target_tx);
     let recording: SharedRecording = Arc::new(Mutex::new(Recording::NotStarted));
-    let exit_status = Arc::new(Mutex::new(None::<u32>));
+    let exit = Arc::new(Exit::default());
     let (fail_tx, mut fail_rx) = mpsc::channel::<String>(2);
     let activity = ctx.activity.clone();
     activity.touch(started);
-    let mut pumps = JoinSet::new();
+    let mut pumps = JoinSet::<Pump>::new();
     pumps.spawn(to_target(
         ctx.clone(),
         session_id.clone(),
@@ -127,7 +159,7 @@ pub(super) async fn run_session(
         target_rx,
         engineer_tx.clone(),
         recording.clone(),
-        exit_status.clone(),
+        exit.clone(),
         fail_tx,
     ));
     // The recorder writes on events only; a quiet terminal's last output must still reach the
@@ -135,8 +167,13 @@ pub(super) async fn run_session(
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     let termination: Option<(&'static str, String)> = {
         let both_done = async {
-            if pumps.join_next().await.is_some() {
-                // One side closed; give the other a moment to deliver its close.
+            if let Some(first) = pumps.join_next().await {
+                // One side closed. russh answers a close itself and then drops the other
+                // side's answer, so a pump waiting for it would wait in vain: wait (a moment)
+                // only while the target may still tell the exit status.
+                if !pump_wait_for_other(first.ok(), exit.told.load(Ordering::Relaxed)) {
+                    return;
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(5), pumps.join_next()).await;
             }
         };
@@ -177,7 +214,7 @@ pub(super) async fn run_session(
         let _ = target_tx.close().await;
         pumps.abort_all();
     }
-    let status = exit_status.lock().ok().and_then(|s| *s);
+    let status = exit.status.lock().ok().and_then(|s| *s);
     let state = recording
         .lock()
         .map(|mut s| std::mem::replace(&mut *s, Recording::Off))
@@ -304,7 +341,7 @@ async fn to_target(
     target: Arc<ChannelWriteHalf<client::Msg>>,
     recording: SharedRecording,
     fail: mpsc::Sender<String>,
-) {
+) -> Pump {
     let required = ctx.grant.recording_required;
     let activity = ctx.activity.clone();
     let bytes = ctx
@@ -422,6 +459,7 @@ async fn to_target(
             break;
         }
     }
+    Pump::ToTarget
 }
 
 async fn to_engineer(
@@ -430,9 +468,9 @@ async fn to_engineer(
     mut target: russh::ChannelReadHalf,
     engineer: Arc<ChannelWriteHalf<server::Msg>>,
     recording: SharedRecording,
-    exit_status: Arc<Mutex<Option<u32>>>,
+    exit: Arc<Exit>,
     fail: mpsc::Sender<String>,
-) {
+) -> Pump {
     let activity = ctx.activity.clone();
     let required = ctx.grant.recording_required;
     let bytes = ctx
@@ -452,6 +490,12 @@ async fn to_engineer(
             }
         })
     };
+    // The target's EOF is held until its exit status (or close): OpenSSH's client answers an
+    // EOF with its close at once when its own input is done, russh answers that close itself
+    // and forgets the channel, and an exit status sent after that never reaches the client
+    // (which then exits 255). Nothing can follow an EOF but requests and the close.
+    let mut eof_held = false;
+    let mut ended = Pump::ToEngineer { closed: false };
     while let Some(message) = target.wait().await {
         let sent = match message {
             ChannelMsg::Data { data } => {
@@ -469,10 +513,12 @@ async fn to_engineer(
                 engineer.extended_data_bytes(ext, data).await
             }
             ChannelMsg::ExitStatus { exit_status: code } => {
-                if let Ok(mut status) = exit_status.lock() {
+                if let Ok(mut status) = exit.status.lock() {
                     *status = Some(code);
                 }
-                engineer.exit_status(code).await
+                let sent = engineer.exit_status(code).await;
+                exit.told.store(true, Ordering::Relaxed);
+                release_eof(&mut eof_held, &engineer, sent).await
             }
             ChannelMsg::ExitSignal {
                 signal_name,
@@ -484,11 +530,18 @@ async fn to_engineer(
                     .handle
                     .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                     .await;
+                exit.told.store(true, Ordering::Relaxed);
+                release_eof(&mut eof_held, &engineer, Ok(())).await
+            }
+            ChannelMsg::Eof if exit.told.load(Ordering::Relaxed) => engineer.eof().await,
+            ChannelMsg::Eof => {
+                eof_held = true;
                 Ok(())
             }
-            ChannelMsg::Eof => engineer.eof().await,
             ChannelMsg::Close => {
+                let _ = release_eof(&mut eof_held, &engineer, Ok(())).await;
                 let _ = engineer.close().await;
+                ended = Pump::ToEngineer { closed: true };
                 break;
             }
             // The engineer's requests were answered by the handler; the only request sent to
@@ -504,6 +557,44 @@ async fn to_engineer(
         };
         if sent.is_err() {
             break;
+        }
+    }
+    ended
+}
+
+/// Send the EOF [`to_engineer`] held back, after what went before it was sent.
+async fn release_eof(
+    held: &mut bool,
+    engineer: &ChannelWriteHalf<server::Msg>,
+    before: Result<(), russh::Error>,
+) -> Result<(), russh::Error> {
+    before?;
+    if std::mem::take(held) {
+        engineer.eof().await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_pump_is_awaited_only_while_the_exit_status_may_still_come() {
+        let closed = Some(Pump::ToEngineer { closed: true });
+        let cut = Some(Pump::ToEngineer { closed: false });
+        // (first pump, exit status known) → wait for the other
+        let cases = [
+            (closed, false, false),
+            (closed, true, false),
+            (cut, false, true),
+            (cut, true, false),
+            (Some(Pump::ToTarget), false, true),
+            (Some(Pump::ToTarget), true, false),
+            (None, false, true),
+        ];
+        for (first, known, want) in cases {
+            assert_eq!(pump_wait_for_other(first, known), want, "{first:?} {known}");
         }
     }
 }

@@ -181,9 +181,15 @@ pub async fn run_connection(
                         }
                     }
                     ConnectionEvent::DirectTcpip { channel, reply, host, port, originator } => {
-                        if !grant.permits(CertificateExtension::PermitPortForwarding) {
-                            tracing::warn!(%connection, request = %grant.request, %host, port, "port forwarding refused: the certificate has no permit-port-forwarding");
-                            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                        let refusal = record_rule::forward_refusal(
+                            grant.permits(CertificateExtension::PermitPortForwarding),
+                            grant.recording_required,
+                            grant.allow_forwards,
+                        );
+                        if let Some(message) = refusal {
+                            tracing::warn!(%connection, request = %grant.request, %host, port, "{message}");
+                            // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED; ssh prints the reason after it.
+                            reply.reject(ChannelOpenFailure::Other { code: 1, reason: message.to_owned() }).await;
                             continue;
                         }
                         let up = match ensure_upstream(&mut upstream, &shared, &grant, &connection).await {

@@ -15,6 +15,10 @@
 //! Under a `force-command` certificate `sshd` runs the forced command whatever the client asked
 //! for (`ssh -s host sftp` included), so the session is recorded as that command: output and
 //! input as an exec.
+//!
+//! A port forward (`ssh -L`/`-D`/`-W`) carries bytes that are not recorded, so a policy that
+//! requires recording refuses it unless it says `recording.allowForwards`; the certificate
+//! must grant `permit-port-forwarding` as well ([`forward_refusal`]).
 
 use super::super::recording::SessionKind;
 
@@ -38,6 +42,26 @@ pub fn records_input(kind: &SessionKind, pty: bool, policy_record_input: bool) -
         SessionKind::Shell | SessionKind::Exec { .. } => true,
         SessionKind::Subsystem { .. } => false,
     }
+}
+
+/// Why a port forward is refused, or `None` when it may open. Both rules must allow it: the
+/// certificate's `permit-port-forwarding` (what the host enforces too) and, when the policy
+/// requires recording, the policy's explicit `recording.allowForwards`.
+pub fn forward_refusal(
+    permit_port_forwarding: bool,
+    recording_required: bool,
+    allow_forwards: bool,
+) -> Option<&'static str> {
+    if !permit_port_forwarding {
+        return Some("port forwarding refused: the certificate has no permit-port-forwarding");
+    }
+    if recording_required && !allow_forwards {
+        return Some(
+            "port forwarding refused: the policy requires recording (recording.required) and a \
+             forward is not recorded; the policy must set recording.allowForwards",
+        );
+    }
+    None
 }
 
 #[cfg(test)]
@@ -86,5 +110,29 @@ mod tests {
             assert!(records_input(&kind, false, false));
         }
         assert_eq!(recorded_kind(sftp(), None), sftp());
+    }
+
+    #[test]
+    fn a_forward_needs_the_certificate_and_an_explicit_allow_under_required_recording() {
+        // (permit-port-forwarding, recording.required, recording.allowForwards) → refused by
+        let cases = [
+            (false, false, false, Some("permit-port-forwarding")),
+            (false, true, true, Some("permit-port-forwarding")),
+            (false, false, true, Some("permit-port-forwarding")),
+            (true, true, false, Some("recording.allowForwards")),
+            (true, true, true, None),
+            (true, false, false, None),
+            (true, false, true, None),
+        ];
+        for (permit, required, allow, want) in cases {
+            let got = forward_refusal(permit, required, allow);
+            match want {
+                None => assert_eq!(got, None, "{permit} {required} {allow}"),
+                Some(rule) => assert!(
+                    got.is_some_and(|m| m.contains(rule)),
+                    "{permit} {required} {allow}: {got:?}"
+                ),
+            }
+        }
     }
 }
