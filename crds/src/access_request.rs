@@ -285,6 +285,12 @@ pub struct SessionRecord {
     pub login: String,
     /// When the session started.
     pub start_time: Time,
+    /// Which session of the request this is: 1 for the first, counting every session ever
+    /// recorded (the highest is `sessionsTotal`). Orders sessions that started in the same
+    /// second, which `startTime` cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub number: Option<i64>,
     /// When the session ended; empty while it is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,

@@ -33,11 +33,16 @@ pub fn merge(
     entry: SessionRecord,
 ) -> (Vec<SessionRecord>, i64) {
     let mut total = total.unwrap_or(entries.len() as i64);
+    let mut entry = entry;
     match entries.iter_mut().find(|e| e.id == entry.id) {
-        Some(existing) => *existing = entry,
+        Some(existing) => {
+            entry.number = existing.number.or(entry.number);
+            *existing = entry;
+        }
         None => {
-            entries.push(entry);
             total += 1;
+            entry.number = Some(total);
+            entries.push(entry);
         }
     }
     (retain(entries), total)
@@ -45,7 +50,10 @@ pub fn merge(
 
 /// At most [`MAX_SESSIONS`] of `entries`, chosen as the module says, oldest first.
 pub fn retain(mut entries: Vec<SessionRecord>) -> Vec<SessionRecord> {
-    entries.sort_by(|a, b| (a.start_time.0, &a.id).cmp(&(b.start_time.0, &b.id)));
+    // `startTime` has whole seconds once read back from the API: `number` orders sessions
+    // within one second (entries written before it existed sort first there).
+    entries
+        .sort_by(|a, b| (a.start_time.0, a.number, &a.id).cmp(&(b.start_time.0, b.number, &b.id)));
     if entries.len() <= MAX_SESSIONS {
         return entries;
     }
@@ -99,6 +107,7 @@ mod tests {
             host: "db-1".into(),
             login: "ubuntu".into(),
             start_time: at(1_000 + i),
+            number: None,
             end_time: exit.map(|_| at(2_000 + i)),
             exit_status: exit.flatten(),
             recording: None,
@@ -177,9 +186,32 @@ mod tests {
         assert_eq!(total, 2);
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].exit_status, Some(0));
+        assert_eq!(
+            list[0].number,
+            Some(1),
+            "an update keeps the entry's number"
+        );
         // A list written before sessionsTotal existed counts from its length.
         let (_, total) = merge(list, None, entry(3, None));
         assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn sessions_started_in_one_second_keep_their_order_of_arrival() {
+        // 100 quick sessions in the same second, ids in no useful order (random per proxy):
+        // the first eight kept are the first eight recorded, not the smallest ids.
+        let sessions = (0..100).map(|i| SessionRecord {
+            id: format!("{:03}", (i * 37) % 100),
+            start_time: at(1_000),
+            ..entry(i, Some(Some(0)))
+        });
+        let (list, total) = run(sessions);
+        assert_eq!(total, 100);
+        let first: Vec<String> = list.iter().take(KEEP_FIRST).map(|e| e.id.clone()).collect();
+        let want: Vec<String> = (0..8).map(|i| format!("{:03}", (i * 37) % 100)).collect();
+        assert_eq!(first, want);
+        assert_eq!(list[0].number, Some(1));
+        assert_eq!(list[63].number, Some(100));
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn entry(
         host: grant.host.name.clone(),
         login: grant.login.clone(),
         start_time: Time(start),
+        number: None,
         end_time: end.map(Time),
         exit_status: None,
         recording: None,
