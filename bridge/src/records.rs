@@ -58,10 +58,7 @@ impl Records {
     ) -> Result<()> {
         let _serial = self.write.lock().await;
         let uid = request.metadata.uid.clone().unwrap_or_default();
-        let mut list = self.current(request);
-        list.retain(|r| r.target != record.target);
-        list.push(record);
-        list.truncate(MAX_RECORDS);
+        let list = with_record(self.current(request), record);
         if let Ok(mut memory) = self.memory.lock() {
             memory.insert(uid, list.clone());
         }
@@ -84,5 +81,62 @@ impl Records {
             what: format!("AccessRequest {namespace}/{name}"),
             source,
         })
+    }
+}
+
+/// `list` with `record` replacing the one for its target, most recently written last, bounded
+/// by [`MAX_RECORDS`]. When full, the least recently written record goes, never the new one:
+/// dropping the new one would make the bridge deliver it again on every pass (a policy whose
+/// targets changed leaves records for targets it no longer has; those are the stale ones). Pure.
+pub fn with_record(
+    mut list: Vec<NotificationRecord>,
+    record: NotificationRecord,
+) -> Vec<NotificationRecord> {
+    list.retain(|r| r.target != record.target);
+    let excess = (list.len() + 1).saturating_sub(MAX_RECORDS);
+    list.drain(..excess.min(list.len()));
+    list.push(record);
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(target: &str, stage: &str) -> NotificationRecord {
+        NotificationRecord {
+            target: target.to_owned(),
+            stage: stage.to_owned(),
+            channel: None,
+            ts: None,
+        }
+    }
+
+    #[test]
+    fn a_new_target_is_kept_even_when_the_list_is_full() {
+        let full: Vec<_> = (0..MAX_RECORDS)
+            .map(|i| record(&format!("slack:C{i}"), "issued"))
+            .collect();
+        let list = with_record(full, record("webhook:pager", "pending/0"));
+        assert_eq!(list.len(), MAX_RECORDS);
+        assert_eq!(
+            list.last().map(|r| r.target.as_str()),
+            Some("webhook:pager")
+        );
+        assert!(
+            !list.iter().any(|r| r.target == "slack:C0"),
+            "the oldest goes"
+        );
+    }
+
+    #[test]
+    fn an_update_replaces_its_target_and_moves_it_last() {
+        let list = vec![record("slack:A", "new"), record("dm:U1", "new")];
+        let list = with_record(list, record("slack:A", "issued"));
+        let targets: Vec<_> = list
+            .iter()
+            .map(|r| (r.target.as_str(), r.stage.as_str()))
+            .collect();
+        assert_eq!(targets, [("dm:U1", "new"), ("slack:A", "issued")]);
     }
 }
