@@ -47,7 +47,7 @@ crds: ## regenerate charts/gatehouse/crds from the Rust types
 	cargo run -q -p gatehouse-crds --bin crdgen
 
 test: deps lint ## everything: lint, unit tests, and end-to-end tests against a real control plane
-	cargo build -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge
+	cargo build -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge -p gatehouse-cli
 	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast
 
 bench: deps ## proxy vs direct sshd: 1 GiB transfer, connect latency, memory of 200 idle sessions
