@@ -367,8 +367,13 @@ pub async fn connect(
         Program::Scp => {
             command.args(args);
         }
-        Program::Ssh | Program::Sftp => {
+        // ssh takes the host, then a command; sftp takes no command, only options before
+        // the host (`-b batchfile`).
+        Program::Ssh => {
             command.args(host).args(args);
+        }
+        Program::Sftp => {
+            command.args(args).args(host);
         }
     }
     let status = command.status().map_err(|e| Error::Exec {

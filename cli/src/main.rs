@@ -130,7 +130,7 @@ enum Command {
         host: String,
         #[command(flatten)]
         args: ConnectArgs,
-        /// Extra sftp arguments.
+        /// Extra sftp options (like `-b batchfile`), given before the host.
         #[arg(last = true)]
         rest: Vec<String>,
     },

@@ -372,3 +372,152 @@ async fn bad_input_is_one_line_and_creates_nothing() {
             .collect::<Vec<_>>()
     );
 }
+
+/// What the first test leaves out: `hosts`, `deny`, `wait`, `sftp` and the machine formats
+/// (`-o json|yaml`), each as the user who would run it.
+#[tokio::test]
+async fn hosts_deny_wait_sftp_and_machine_output() {
+    let world = ProxiedWorld::start(
+        "cli-more",
+        ProxiedWorld::local_storage,
+        json!({"approval": {"required": 1}}),
+    )
+    .await;
+    let cp = world.cp;
+    let ns = world.s.ns.clone();
+    let home = world.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let key = world.key.with_extension("pub");
+    let proxy = format!("127.0.0.1:{}", world.proxy.port);
+    let as_user = |user: User, args: &[&str]| {
+        gatehouse(cp, user, &home)
+            .args(["-n", &ns])
+            .args(args)
+            .run()
+    };
+
+    // What alice may ask for, as JSON and YAML.
+    let hosts: serde_json::Value =
+        serde_json::from_str(as_user(User::Alice, &["hosts", "-o", "json"]).ok()).unwrap();
+    let db = hosts
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["hostGroup"] == "db"))
+        .unwrap_or_else(|| panic!("no HostGroup db in {hosts}"));
+    assert_eq!(db["hosts"], json!(["db1", "db2"]), "{db}");
+    assert_eq!(db["approvals"], 1, "{db}");
+    assert!(
+        db["logins"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(world.login))
+    );
+    let yaml = as_user(User::Alice, &["hosts", "-o", "yaml"]);
+    assert!(yaml.ok().contains("hostGroup: db"), "{}", yaml.stdout);
+
+    // Denied by bob: alice sees who and why, in JSON.
+    let key_arg = key.display().to_string();
+    as_user(
+        User::Alice,
+        &[
+            "request",
+            "db1",
+            "--key",
+            &key_arg,
+            "--no-wait",
+            "--name",
+            "r-deny",
+        ],
+    )
+    .ok();
+    world
+        .s
+        .wait_phase("r-deny", Phase::Pending, Duration::from_secs(10))
+        .await;
+    as_user(
+        User::Bob,
+        &["deny", "r-deny", "--reason", "not during the freeze"],
+    )
+    .ok();
+    world
+        .s
+        .wait_phase("r-deny", Phase::Denied, Duration::from_secs(10))
+        .await;
+    let described: serde_json::Value =
+        serde_json::from_str(as_user(User::Alice, &["describe", "r-deny", "-o", "json"]).ok())
+            .unwrap();
+    assert_eq!(described["status"]["phase"], "Denied", "{described}");
+    assert!(
+        described.to_string().contains("not during the freeze"),
+        "{described}"
+    );
+    // A requester cannot deny (or approve) anyone's request but through admission: refused.
+    as_user(
+        User::Alice,
+        &[
+            "request",
+            "db1",
+            "--key",
+            &key_arg,
+            "--no-wait",
+            "--name",
+            "r-sftp",
+        ],
+    )
+    .ok();
+    as_user(User::Alice, &["deny", "r-sftp", "--reason", "mine"]).fails_with(&["r-sftp"]);
+
+    // Approved; `wait` writes the certificate; sftp through the proxy puts a file.
+    as_user(User::Bob, &["approve", "r-sftp"]).ok();
+    let waited = as_user(User::Alice, &["wait", "r-sftp", "--key", &key_arg]);
+    assert!(
+        waited.ok().contains("Issued") || waited.stderr.contains("Issued"),
+        "{}\n{}",
+        waited.stdout,
+        waited.stderr
+    );
+    let local = world.dir.path().join("sftp-upload.txt");
+    std::fs::write(&local, "payload over sftp\n").unwrap();
+    let remote = world.dir.path().join("sftp-uploaded.txt");
+    let batch = world.dir.path().join("sftp-batch");
+    std::fs::write(
+        &batch,
+        format!("put {} {}\n", local.display(), remote.display()),
+    )
+    .unwrap();
+    gatehouse(cp, User::Alice, &home)
+        .args([
+            "-n", &ns, "sftp", "db1", "--key", &key_arg, "--proxy", &proxy, "--", "-b",
+        ])
+        .arg(&batch)
+        .run()
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(&remote).unwrap(),
+        "payload over sftp\n"
+    );
+
+    // `ls -o json` is a kubectl-style List with both requests and their phases.
+    let listed: serde_json::Value =
+        serde_json::from_str(as_user(User::Alice, &["ls", "-o", "json"]).ok()).unwrap();
+    assert_eq!(listed["kind"], "List");
+    let phases: Vec<(String, String)> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r["status"]["phase"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for want in [("r-deny", "Denied"), ("r-sftp", "Issued")] {
+        assert!(
+            phases.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {phases:?}"
+        );
+    }
+}
