@@ -358,6 +358,16 @@ mod tests {
     }
 
     #[test]
+    fn a_line_of_exactly_the_limit_is_read() {
+        let prefix = "[1, \"o\", \"";
+        let suffix = "\"]";
+        let data = "x".repeat(MAX_LINE_BYTES - prefix.len() - suffix.len());
+        let cast = format!("{HEADER}\n{prefix}{data}{suffix}\n");
+        let (out, _, _) = run(&cast, &options(true, false)).unwrap();
+        assert_eq!(out.len(), data.len());
+    }
+
+    #[test]
     fn an_unterminated_string_at_the_end_is_dropped_and_said() {
         let cast = format!("{HEADER}\n[1, \"o\", \"ok\\u001b]52;c;AAAA\"]\n");
         let (out, err, _) = run(&cast, &options(true, false)).unwrap();
