@@ -5,13 +5,15 @@
 //! host key) and from the user's public key; it goes to the API server as the user (creating
 //! AccessRequests, setting decision annotations, so admission and RBAC decide exactly as for
 //! kubectl), to certificate and ssh_config files under the user's config directory, and to the
-//! real OpenSSH `ssh`, `scp` and `sftp`, which connect through the Gatehouse proxy.
+//! real OpenSSH `ssh`, `scp` and `sftp`, which connect through the Gatehouse proxy. `replay`
+//! reads a stored recording and plays it, sanitised, on the terminal (no cluster needed).
 
 mod cluster;
 mod connect;
 mod error;
 mod keys;
 mod plan;
+mod replay;
 mod request;
 mod view;
 
@@ -203,6 +205,24 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Play a recording (asciicast v2 FILE, or - for standard input) safely: escape sequences
+    /// that reach beyond the screen (title, clipboard, terminal queries) are removed.
+    Replay {
+        /// The .cast file, or - for standard input.
+        file: PathBuf,
+        /// Playback speed (2 plays twice as fast).
+        #[arg(long, default_value = "1", value_parser = replay::parse_speed)]
+        speed: f64,
+        /// The longest pause in seconds (default: the recording's idle_time_limit, else none).
+        #[arg(long, value_name = "SECS", value_parser = replay::parse_seconds)]
+        idle_limit: Option<f64>,
+        /// Print the output at once, without timing (like `asciinema cat`).
+        #[arg(long)]
+        cat: bool,
+        /// Also show what the engineer sent (input events), escaped and marked [input "…"].
+        #[arg(long)]
+        input: bool,
+    },
     /// Print the version.
     Version,
     /// Print a shell completion script.
@@ -245,11 +265,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
             );
             return Ok(());
         }
+        Command::Replay {
+            file,
+            speed,
+            idle_limit,
+            cat,
+            input,
+        } => {
+            // Plain blocking I/O and sleeps: nothing else runs on the runtime meanwhile.
+            return replay::replay(&replay::Options {
+                file,
+                speed,
+                idle_limit,
+                cat,
+                input,
+            });
+        }
         _ => {}
     }
     let cluster = Cluster::connect(&connection).await?;
     match cli.command {
-        Command::Version | Command::Completion { .. } => Ok(()),
+        Command::Version | Command::Completion { .. } | Command::Replay { .. } => Ok(()),
         Command::Request {
             target,
             args,

@@ -10,7 +10,6 @@
 pub mod asciicast;
 pub mod budget;
 pub mod live;
-pub mod replay;
 pub mod segments;
 pub mod sftp;
 pub mod spool;
