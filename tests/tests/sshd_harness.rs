@@ -396,3 +396,66 @@ fn write(path: &Path, text: &str) {
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// The baseline the proxy copies (`proxy_clients.rs`): OpenSSH's sshd given a certificate
+/// without `permit-pty`. A plain interactive `ssh host` prints `PTY allocation request failed`
+/// and its shell runs without a pty to the end; `ssh -tt` (RequestTTY force) makes the client
+/// end with 255 at the refusal, for an exec and for a shell alike.
+#[test]
+fn sshd_without_permit_pty_runs_the_shell_without_one_and_ends_ssh_tt() {
+    let keys = Keys::new();
+    let sshd = keys.sshd();
+    gatehouse_tests::sshd::ssh_keygen([
+        "-q".as_ref(),
+        "-s".as_ref(),
+        keys.ca.as_os_str(),
+        "-I".as_ref(),
+        "no-pty".as_ref(),
+        "-n".as_ref(),
+        PRINCIPAL.as_ref(),
+        "-V".as_ref(),
+        "+5m".as_ref(),
+        "-O".as_ref(),
+        "clear".as_ref(),
+        keys.user_public().as_os_str(),
+    ])
+    .ok();
+    let cert = keys.user.with_file_name("user-cert.pub");
+    let login = current_login();
+    let pty_script = |steps: serde_json::Value| {
+        gatehouse_tests::Cmd::new("python3")
+            .arg(gatehouse_tests::repo_root().join("tests/scripts/pty-session.py"))
+            .arg(steps.to_string())
+            .arg("--")
+    };
+
+    let out = sshd
+        .ssh(&login, &keys.user, &cert)
+        .timeout(Duration::from_secs(30))
+        .into_cmd_under(Some(pty_script(serde_json::json!([
+            {"expect": "PTY allocation request failed"},
+            {"send": "echo shell-$((6*7)); tty || true\n"},
+            {"expect": "shell-42"},
+            {"send": "exit 4\n"},
+        ]))))
+        .run();
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stdout.contains("not a tty"), "{}", out.stdout);
+
+    for args in [&["tty"][..], &[][..]] {
+        let out = sshd
+            .ssh(&login, &keys.user, &cert)
+            .args(args)
+            .flag("-tt")
+            .timeout(Duration::from_secs(30))
+            .into_cmd_under(Some(pty_script(serde_json::json!([
+                {"expect": "PTY allocation request failed"}
+            ]))))
+            .run();
+        assert!(
+            out.stdout.contains("PTY allocation request failed"),
+            "ssh -tt {args:?}: {out:?}"
+        );
+        assert_eq!(out.code, Some(255), "ssh -tt {args:?}: {out:?}");
+    }
+}
