@@ -77,3 +77,77 @@ pub const SOURCE_ADDRESSES_RULE: &str = "self.all(a, isIP(a) || isCIDR(a))";
 /// Message for [`SOURCE_ADDRESSES_RULE`].
 pub const SOURCE_ADDRESS_MESSAGE: &str =
     "must be an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32";
+
+/// The part of [`FORWARDS_RECORDED_RULE`] that says whether a policy spec (`p`) is coherent: a
+/// policy that grants `permit-port-forwarding` while requiring recording (the default) must
+/// allow forwards explicitly, or the proxy refuses every forward its certificates permit.
+/// Fields may be absent (older stored objects, before defaulting): absent `required` is true.
+macro_rules! forwards_recorded {
+    ($p:literal) => {
+        concat!(
+            "(!has(",
+            $p,
+            ".certificate) || !has(",
+            $p,
+            ".certificate.extensions) || !",
+            $p,
+            ".certificate.extensions.exists(e, e == 'permit-port-forwarding'))",
+            " || (has(",
+            $p,
+            ".recording) && ((has(",
+            $p,
+            ".recording.required) && !",
+            $p,
+            ".recording.required) || (has(",
+            $p,
+            ".recording.allowForwards) && ",
+            $p,
+            ".recording.allowForwards)))"
+        )
+    };
+}
+
+/// An AccessPolicy that grants port forwarding under `recording.required` must set
+/// `recording.allowForwards`. Evaluated on the whole spec with `optionalOldSelf`: a policy
+/// stored before the rule existed that already breaks it stays updatable (any edit that does
+/// not add the breach: it was there), while a new policy, or an edit that introduces the
+/// combination, is refused. Without the `oldSelf` clause the API server's own ratcheting would
+/// only spare updates that leave all of `spec` unchanged (labels, annotations), because the rule
+/// sits on `spec`.
+pub const FORWARDS_RECORDED_RULE: &str = concat!(
+    "(",
+    forwards_recorded!("self"),
+    ") || (oldSelf.hasValue() && !(",
+    forwards_recorded!("oldSelf.value()"),
+    "))"
+);
+/// Message for [`FORWARDS_RECORDED_RULE`].
+pub const FORWARDS_RECORDED_MESSAGE: &str = "certificate.extensions grants permit-port-forwarding but recording.required is on (the default) and the proxy does not record forwards: set recording.allowForwards: true to allow them unrecorded, or drop permit-port-forwarding";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwards_rule_checks_self_and_spares_an_old_object_that_broke_it_already() {
+        let self_part = forwards_recorded!("self");
+        let old_part = forwards_recorded!("oldSelf.value()");
+        assert_eq!(
+            FORWARDS_RECORDED_RULE,
+            format!("({self_part}) || (oldSelf.hasValue() && !({old_part}))")
+        );
+        assert_eq!(old_part, self_part.replace("self", "oldSelf.value()"));
+        // Every optional field is guarded with has(): older objects may lack them.
+        for field in [
+            "self.certificate)",
+            "self.certificate.extensions)",
+            "self.recording)",
+            "self.recording.required)",
+            "self.recording.allowForwards)",
+        ] {
+            assert!(self_part.contains(&format!("has({field}")), "{field}");
+        }
+        assert!(FORWARDS_RECORDED_MESSAGE.contains("recording.allowForwards: true"));
+        assert!(FORWARDS_RECORDED_MESSAGE.contains("drop permit-port-forwarding"));
+    }
+}
