@@ -78,48 +78,39 @@ pub const SOURCE_ADDRESSES_RULE: &str = "self.all(a, isIP(a) || isCIDR(a))";
 pub const SOURCE_ADDRESS_MESSAGE: &str =
     "must be an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32";
 
-/// The part of [`FORWARDS_RECORDED_RULE`] that says whether a policy spec (`p`) is coherent: a
+/// The part of [`FORWARDS_RECORDED_RULE`] that says whether a policy spec is coherent: a
 /// policy that grants `permit-port-forwarding` while requiring recording (the default) must
 /// allow forwards explicitly, or the proxy refuses every forward its certificates permit.
-/// Fields may be absent (older stored objects, before defaulting): absent `required` is true.
-macro_rules! forwards_recorded {
-    ($p:literal) => {
-        concat!(
-            "(!has(",
-            $p,
-            ".certificate) || !has(",
-            $p,
-            ".certificate.extensions) || !",
-            $p,
-            ".certificate.extensions.exists(e, e == 'permit-port-forwarding'))",
-            " || (has(",
-            $p,
-            ".recording) && ((has(",
-            $p,
-            ".recording.required) && !",
-            $p,
-            ".recording.required) || (has(",
-            $p,
-            ".recording.allowForwards) && ",
-            $p,
-            ".recording.allowForwards)))"
-        )
-    };
-}
+/// Fields may be absent (before defaulting): absent `required` is true. Mirrored by
+/// `AccessPolicySpec::grants_unrecordable_forwards`.
+pub const FORWARDS_RECORDED_SELF: &str = concat!(
+    "(!has(self.certificate) || !has(self.certificate.extensions) || ",
+    "!self.certificate.extensions.exists(e, e == 'permit-port-forwarding'))",
+    " || (has(self.recording) && ((has(self.recording.required) && !self.recording.required)",
+    " || (has(self.recording.allowForwards) && self.recording.allowForwards)))"
+);
+
+/// The ratchet of [`FORWARDS_RECORDED_RULE`]: an update that leaves `certificate` and
+/// `recording` as they were cannot introduce the breach, so it passes even when the stored
+/// policy breaks the rule (it was stored before the rule existed). The API server's own
+/// ratcheting would spare only updates that leave all of `spec` unchanged (the rule sits on
+/// `spec`), so a new `maxDuration` would be refused. (Comparing whole objects keeps the CEL
+/// cost estimate bounded; iterating `oldSelf.value()`'s lists does not: its type is dynamic.)
+pub const FORWARDS_RECORDED_RATCHET: &str = "oldSelf.hasValue() && oldSelf.value().certificate == self.certificate && oldSelf.value().recording == self.recording";
 
 /// An AccessPolicy that grants port forwarding under `recording.required` must set
-/// `recording.allowForwards`. Evaluated on the whole spec with `optionalOldSelf`: a policy
-/// stored before the rule existed that already breaks it stays updatable (any edit that does
-/// not add the breach: it was there), while a new policy, or an edit that introduces the
-/// combination, is refused. Without the `oldSelf` clause the API server's own ratcheting would
-/// only spare updates that leave all of `spec` unchanged (labels, annotations), because the rule
-/// sits on `spec`.
+/// `recording.allowForwards`. On the whole spec, with `optionalOldSelf` (so it runs on create
+/// too): a new policy, or an edit of `certificate`/`recording` that leaves the breach, is
+/// refused; a stored policy stays updatable otherwise.
 pub const FORWARDS_RECORDED_RULE: &str = concat!(
     "(",
-    forwards_recorded!("self"),
-    ") || (oldSelf.hasValue() && !(",
-    forwards_recorded!("oldSelf.value()"),
-    "))"
+    "(!has(self.certificate) || !has(self.certificate.extensions) || ",
+    "!self.certificate.extensions.exists(e, e == 'permit-port-forwarding'))",
+    " || (has(self.recording) && ((has(self.recording.required) && !self.recording.required)",
+    " || (has(self.recording.allowForwards) && self.recording.allowForwards)))",
+    ") || (",
+    "oldSelf.hasValue() && oldSelf.value().certificate == self.certificate && oldSelf.value().recording == self.recording",
+    ")"
 );
 /// Message for [`FORWARDS_RECORDED_RULE`].
 pub const FORWARDS_RECORDED_MESSAGE: &str = "certificate.extensions grants permit-port-forwarding but recording.required is on (the default) and the proxy does not record forwards: set recording.allowForwards: true to allow them unrecorded, or drop permit-port-forwarding";
@@ -129,15 +120,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_forwards_rule_checks_self_and_spares_an_old_object_that_broke_it_already() {
-        let self_part = forwards_recorded!("self");
-        let old_part = forwards_recorded!("oldSelf.value()");
+    fn the_forwards_rule_is_the_check_or_the_ratchet() {
         assert_eq!(
             FORWARDS_RECORDED_RULE,
-            format!("({self_part}) || (oldSelf.hasValue() && !({old_part}))")
+            format!("({FORWARDS_RECORDED_SELF}) || ({FORWARDS_RECORDED_RATCHET})")
         );
-        assert_eq!(old_part, self_part.replace("self", "oldSelf.value()"));
-        // Every optional field is guarded with has(): older objects may lack them.
+        // Every optional field is guarded with has(): objects may lack them.
         for field in [
             "self.certificate)",
             "self.certificate.extensions)",
@@ -145,7 +133,10 @@ mod tests {
             "self.recording.required)",
             "self.recording.allowForwards)",
         ] {
-            assert!(self_part.contains(&format!("has({field}")), "{field}");
+            assert!(
+                FORWARDS_RECORDED_SELF.contains(&format!("has({field}")),
+                "{field}"
+            );
         }
         assert!(FORWARDS_RECORDED_MESSAGE.contains("recording.allowForwards: true"));
         assert!(FORWARDS_RECORDED_MESSAGE.contains("drop permit-port-forwarding"));
