@@ -129,7 +129,8 @@ async fn a_policy_granting_forwards_it_cannot_record_is_refused_with_what_to_cha
 /// The chart's AccessPolicy CRD (or `yaml`) moved to API group `group`, so a test can swap its
 /// versions without touching the real one every other test uses.
 fn crd_in_group(yaml: &str, group: &str) -> Value {
-    let mut crd: Value = serde_saphyr::from_str(yaml).expect("the CRD parses");
+    let mut crd: Value =
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("the CRD does not parse: {e}"));
     crd["metadata"]["name"] = json!(format!("accesspolicies.{group}"));
     crd["spec"]["group"] = json!(group);
     crd
@@ -240,11 +241,11 @@ fn marks(cast: &str) -> Vec<String> {
 async fn put(w: &ProxiedWorld, files: &[(&str, Vec<u8>)]) -> (String, String) {
     let cert = w.issue(w.request("put")).await;
     let remote = w.dir.path().join("remote");
-    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::create_dir_all(&remote).unwrap_or_else(|e| panic!("{}: {e}", remote.display()));
     let mut batch = String::new();
     for (name, content) in files {
         let local = w.dir.path().join(name);
-        std::fs::write(&local, content).unwrap();
+        std::fs::write(&local, content).unwrap_or_else(|e| panic!("{}: {e}", local.display()));
         batch.push_str(&format!(
             "put {} {}/{name}\n",
             local.display(),
@@ -263,8 +264,12 @@ async fn put(w: &ProxiedWorld, files: &[(&str, Vec<u8>)]) -> (String, String) {
         w.proxy.log_tail()
     );
     let sessions = w.recorded("put", 1, Duration::from_secs(30)).await;
-    let key = sessions[0].recording.clone().unwrap().key;
-    let cast = std::fs::read_to_string(w.local_store().join(&key)).unwrap();
+    let Some(recording) = sessions[0].recording.clone() else {
+        panic!("no recording in {sessions:?}");
+    };
+    let key = recording.key;
+    let cast = std::fs::read_to_string(w.local_store().join(&key))
+        .unwrap_or_else(|e| panic!("reading the recording {key}: {e}"));
     (cast, remote.display().to_string())
 }
 

@@ -215,7 +215,8 @@ fn content_is_kept_only_when_asked_bounded_per_file_and_direction() {
     };
     let open = packet(3, 1, &[string(b"/tmp/up"), u32b(0x1a), u32b(0)]);
     // (bound, writes, content kept, a cut reported?)
-    let cases: Vec<(Option<u64>, Vec<&[u8]>, Vec<(u64, &[u8])>, bool)> = vec![
+    type Case<'a> = (Option<u64>, Vec<&'a [u8]>, Vec<(u64, &'a [u8])>, bool);
+    let cases: Vec<Case<'_>> = vec![
         (None, vec![b"hello", b"world"], vec![], false),
         (
             Some(100),
