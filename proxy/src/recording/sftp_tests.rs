@@ -320,3 +320,52 @@ fn read_content_comes_from_data_replies_at_the_requested_offset() {
             .is_empty()
     );
 }
+
+#[test]
+fn kept_content_is_charged_to_the_sessions_spool_budget() {
+    use crate::recording::{Recorder, SessionKind, budget::SpoolBudget, tests::meta};
+    let upload = |keep: Option<u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = meta("c0ffee00c0ffee00");
+        m.kind = SessionKind::Subsystem {
+            name: "sftp".into(),
+        };
+        m.sftp_content_bytes = keep;
+        let budget = SpoolBudget::new(u64::MAX, 8 * 1024, 0);
+        let mut rec = Recorder::create_within(dir.path(), m, budget).unwrap();
+        rec.input(&packet(3, 1, &[string(b"/tmp/big"), u32b(0x1a), u32b(0)]))
+            .unwrap();
+        rec.subsystem_output(&packet(102, 1, &[string(b"H1")]))
+            .unwrap();
+        // Four writes of 3000 bytes: 12 000 bytes of content, 16 000 in base64.
+        let results: Vec<bool> = (0..4u64)
+            .map(|i| {
+                let write = packet(
+                    6,
+                    2 + i as u32,
+                    &[
+                        string(b"H1"),
+                        (i * 3000).to_be_bytes().to_vec(),
+                        string(&[b'q'; 3000]),
+                    ],
+                );
+                rec.input(&write).is_ok()
+            })
+            .collect();
+        let over = rec.over_budget();
+        let finished = rec.finish(Some(0)).unwrap();
+        let cast = std::fs::read_to_string(&finished.cast_path).unwrap();
+        (results, over, cast)
+    };
+    // Without content an upload costs its audit lines only.
+    let (results, over, cast) = upload(None);
+    assert!(results.iter().all(|ok| *ok) && !over);
+    assert!(!cast.contains("sftp content"));
+    // With it, the content fills the 8 KiB session budget (header and open, then 4000 bytes of
+    // base64 per write): the second write breaks it and fails (the session ends under
+    // recording.required); what came before stays in the recording, later writes are dropped.
+    let (results, over, cast) = upload(Some(1 << 20));
+    assert_eq!(results, [true, false, true, true]);
+    assert!(over);
+    assert_eq!(cast.matches("sftp content write").count(), 1, "{cast}");
+}
