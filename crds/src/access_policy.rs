@@ -30,6 +30,7 @@ use crate::rules;
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(rules::FORWARDS_RECORDED_RULE).message(rules::FORWARDS_RECORDED_MESSAGE).field_path(".certificate.extensions").optional_old_self(true))]
 pub struct AccessPolicySpec {
     /// Who this policy applies to: users, groups and ServiceAccounts as the Kubernetes API server
     /// authenticates them. A requester matches if any subject matches.
@@ -79,6 +80,28 @@ pub struct AccessPolicySpec {
     /// Limits on the sessions themselves, enforced by the proxy.
     #[serde(default, skip_serializing_if = "SessionOptions::is_empty")]
     pub session: SessionOptions,
+
+    /// Open AccessRequests (not Denied, Expired, Revoked or Failed, and not being deleted) one
+    /// requester may have under this policy in its namespace, 1 to 1000; admission refuses the
+    /// next one. Unlimited when unset. Counted from the operator's watch cache, so simultaneous
+    /// creates may overshoot by what the cache has not seen yet; a ResourceQuota on
+    /// `count/accessrequests.gatehouse.dev` is the namespace's hard cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_open_requests_per_requester: Option<i32>,
+}
+
+impl AccessPolicySpec {
+    /// Whether certificates under this policy would grant port forwards that the proxy then
+    /// refuses (`permit-port-forwarding` under `recording.required` without
+    /// `recording.allowForwards`): what [`rules::FORWARDS_RECORDED_RULE`] refuses.
+    pub fn grants_unrecordable_forwards(&self) -> bool {
+        self.certificate
+            .extensions
+            .contains(&CertificateExtension::PermitPortForwarding)
+            && self.recording.required
+            && !self.recording.allow_forwards
+    }
 }
 
 fn default_max_duration() -> String {
@@ -228,6 +251,13 @@ pub struct RecordingOptions {
     /// certificate must also grant `permit-port-forwarding`. Off by default.
     #[serde(default)]
     pub allow_forwards: bool,
+
+    /// Keep the content of SFTP file transfers (`sftp`, `scp`) in the recording: the bytes
+    /// written and read through each file, up to a bound per file, as `"m"` events next to the
+    /// audit events. Off when unset: transfers are audited (paths, flags, byte counts) without
+    /// their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_content: Option<FileContentOptions>,
 }
 
 impl Default for RecordingOptions {
@@ -236,8 +266,33 @@ impl Default for RecordingOptions {
             record_input: false,
             required: true,
             allow_forwards: false,
+            file_content: None,
         }
     }
+}
+
+/// How much SFTP file content a recording keeps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileContentOptions {
+    /// Bytes kept per file and direction (written, read), from 1 to 16777216 (16 MiB); the rest
+    /// of a larger file is counted, not kept. Default 1048576 (1 MiB). Everything kept counts
+    /// against the session's spool budget (`--spool-max-session-bytes`).
+    #[serde(default = "default_max_bytes_per_file")]
+    #[schemars(range(min = 1, max = 16_777_216))]
+    pub max_bytes_per_file: i64,
+}
+
+impl Default for FileContentOptions {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_file: default_max_bytes_per_file(),
+        }
+    }
+}
+
+fn default_max_bytes_per_file() -> i64 {
+    1 << 20
 }
 
 fn default_true() -> bool {
@@ -282,4 +337,50 @@ pub struct AccessPolicyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unrecordable_forwards_are_port_forwarding_under_required_recording_without_allow() {
+        use CertificateExtension::{PermitPortForwarding as Fwd, PermitPty as Pty};
+        // (extensions, required, allowForwards, refused)
+        for (extensions, required, allow, refused) in [
+            (vec![Pty], true, false, false),
+            (vec![Pty, Fwd], true, false, true),
+            (vec![Fwd], true, false, true),
+            (vec![Pty, Fwd], true, true, false),
+            (vec![Pty, Fwd], false, false, false),
+            (vec![Pty, Fwd], false, true, false),
+            (vec![], true, false, false),
+        ] {
+            let spec = AccessPolicySpec {
+                subjects: vec![],
+                host_selector: LabelSelector::default(),
+                logins: vec!["ubuntu".into()],
+                max_duration: default_max_duration(),
+                approval: ApprovalPolicy::default(),
+                require_reason: false,
+                certificate: CertificateOptions {
+                    extensions: extensions.clone(),
+                    ..CertificateOptions::default()
+                },
+                recording: RecordingOptions {
+                    required,
+                    allow_forwards: allow,
+                    ..RecordingOptions::default()
+                },
+                notify: None,
+                session: SessionOptions::default(),
+                max_open_requests_per_requester: None,
+            };
+            assert_eq!(
+                spec.grants_unrecordable_forwards(),
+                refused,
+                "{extensions:?} required={required} allowForwards={allow}"
+            );
+        }
+    }
 }

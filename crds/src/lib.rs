@@ -25,7 +25,7 @@ pub mod session_history;
 
 pub use access_policy::{
     AccessPolicy, AccessPolicySpec, AccessPolicyStatus, ApprovalPolicy, CertificateExtension,
-    CertificateOptions, RecordingOptions, Subject, SubjectKind,
+    CertificateOptions, FileContentOptions, RecordingOptions, Subject, SubjectKind,
 };
 pub use access_request::{
     AccessRequest, AccessRequestSpec, AccessRequestStatus, Approval, EligibleApprovers,

@@ -77,3 +77,68 @@ pub const SOURCE_ADDRESSES_RULE: &str = "self.all(a, isIP(a) || isCIDR(a))";
 /// Message for [`SOURCE_ADDRESSES_RULE`].
 pub const SOURCE_ADDRESS_MESSAGE: &str =
     "must be an IP address or a CIDR block such as 10.0.0.0/8 or 2001:db8::/32";
+
+/// The part of [`FORWARDS_RECORDED_RULE`] that says whether a policy spec is coherent: a
+/// policy that grants `permit-port-forwarding` while requiring recording (the default) must
+/// allow forwards explicitly, or the proxy refuses every forward its certificates permit.
+/// Fields may be absent (before defaulting): absent `required` is true. Mirrored by
+/// `AccessPolicySpec::grants_unrecordable_forwards`.
+pub const FORWARDS_RECORDED_SELF: &str = concat!(
+    "(!has(self.certificate) || !has(self.certificate.extensions) || ",
+    "!self.certificate.extensions.exists(e, e == 'permit-port-forwarding'))",
+    " || (has(self.recording) && ((has(self.recording.required) && !self.recording.required)",
+    " || (has(self.recording.allowForwards) && self.recording.allowForwards)))"
+);
+
+/// The ratchet of [`FORWARDS_RECORDED_RULE`]: an update that leaves `certificate` and
+/// `recording` as they were cannot introduce the breach, so it passes even when the stored
+/// policy breaks the rule (it was stored before the rule existed). The API server's own
+/// ratcheting would spare only updates that leave all of `spec` unchanged (the rule sits on
+/// `spec`), so a new `maxDuration` would be refused. (Comparing whole objects keeps the CEL
+/// cost estimate bounded; iterating `oldSelf.value()`'s lists does not: its type is dynamic.)
+pub const FORWARDS_RECORDED_RATCHET: &str = "oldSelf.hasValue() && oldSelf.value().certificate == self.certificate && oldSelf.value().recording == self.recording";
+
+/// An AccessPolicy that grants port forwarding under `recording.required` must set
+/// `recording.allowForwards`. On the whole spec, with `optionalOldSelf` (so it runs on create
+/// too): a new policy, or an edit of `certificate`/`recording` that leaves the breach, is
+/// refused; a stored policy stays updatable otherwise.
+pub const FORWARDS_RECORDED_RULE: &str = concat!(
+    "(",
+    "(!has(self.certificate) || !has(self.certificate.extensions) || ",
+    "!self.certificate.extensions.exists(e, e == 'permit-port-forwarding'))",
+    " || (has(self.recording) && ((has(self.recording.required) && !self.recording.required)",
+    " || (has(self.recording.allowForwards) && self.recording.allowForwards)))",
+    ") || (",
+    "oldSelf.hasValue() && oldSelf.value().certificate == self.certificate && oldSelf.value().recording == self.recording",
+    ")"
+);
+/// Message for [`FORWARDS_RECORDED_RULE`].
+pub const FORWARDS_RECORDED_MESSAGE: &str = "certificate.extensions grants permit-port-forwarding but recording.required is on (the default) and the proxy does not record forwards: set recording.allowForwards: true to allow them unrecorded, or drop permit-port-forwarding";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwards_rule_is_the_check_or_the_ratchet() {
+        assert_eq!(
+            FORWARDS_RECORDED_RULE,
+            format!("({FORWARDS_RECORDED_SELF}) || ({FORWARDS_RECORDED_RATCHET})")
+        );
+        // Every optional field is guarded with has(): objects may lack them.
+        for field in [
+            "self.certificate)",
+            "self.certificate.extensions)",
+            "self.recording)",
+            "self.recording.required)",
+            "self.recording.allowForwards)",
+        ] {
+            assert!(
+                FORWARDS_RECORDED_SELF.contains(&format!("has({field}")),
+                "{field}"
+            );
+        }
+        assert!(FORWARDS_RECORDED_MESSAGE.contains("recording.allowForwards: true"));
+        assert!(FORWARDS_RECORDED_MESSAGE.contains("drop permit-port-forwarding"));
+    }
+}

@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 
 use gatehouse_crds::{
-    AccessRequest, Phase, Requester,
+    AccessPolicy, AccessRequest, HostGroup, Phase, Requester,
     contract::{self, annotations::DECISIONS},
+    policy::{self, Ask},
 };
 use k8s_openapi::api::authentication::v1::UserInfo;
 
@@ -276,6 +277,94 @@ pub fn plan_update(
             kind.verb()
         )),
     }
+}
+
+/// Whether a request counts against its requester's open-request cap: it is not being deleted
+/// and its phase is not terminal (no phase yet, `Pending` — approved or not — and `Issued`
+/// count; `Denied`, `Expired`, `Revoked` and `Failed` do not).
+pub fn is_open(request: &AccessRequest) -> bool {
+    request.metadata.deletion_timestamp.is_none()
+        && !request
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_terminal)
+}
+
+/// Most request names a cap refusal lists.
+const CAP_NAMES_LISTED: usize = 5;
+
+/// The cap check of a CREATE that [`plan_create`] allowed: the policy that would govern the new
+/// request (chosen from the caches exactly as the operator chooses, with the admission-verified
+/// `requester`) may cap how many open requests one requester has under it. Counted: the
+/// requester's open requests in the namespace governed by that policy, and those not governed
+/// yet (no `status.policy`: they may end up under it). Returns the refusal, naming the policy,
+/// the field and the limit; None when the request may be created (no governing policy is the
+/// operator's to deny, with its own message).
+pub fn open_request_cap<'a>(
+    requester: &Requester,
+    object: &AccessRequest,
+    policies: impl IntoIterator<Item = &'a AccessPolicy>,
+    host_groups: impl IntoIterator<Item = &'a HostGroup>,
+    requests: impl IntoIterator<Item = &'a AccessRequest>,
+) -> Option<String> {
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    let in_namespace = |ns: &Option<String>| ns.as_deref() == Some(namespace);
+    let group = host_groups.into_iter().find(|g| {
+        in_namespace(&g.metadata.namespace)
+            && g.metadata.name.as_deref() == Some(object.spec.target.host_group.as_str())
+    })?;
+    let labels = group.metadata.labels.clone().unwrap_or_default();
+    let ask = Ask {
+        namespace,
+        requester: Some(requester),
+        host_group: &object.spec.target.host_group,
+        host_group_labels: &labels,
+        login: &object.spec.login,
+        duration: &object.spec.duration,
+        reason: object.spec.reason.as_deref(),
+    };
+    let policies = policies
+        .into_iter()
+        .filter(|p| in_namespace(&p.metadata.namespace));
+    let (governing, terms) = policy::govern(policies, &ask).ok()?;
+    let limit = governing.spec.max_open_requests_per_requester?;
+    let mut open: Vec<&str> = requests
+        .into_iter()
+        .filter(|r| in_namespace(&r.metadata.namespace))
+        .filter(|r| {
+            r.spec.requester.as_ref().map(|q| q.username.as_str())
+                == Some(requester.username.as_str())
+        })
+        .filter(|r| is_open(r))
+        .filter(|r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.policy.as_deref())
+                .is_none_or(|p| p == terms.policy)
+        })
+        .filter_map(|r| r.metadata.name.as_deref())
+        .collect();
+    let count = open.len();
+    if i64::try_from(count).unwrap_or(i64::MAX) < i64::from(limit) {
+        return None;
+    }
+    open.sort_unstable();
+    let mut listed = open
+        .iter()
+        .take(CAP_NAMES_LISTED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if count > CAP_NAMES_LISTED {
+        listed.push_str(&format!(", and {} more", count - CAP_NAMES_LISTED));
+    }
+    Some(format!(
+        "AccessPolicy {namespace}/{} allows at most {limit} open AccessRequest(s) per requester \
+         (spec.maxOpenRequestsPerRequester: {limit}) and {} already has {count} ({listed}): \
+         withdraw one (annotate it gatehouse.dev/revoke, or delete it) or wait until one ends",
+        terms.policy, requester.username
+    ))
 }
 
 /// Add the finalizer that turns deleting an Issued request into a recorded revocation.

@@ -481,3 +481,6 @@ fn the_operator_is_recognised_by_its_authenticated_name_only() {
         "an empty name is nobody"
     );
 }
+
+#[path = "admission_cap_tests.rs"]
+mod cap;

@@ -186,11 +186,23 @@ async fn main() -> anyhow::Result<()> {
             };
         let acceptor = webhook::tls_acceptor(admission.webhook_ca, names, client_ca.as_deref())?;
         let listener = http::bind(args.webhook_addr).await?;
+        let ns = args.watch_namespace.as_deref();
+        let (requests, drive_requests) = reflect(namespaced_or_all(&client, ns), || {});
+        let (policies, drive_policies) = reflect(namespaced_or_all(&client, ns), || {});
+        let (host_groups, drive_host_groups) = reflect(namespaced_or_all(&client, ns), || {});
+        tokio::spawn(drive_requests);
+        tokio::spawn(drive_policies);
+        tokio::spawn(drive_host_groups);
         let ctx = WebhookContext {
             client: client.clone(),
             seal: seal.clone(),
             metrics: metrics.clone(),
             operator_username: own_username(&client).await?,
+            caches: webhook::AdmissionCaches {
+                requests,
+                policies,
+                host_groups,
+            },
         };
         tokio::spawn(webhook::serve(listener, acceptor, ctx));
         webhook::inject_ca_bundle(

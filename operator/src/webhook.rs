@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatehouse_crds::{AccessRequest, GROUP};
+use gatehouse_crds::{AccessPolicy, AccessRequest, GROUP, HostGroup};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -29,6 +29,7 @@ use kube::{
     Api, Client,
     api::{DynamicObject, PostParams},
     core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    runtime::reflector::Store,
 };
 use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject},
@@ -62,6 +63,61 @@ pub struct WebhookContext {
     pub metrics: Metrics,
     /// The operator's own user name: it alone manages the finalizer.
     pub operator_username: String,
+    /// Watch caches for the per-requester open-request cap (every replica serving the webhook
+    /// keeps its own: no list per review).
+    pub caches: AdmissionCaches,
+}
+
+/// What admission reads to enforce `spec.maxOpenRequestsPerRequester`.
+#[derive(Clone)]
+pub struct AdmissionCaches {
+    /// AccessRequests (whose requester, phase and policy count).
+    pub requests: Store<AccessRequest>,
+    /// AccessPolicies (which one governs a new request, and its cap).
+    pub policies: Store<AccessPolicy>,
+    /// HostGroups (their labels select the policy).
+    pub host_groups: Store<HostGroup>,
+}
+
+impl std::fmt::Debug for AdmissionCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionCaches").finish_non_exhaustive()
+    }
+}
+
+/// How long a CREATE waits for the caches to be synced (after a restart) before it is refused.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(5);
+
+impl AdmissionCaches {
+    /// The refusal for a create beyond its policy's open-request cap, if any; a refusal too
+    /// while the caches are not synced (fail closed: an unsynced cache counts nothing).
+    async fn open_request_cap(
+        &self,
+        requester: &gatehouse_crds::Requester,
+        object: &AccessRequest,
+    ) -> Option<String> {
+        let synced = tokio::time::timeout(CACHE_SYNC_WAIT, async {
+            self.requests.wait_until_ready().await.is_ok()
+                && self.policies.wait_until_ready().await.is_ok()
+                && self.host_groups.wait_until_ready().await.is_ok()
+        })
+        .await;
+        if synced != Ok(true) {
+            return Some(
+                "Gatehouse admission is still reading AccessRequests and AccessPolicies after a restart; retry in a few seconds".to_owned(),
+            );
+        }
+        let policies = self.policies.state();
+        let groups = self.host_groups.state();
+        let requests = self.requests.state();
+        admission::open_request_cap(
+            requester,
+            object,
+            policies.iter().map(|p| &**p),
+            groups.iter().map(|g| &**g),
+            requests.iter().map(|r| &**r),
+        )
+    }
 }
 
 impl std::fmt::Debug for WebhookContext {
@@ -313,6 +369,9 @@ async fn mutate(
             };
         }
         Plan::StampRequester(requester) => {
+            if let Some(message) = ctx.caches.open_request_cap(&requester, object).await {
+                return response.deny(message);
+            }
             let mut out = object.clone();
             out.spec.requester = Some(requester);
             admission::add_revocation_finalizer(&mut out);

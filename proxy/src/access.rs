@@ -87,6 +87,8 @@ pub struct Grant {
     pub recording_required: bool,
     /// The policy's `recording.allowForwards`: port forwards under `recording_required`.
     pub allow_forwards: bool,
+    /// The policy's `recording.fileContent.maxBytesPerFile`: SFTP file content kept per file.
+    pub sftp_content_bytes: Option<u64>,
     /// The policy's `session.idleTimeout` (an unparsable one, which the CRD's CEL rule keeps
     /// out, counts as the shortest allowed, 5 s: fail closed).
     pub idle_timeout: Option<std::time::Duration>,
@@ -259,6 +261,10 @@ pub fn authorize(
         record_input,
         recording_required,
         allow_forwards: recording.allow_forwards,
+        sftp_content_bytes: recording
+            .file_content
+            .as_ref()
+            .map(|c| u64::try_from(c.max_bytes_per_file.max(1)).unwrap_or(1)),
         idle_timeout,
         max_sessions,
     })

@@ -76,6 +76,10 @@ pub struct SessionMeta {
     pub term: Option<String>,
     /// Whether the engineer's keystrokes are recorded as well as the output.
     pub record_input: bool,
+    /// SFTP file content kept per file and direction (the policy's
+    /// `recording.fileContent.maxBytesPerFile`); None: content is not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp_content_bytes: Option<u64>,
 }
 
 impl SessionMeta {
@@ -136,6 +140,7 @@ pub(crate) mod tests {
             height: 40,
             term: Some("xterm-256color".to_owned()),
             record_input: false,
+            sftp_content_bytes: None,
         }
     }
 

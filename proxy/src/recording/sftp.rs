@@ -1,8 +1,10 @@
 //! SFTP audit: what a file transfer did, read from the SFTP packets passing through an `sftp`
 //! subsystem channel (protocol version 3, what OpenSSH speaks; `scp` uses it too). Pure: data
 //! comes from the recorder (the bytes each way, as the channel carries them); audit events go
-//! back to it, which writes them into the recording (and the proxy's log). File content never
-//! goes into an event.
+//! back to it, which writes them into the recording (and the proxy's log). File content goes
+//! into an event only when the policy keeps it (`recording.fileContent`, [`SftpAudit::keeping`]):
+//! then the bytes written and read through each file, up to a bound per file and direction,
+//! become [`AuditEvent::Content`] events (recording only, never the log).
 //!
 //! Recorded: open (path and flags), close (with bytes read and written through that handle),
 //! remove, rename, mkdir, rmdir, setstat/fsetstat, symlink. Bounded: a packet is buffered only
@@ -13,6 +15,8 @@
 //! session whose policy requires recording ends.
 
 use std::collections::HashMap;
+
+use base64::Engine as _;
 
 /// The largest packet accepted (length field), a little above OpenSSH's 256 KiB.
 pub const MAX_PACKET: usize = 256 * 1024 + 1024;
@@ -95,6 +99,46 @@ pub enum AuditEvent {
         /// Second path.
         second: String,
     },
+    /// File content kept by `recording.fileContent`: bytes of one WRITE, or of one DATA reply
+    /// to a READ, at `offset` in the file (cut where the file's bound is reached).
+    Content {
+        /// `write` (client to server) or `read` (server to client).
+        direction: Direction,
+        /// The file's path.
+        path: String,
+        /// Offset in the file of the first byte.
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A file's content reached `recording.fileContent.maxBytesPerFile` in one direction: the
+    /// rest is counted (in its close event), not kept.
+    ContentCut {
+        /// Which direction.
+        direction: Direction,
+        /// The file's path.
+        path: String,
+        /// Bytes kept (the bound).
+        kept: u64,
+    },
+}
+
+/// Which way file content went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Written by the client (an upload).
+    Write,
+    /// Read by the client (a download).
+    Read,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Write => "write",
+            Direction::Read => "read",
+        }
+    }
 }
 
 impl AuditEvent {
@@ -114,7 +158,27 @@ impl AuditEvent {
             AuditEvent::Setstat { path } => format!("sftp setstat {path}"),
             AuditEvent::Hardlink { from, to } => format!("sftp hardlink {from} -> {to}"),
             AuditEvent::Symlink { first, second } => format!("sftp symlink {first} {second}"),
+            AuditEvent::Content {
+                direction,
+                path,
+                offset,
+                data,
+            } => format!(
+                "sftp content {} {offset} {} {path}",
+                direction.name(),
+                base64::engine::general_purpose::STANDARD.encode(data)
+            ),
+            AuditEvent::ContentCut {
+                direction,
+                path,
+                kept,
+            } => format!("sftp content-cut {} {kept} {path}", direction.name()),
         }
+    }
+
+    /// Whether the event goes to the proxy's log too: everything but file content.
+    pub fn logged(&self) -> bool {
+        !matches!(self, AuditEvent::Content { .. })
     }
 }
 
@@ -178,6 +242,11 @@ impl<'a> Fields<'a> {
         self.take(4)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+    }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u32()?).ok()?;
         self.take(len)
@@ -193,6 +262,21 @@ struct OpenFile {
     path: String,
     read: u64,
     written: u64,
+    /// Content bytes kept so far (only with [`SftpAudit::keeping`]).
+    kept_read: u64,
+    kept_written: u64,
+}
+
+impl OpenFile {
+    fn new(path: String) -> Self {
+        Self {
+            path,
+            read: 0,
+            written: 0,
+            kept_read: 0,
+            kept_written: 0,
+        }
+    }
 }
 
 /// Follows one SFTP session in both directions.
@@ -204,8 +288,10 @@ pub struct SftpAudit {
     opening: HashMap<u32, String>,
     /// Handle → the file it names.
     files: HashMap<Vec<u8>, OpenFile>,
-    /// Request id of a READ → its handle, until the DATA (or STATUS) reply.
-    reading: HashMap<u32, Vec<u8>>,
+    /// Request id of a READ → its handle and offset, until the DATA (or STATUS) reply.
+    reading: HashMap<u32, (Vec<u8>, u64)>,
+    /// Content bytes kept per file and direction; None: no content kept.
+    keep: Option<u64>,
 }
 
 fn flag_names(pflags: u32) -> String {
@@ -232,29 +318,49 @@ fn track<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) 
 }
 
 impl SftpAudit {
-    /// A new session's audit.
+    /// A new session's audit, without file content.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new session's audit that keeps up to `max_bytes_per_file` of content per file and
+    /// direction (`recording.fileContent`); None keeps none, like [`Self::new`].
+    pub fn keeping(max_bytes_per_file: Option<u64>) -> Self {
+        Self {
+            keep: max_bytes_per_file,
+            ..Self::default()
+        }
     }
 
     /// Bytes the client sent; returns what they did.
     pub fn from_client(&mut self, data: &[u8]) -> Result<Vec<AuditEvent>, AuditError> {
         let mut packets = Vec::new();
         self.from_client.push(data, |p| packets.push(p.to_vec()))?;
-        Ok(packets.iter().filter_map(|p| self.request(p)).collect())
+        let mut events = Vec::new();
+        for p in &packets {
+            self.request(p, &mut events);
+        }
+        Ok(events)
     }
 
-    /// Bytes the server sent.
-    pub fn from_server(&mut self, data: &[u8]) -> Result<(), AuditError> {
+    /// Bytes the server sent; returns the content it returned for reads (when kept).
+    pub fn from_server(&mut self, data: &[u8]) -> Result<Vec<AuditEvent>, AuditError> {
         let mut packets = Vec::new();
         self.from_server.push(data, |p| packets.push(p.to_vec()))?;
+        let mut events = Vec::new();
         for p in packets {
-            self.reply(&p);
+            self.reply(&p, &mut events);
         }
-        Ok(())
+        Ok(events)
     }
 
-    fn request(&mut self, packet: &[u8]) -> Option<AuditEvent> {
+    fn request(&mut self, packet: &[u8], events: &mut Vec<AuditEvent>) {
+        if let Some(event) = self.request_event(packet, events) {
+            events.push(event);
+        }
+    }
+
+    fn request_event(&mut self, packet: &[u8], events: &mut Vec<AuditEvent>) -> Option<AuditEvent> {
         let mut f = Fields(packet);
         let kind = f.u8()?;
         match kind {
@@ -278,18 +384,21 @@ impl SftpAudit {
             FXP_READ => {
                 let id = f.u32()?;
                 let handle = f.bytes()?.to_vec();
+                let offset = f.u64()?;
                 if self.files.contains_key(&handle) {
-                    track(&mut self.reading, id, handle);
+                    track(&mut self.reading, id, (handle, offset));
                 }
                 None
             }
             FXP_WRITE => {
                 let _id = f.u32()?;
                 let handle = f.bytes()?;
-                let _offset = f.take(8)?;
+                let offset = f.u64()?;
                 let data = f.bytes()?;
+                let keep = self.keep;
                 if let Some(file) = self.files.get_mut(handle) {
                     file.written += data.len() as u64;
+                    keep_content(keep, file, Direction::Write, offset, data, events);
                 }
                 None
             }
@@ -354,7 +463,7 @@ impl SftpAudit {
         }
     }
 
-    fn reply(&mut self, packet: &[u8]) {
+    fn reply(&mut self, packet: &[u8], events: &mut Vec<AuditEvent>) {
         let mut f = Fields(packet);
         let (Some(kind), Some(id)) = (f.u8(), f.u32()) else {
             return;
@@ -362,19 +471,16 @@ impl SftpAudit {
         match kind {
             FXP_HANDLE => {
                 if let (Some(path), Some(handle)) = (self.opening.remove(&id), f.bytes()) {
-                    let file = OpenFile {
-                        path,
-                        read: 0,
-                        written: 0,
-                    };
-                    track(&mut self.files, handle.to_vec(), file);
+                    track(&mut self.files, handle.to_vec(), OpenFile::new(path));
                 }
             }
             FXP_DATA => {
-                if let (Some(handle), Some(data)) = (self.reading.remove(&id), f.bytes())
+                let keep = self.keep;
+                if let (Some((handle, offset)), Some(data)) = (self.reading.remove(&id), f.bytes())
                     && let Some(file) = self.files.get_mut(&handle)
                 {
                     file.read += data.len() as u64;
+                    keep_content(keep, file, Direction::Read, offset, data, events);
                 }
             }
             FXP_STATUS => {
@@ -386,6 +492,48 @@ impl SftpAudit {
     }
 }
 
+/// Keep what of `data` (at `offset` of `file`, going `direction`) the bound `keep` still
+/// allows, as a Content event, and say once when the bound cuts the file's content.
+fn keep_content(
+    keep: Option<u64>,
+    file: &mut OpenFile,
+    direction: Direction,
+    offset: u64,
+    data: &[u8],
+    events: &mut Vec<AuditEvent>,
+) {
+    let Some(limit) = keep else {
+        return;
+    };
+    let kept = match direction {
+        Direction::Write => &mut file.kept_written,
+        Direction::Read => &mut file.kept_read,
+    };
+    // Past the bound `kept` is `limit + 1`: the cut was reported.
+    if *kept > limit || data.is_empty() {
+        return;
+    }
+    let room = usize::try_from(limit - *kept).unwrap_or(usize::MAX);
+    let take = data.len().min(room);
+    if take > 0 {
+        *kept += take as u64;
+        events.push(AuditEvent::Content {
+            direction,
+            path: file.path.clone(),
+            offset,
+            data: data[..take].to_vec(),
+        });
+    }
+    if take < data.len() {
+        *kept = limit + 1;
+        events.push(AuditEvent::ContentCut {
+            direction,
+            path: file.path.clone(),
+            kept: limit,
+        });
+    }
+}
+
 impl From<AuditError> for crate::Error {
     fn from(error: AuditError) -> Self {
         crate::Error::AuditSftp(error.to_string())
@@ -393,195 +541,5 @@ impl From<AuditError> for crate::Error {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn string(s: &[u8]) -> Vec<u8> {
-        let mut v = (s.len() as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(s);
-        v
-    }
-
-    /// A packet: length, type, request id, fields.
-    fn packet(kind: u8, id: u32, fields: &[Vec<u8>]) -> Vec<u8> {
-        let mut body = vec![kind];
-        body.extend(id.to_be_bytes());
-        for f in fields {
-            body.extend(f);
-        }
-        let mut p = (body.len() as u32).to_be_bytes().to_vec();
-        p.extend(body);
-        p
-    }
-
-    fn u32b(n: u32) -> Vec<u8> {
-        n.to_be_bytes().to_vec()
-    }
-
-    #[test]
-    fn an_upload_and_a_download_are_audited_with_paths_flags_and_bytes() {
-        let mut a = SftpAudit::new();
-        let attrs = u32b(0);
-        // put: open for write/create/truncate, two writes, close.
-        let open = packet(3, 1, &[string(b"/tmp/up.txt"), u32b(0x1a), attrs.clone()]);
-        assert_eq!(
-            a.from_client(&open).unwrap(),
-            [AuditEvent::Open {
-                path: "/tmp/up.txt".into(),
-                flags: "write,create,truncate".into()
-            }]
-        );
-        a.from_server(&packet(102, 1, &[string(b"H1")])).unwrap();
-        let write = |id, data: &[u8]| {
-            packet(
-                6,
-                id,
-                &[string(b"H1"), 0u64.to_be_bytes().to_vec(), string(data)],
-            )
-        };
-        // Delivered in awkward pieces: one byte, then the rest with the next packet.
-        let mut stream = write(2, &[b'x'; 1000]);
-        stream.extend(write(3, &[b'y'; 24]));
-        assert!(a.from_client(&stream[..1]).unwrap().is_empty());
-        assert!(a.from_client(&stream[1..]).unwrap().is_empty());
-        let events = a.from_client(&packet(4, 4, &[string(b"H1")])).unwrap();
-        assert_eq!(
-            events,
-            [AuditEvent::Close {
-                path: "/tmp/up.txt".into(),
-                read: 0,
-                written: 1024
-            }]
-        );
-        // get: open for read, a read answered with 300 bytes, a read hitting EOF, close.
-        a.from_client(&packet(3, 5, &[string(b"/etc/hosts"), u32b(1), attrs]))
-            .unwrap();
-        a.from_server(&packet(102, 5, &[string(b"H2")])).unwrap();
-        a.from_client(&packet(5, 6, &[string(b"H2"), vec![0; 8], u32b(32768)]))
-            .unwrap();
-        a.from_server(&packet(103, 6, &[string(&[b'z'; 300])]))
-            .unwrap();
-        a.from_client(&packet(5, 7, &[string(b"H2"), vec![0; 8], u32b(32768)]))
-            .unwrap();
-        a.from_server(&packet(101, 7, &[u32b(1), string(b"EOF"), string(b"")]))
-            .unwrap();
-        let events = a.from_client(&packet(4, 8, &[string(b"H2")])).unwrap();
-        assert_eq!(
-            events[0].describe(),
-            "sftp close /etc/hosts (read 300 bytes, wrote 0 bytes)"
-        );
-        assert!(a.files.is_empty() && a.reading.is_empty() && a.opening.is_empty());
-    }
-
-    #[test]
-    fn namespace_changes_are_audited() {
-        let mut a = SftpAudit::new();
-        for (packet, want) in [
-            (packet(13, 1, &[string(b"/tmp/a")]), "sftp remove /tmp/a"),
-            (
-                packet(18, 2, &[string(b"/tmp/a"), string(b"/tmp/b")]),
-                "sftp rename /tmp/a -> /tmp/b",
-            ),
-            (
-                packet(14, 3, &[string(b"/tmp/d"), u32b(0)]),
-                "sftp mkdir /tmp/d",
-            ),
-            (packet(15, 4, &[string(b"/tmp/d")]), "sftp rmdir /tmp/d"),
-            (
-                packet(9, 5, &[string(b"/tmp/b"), u32b(4), u32b(0o600)]),
-                "sftp setstat /tmp/b",
-            ),
-            (
-                packet(20, 6, &[string(b"/etc/passwd"), string(b"/tmp/l")]),
-                "sftp symlink /etc/passwd /tmp/l",
-            ),
-            (
-                packet(
-                    200,
-                    7,
-                    &[
-                        string(b"posix-rename@openssh.com"),
-                        string(b"/a"),
-                        string(b"/b"),
-                    ],
-                ),
-                "sftp rename /a -> /b",
-            ),
-            (
-                packet(
-                    200,
-                    8,
-                    &[
-                        string(b"hardlink@openssh.com"),
-                        string(b"/b"),
-                        string(b"/c"),
-                    ],
-                ),
-                "sftp hardlink /b -> /c",
-            ),
-            (
-                packet(
-                    200,
-                    9,
-                    &[string(b"lsetstat@openssh.com"), string(b"/c"), u32b(0)],
-                ),
-                "sftp setstat /c",
-            ),
-        ] {
-            let events = a.from_client(&packet).unwrap();
-            assert_eq!(events.len(), 1, "{want}");
-            assert_eq!(events[0].describe(), want);
-        }
-        // Reads of directories and unknown packets say nothing.
-        assert!(
-            a.from_client(&packet(16, 7, &[string(b".")]))
-                .unwrap()
-                .is_empty()
-        );
-        assert!(a.from_client(&packet(201, 8, &[])).unwrap().is_empty());
-        let statvfs = packet(200, 9, &[string(b"statvfs@openssh.com"), string(b"/")]);
-        assert!(a.from_client(&statvfs).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_failed_open_tracks_nothing_and_truncated_packets_are_ignored() {
-        let mut a = SftpAudit::new();
-        a.from_client(&packet(3, 1, &[string(b"/root/x"), u32b(1), u32b(0)]))
-            .unwrap();
-        a.from_server(&packet(101, 1, &[u32b(3), string(b"denied"), string(b"")]))
-            .unwrap();
-        assert!(a.opening.is_empty() && a.files.is_empty());
-        // A packet whose string runs past its end is skipped, not trusted.
-        let mut bad = vec![13];
-        bad.extend(1u32.to_be_bytes());
-        bad.extend(1000u32.to_be_bytes());
-        bad.extend(b"short");
-        let mut p = (bad.len() as u32).to_be_bytes().to_vec();
-        p.extend(bad);
-        assert!(a.from_client(&p).unwrap().is_empty());
-    }
-
-    #[test]
-    fn oversized_packets_stop_the_audit_and_tracking_is_bounded() {
-        let mut a = SftpAudit::new();
-        let huge = ((MAX_PACKET + 1) as u32).to_be_bytes();
-        assert!(a.from_client(&huge).is_err());
-        assert!(a.from_client(&(u32::MAX).to_be_bytes()).is_err());
-        // Only the packet in progress is buffered.
-        let mut b = SftpAudit::new();
-        let p = packet(6, 1, &[string(b"H"), vec![0; 8], string(&vec![0; 200_000])]);
-        b.from_client(&p[..150_000]).unwrap();
-        assert!(b.from_client.buf.len() <= MAX_PACKET + 4);
-        b.from_client(&p[150_000..]).unwrap();
-        assert!(b.from_client.buf.is_empty());
-
-        let mut c = SftpAudit::new();
-        for id in 0..(MAX_TRACKED as u32 + 100) {
-            c.from_client(&packet(3, id, &[string(b"/f"), u32b(1), u32b(0)]))
-                .unwrap();
-        }
-        assert_eq!(c.opening.len(), MAX_TRACKED);
-    }
-}
+#[path = "sftp_tests.rs"]
+mod tests;

@@ -123,7 +123,7 @@ impl Recorder {
             sftp: None,
         };
         if matches!(&recorder.meta.kind, super::SessionKind::Subsystem { name } if name == "sftp") {
-            recorder.sftp = Some(SftpAudit::new());
+            recorder.sftp = Some(SftpAudit::keeping(recorder.meta.sftp_content_bytes));
         }
         let ready = recorder.write_header().and_then(|()| {
             write_meta(
@@ -173,17 +173,25 @@ impl Recorder {
     }
 
     /// Output of a subsystem, which is not a terminal: followed for the SFTP audit, not
-    /// recorded.
+    /// recorded (but for file content read, when the policy keeps it).
     pub fn subsystem_output(&mut self, bytes: &[u8]) -> Result<()> {
-        match &mut self.sftp {
-            Some(audit) => audit.from_server(bytes).map_err(Error::from),
-            None => Ok(()),
+        let events = match &mut self.sftp {
+            Some(audit) => audit.from_server(bytes).map_err(Error::from)?,
+            None => return Ok(()),
+        };
+        for event in &events {
+            self.audit(event)?;
         }
+        Ok(())
     }
 
     /// An audit event: an `"m"` (marker) event in the recording and a log line.
     fn audit(&mut self, event: &AuditEvent) -> Result<()> {
         let text = event.describe();
+        // File content (kept by recording.fileContent) goes into the recording only.
+        if !event.logged() {
+            return self.event("m", &text);
+        }
         tracing::info!(session = %self.meta.session_id, request = %self.meta.request_name,
             namespace = %self.meta.request_namespace, requester = %self.meta.requester,
             host = %self.meta.host, event = %text, "sftp");

@@ -271,6 +271,7 @@ fn session_meta(
         height: pty.map(|p| p.2).unwrap_or(24),
         term: pty.map(|p| p.0.clone()),
         record_input,
+        sftp_content_bytes: grant.sftp_content_bytes,
     }
 }
 
