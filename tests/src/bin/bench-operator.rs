@@ -161,11 +161,20 @@ fn cpu_seconds(pid: u32) -> f64 {
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second).
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn snapshot(admin: &Client, operator_metrics: &dyn Fn() -> String, pids: [u32; 3]) -> Snapshot {
+async fn snapshot(
+    admin: &Client,
+    operator_metrics: &dyn Fn() -> String,
+    pids: [u32; 3],
+) -> Snapshot {
     let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = admin.request_text(request).await.expect("GET /metrics");
     let operator = operator_metrics();
