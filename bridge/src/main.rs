@@ -24,7 +24,7 @@ use gatehouse_crds::{AccessPolicy, AccessRequest};
 use gatehouse_runtime::{
     health::{Readiness, serve_health},
     http, logging, signals,
-    watch::{namespaced_or_all, reflect},
+    watch::{KeepLabels, namespaced_or_all, reflect},
 };
 use kube::Client;
 
@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         let nudge = Arc::clone(&nudge);
         reflect(
             namespaced_or_all::<AccessRequest>(&client, args.watch_namespace.as_deref()),
+            KeepLabels::Gatehouse,
             move || nudge.notify_one(),
         )
     };
@@ -118,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         let nudge = Arc::clone(&nudge);
         reflect(
             namespaced_or_all::<AccessPolicy>(&client, args.watch_namespace.as_deref()),
+            KeepLabels::Gatehouse,
             move || nudge.notify_one(),
         )
     };

@@ -32,7 +32,7 @@ use gatehouse_operator::{
 use gatehouse_runtime::{
     health::{Readiness, serve_health},
     http, logging, signals,
-    watch::{namespaced_or_all, reflect},
+    watch::{KeepLabels, namespaced_or_all, reflect, reflect_for_controller},
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -358,12 +358,17 @@ struct Lead {
 }
 
 /// Run a watch cache of `K` in `tasks`, nudging `nudge` on every change.
-fn cache<K>(tasks: &mut JoinSet<()>, api: Api<K>, nudge: Arc<Notify>) -> Store<K>
+fn cache<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    labels: KeepLabels,
+    nudge: Arc<Notify>,
+) -> Store<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (store, drive) = reflect(api, move || nudge.notify_one());
+    let (store, drive) = reflect(api, labels, move || nudge.notify_one());
     tasks.spawn(drive);
     store
 }
@@ -378,11 +383,14 @@ impl Lead {
         let policies = cache::<AccessPolicy>(
             &mut tasks,
             namespaced_or_all(&self.client, ns),
+            KeepLabels::Gatehouse,
             Arc::clone(&nudge),
         );
+        // A HostGroup's labels are the tags policies select on.
         let host_groups = cache::<HostGroup>(
             &mut tasks,
             namespaced_or_all(&self.client, ns),
+            KeepLabels::All,
             Arc::clone(&nudge),
         );
         for ready_store in [
@@ -399,29 +407,35 @@ impl Lead {
             roles: cache(
                 &mut tasks,
                 namespaced_or_all(&self.client, ns),
+                KeepLabels::None,
                 Arc::clone(&nudge),
             ),
             cluster_roles: cache(
                 &mut tasks,
                 Api::all(self.client.clone()),
+                KeepLabels::None,
                 Arc::clone(&nudge),
             ),
             role_bindings: cache(
                 &mut tasks,
                 namespaced_or_all(&self.client, ns),
+                KeepLabels::None,
                 Arc::clone(&nudge),
             ),
             cluster_role_bindings: cache(
                 &mut tasks,
                 Api::all(self.client.clone()),
+                KeepLabels::None,
                 Arc::clone(&nudge),
             ),
             ready: Arc::default(),
         };
         tasks.spawn(rbac.clone().mark_ready_when_synced());
         let requests_api: Api<AccessRequest> = namespaced_or_all(&self.client, ns);
-        let controller = Controller::new(requests_api, watcher::Config::default());
-        let requests = controller.store();
+        // The controller's cache is trimmed like the others (Controller::new would keep every
+        // object whole, managedFields and client annotations included).
+        let (requests, applied) = reflect_for_controller(requests_api, KeepLabels::Gatehouse);
+        let controller = Controller::for_stream(applied, requests.clone());
         // A policy or HostGroup change may withdraw (or grant) access: look at the requests of
         // its namespace again.
         let in_namespace = |requests: Store<AccessRequest>| {

@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc};
 
 use gatehouse_crds::{AccessPolicy, AccessRequest, HostGroup};
-use gatehouse_runtime::watch::{namespaced_or_all, reflect};
+use gatehouse_runtime::watch::{KeepLabels, namespaced_or_all, reflect};
 use kube::{
     Api, Client, Resource,
     runtime::reflector::{self, ObjectRef, Store},
@@ -39,14 +39,22 @@ impl Inventory {
         client: Client,
         namespace: Option<&str>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        // Only what logins are decided on is kept; a HostGroup's labels are its tags.
         let (requests, watch_requests) = reflect(
             namespaced_or_all::<AccessRequest>(&client, namespace),
+            KeepLabels::Gatehouse,
             || {},
         );
-        let (host_groups, watch_groups) =
-            reflect(namespaced_or_all::<HostGroup>(&client, namespace), || {});
-        let (policies, watch_policies) =
-            reflect(namespaced_or_all::<AccessPolicy>(&client, namespace), || {});
+        let (host_groups, watch_groups) = reflect(
+            namespaced_or_all::<HostGroup>(&client, namespace),
+            KeepLabels::All,
+            || {},
+        );
+        let (policies, watch_policies) = reflect(
+            namespaced_or_all::<AccessPolicy>(&client, namespace),
+            KeepLabels::Gatehouse,
+            || {},
+        );
         let drive = async move {
             tokio::join!(watch_requests, watch_groups, watch_policies);
         };
