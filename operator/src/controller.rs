@@ -283,14 +283,32 @@ async fn write(
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        // An Event that fails to publish must not undo or repeat the transition.
+        // An Event that fails to publish must not undo or repeat the transition. It is published
+        // off the reconcile: awaiting it held one of the controller's slots for a second round
+        // trip, so under a burst issuance and approvals queued behind other requests' Events.
+        // Bounded: once EVENTS_IN_FLIGHT are pending the reconcile waits for a place.
+        let permit = match Arc::clone(&EVENTS_IN_FLIGHT).acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return Ok(()),
+        };
         let recorder = transition_recorder(&ctx.client);
-        if let Err(error) = recorder.publish(&event, &request.object_ref(&())).await {
-            tracing::warn!(%error, request = %what, "publishing Event failed");
-        }
+        let reference = request.object_ref(&());
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, request = %what, "publishing Event failed");
+            }
+            drop(permit);
+        });
     }
     Ok(())
 }
+
+/// Transition Events being published at once, at most.
+const MAX_EVENTS_IN_FLIGHT: usize = 64;
+
+/// The places for Events in flight (one operator process, one controller).
+static EVENTS_IN_FLIGHT: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_EVENTS_IN_FLIGHT)));
 
 /// A recorder for one transition's Event. kube's [`Recorder`] caches every Event it publishes
 /// for six minutes, to turn a repeat into a `series` patch, and scans the whole cache under a
