@@ -16,7 +16,7 @@ E2E_NODE_PROFILE ?= debug
 # Where `make up` stores recordings: local (a directory), minio (a local MinIO) or s3 (README).
 RECORDINGS ?= local
 
-.PHONY: help deps up demo down status test lint crds unit bench node-deps images node-up node-down node-check e2e-node
+.PHONY: help deps up demo down status test lint crds unit bench bench-operator node-deps images node-up node-down node-check e2e-node
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,18 @@ bench: deps ## proxy vs direct sshd: 1 GiB transfer, connect latency, memory of 
 	GATEHOUSE_PROXY_BIN=$(CURDIR)/target/release/gatehouse-proxy \
 	$(SCRIPTS)/control-plane.sh run $(CURDIR)/target/gatehouse/bench-control-plane -- \
 	  $(CURDIR)/target/release/bench-proxy
+	@$(MAKE) --no-print-directory bench-operator
+
+# The operator benchmark's profile: release like `make bench`; BENCH_PROFILE=debug reuses `make test`'s build.
+BENCH_PROFILE ?= release
+bench-operator: deps ## operator: 10,000 auto-approved requests, 1,000 approved in a burst (BENCH_REQUESTS, BENCH_APPROVALS)
+	cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p gatehouse-operator -p gatehouse-proxy
+	cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p gatehouse-tests --bin bench-operator
+	GATEHOUSE_OPERATOR_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/gatehouse-operator \
+	GATEHOUSE_PROXY_BIN=$(CURDIR)/target/$(BENCH_PROFILE)/gatehouse-proxy \
+	BENCH_REQUESTS=$${BENCH_REQUESTS:-10000} BENCH_APPROVALS=$${BENCH_APPROVALS:-1000} \
+	$(SCRIPTS)/control-plane.sh run $(CURDIR)/target/gatehouse/bench-operator-control-plane -- \
+	  $(CURDIR)/target/$(BENCH_PROFILE)/bench-operator
 
 node-deps: ## also what a real node needs: containerd, runc, CNI, buildah; kubelet & co., crictl (cached)
 	@$(SCRIPTS)/install-deps.sh node

@@ -19,7 +19,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, Recorder},
+        events::{Event, Recorder, Reporter},
         reflector::{ObjectRef, Store},
     },
 };
@@ -44,7 +44,8 @@ pub struct Context {
     pub user_ca: Arc<CaKey>,
     /// Verifies decision records (replaced when the key rotates).
     pub seal: SharedSealKeys,
-    /// Publishes Events.
+    /// The leader's Event recorder. Transitions publish through [`transition_recorder`] instead:
+    /// this one's cache keeps every Event for six minutes (see there).
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Metrics,
@@ -282,12 +283,47 @@ async fn write(
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        // An Event that fails to publish must not undo or repeat the transition.
-        if let Err(error) = ctx.recorder.publish(&event, &request.object_ref(&())).await {
-            tracing::warn!(%error, request = %what, "publishing Event failed");
-        }
+        // An Event that fails to publish must not undo or repeat the transition. It is published
+        // off the reconcile: awaiting it held one of the controller's slots for a second round
+        // trip, so under a burst issuance and approvals queued behind other requests' Events.
+        // Bounded: once EVENTS_IN_FLIGHT are pending the reconcile waits for a place.
+        let permit = match Arc::clone(&EVENTS_IN_FLIGHT).acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return Ok(()),
+        };
+        let recorder = transition_recorder(&ctx.client);
+        let reference = request.object_ref(&());
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, request = %what, "publishing Event failed");
+            }
+            drop(permit);
+        });
     }
     Ok(())
+}
+
+/// Transition Events being published at once, at most.
+const MAX_EVENTS_IN_FLIGHT: usize = 64;
+
+/// The places for Events in flight (one operator process, one controller).
+static EVENTS_IN_FLIGHT: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_EVENTS_IN_FLIGHT)));
+
+/// A recorder for one transition's Event. kube's [`Recorder`] caches every Event it publishes
+/// for six minutes, to turn a repeat into a `series` patch, and scans the whole cache under a
+/// lock on each publish. A transition never repeats (the status changed, so the next one is a
+/// different Event), so that cache only grows: about 2 KiB per request and an O(n) scan per
+/// Event in a burst of 10,000. A fresh recorder publishes the same Event with an empty cache.
+/// Its reporting instance is the pod (`POD_NAME`, as the chart sets it), like the leader's.
+fn transition_recorder(client: &Client) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: managers::OPERATOR.to_owned(),
+            instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+        },
+    )
 }
 
 /// Add the revocation finalizer when missing; returns the request's new resourceVersion.
