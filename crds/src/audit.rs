@@ -8,7 +8,7 @@
 //! previous batch, byte for byte, so deleting, editing or reordering batches breaks the chain;
 //! [`verify_chain`] names the first break by batch and line.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -121,8 +121,8 @@ pub struct RequestRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
-    /// When (RFC 3339).
-    pub time: Time,
+    /// When (RFC 3339, microseconds).
+    pub time: MicroTime,
     /// What happened.
     #[serde(rename = "type")]
     pub type_: EventType,
@@ -157,7 +157,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// An event of `type_` at `time`, every other field empty.
-    pub fn new(time: Time, type_: EventType) -> Self {
+    pub fn new(time: MicroTime, type_: EventType) -> Self {
         Self {
             time,
             type_,

@@ -2,8 +2,8 @@
 
 use super::*;
 
-fn at(second: i64) -> Time {
-    Time(jiff::Timestamp::from_second(second).unwrap())
+fn at(second: i64) -> MicroTime {
+    MicroTime(jiff::Timestamp::from_second(second).unwrap())
 }
 
 fn event(second: i64, type_: EventType, user: &str) -> AuditEvent {
@@ -28,7 +28,7 @@ fn events_are_camel_case_json_without_empty_fields() {
         (
             event(0, EventType::RequestCreated, "alice"),
             serde_json::json!({
-                "time": "1970-01-01T00:00:00Z", "type": "requestCreated",
+                "time": "1970-01-01T00:00:00.000000Z", "type": "requestCreated",
                 "actor": {"kind": "kubernetes", "user": "alice", "groups": ["dev"]},
                 "namespace": "team", "request": {"name": "r1", "uid": "u-1"},
             }),
@@ -36,14 +36,14 @@ fn events_are_camel_case_json_without_empty_fields() {
         (
             login,
             serde_json::json!({
-                "time": "1970-01-01T00:00:00Z", "type": "loginRefused",
+                "time": "1970-01-01T00:00:00.000000Z", "type": "loginRefused",
                 "actor": {"kind": "ssh", "user": "ubuntu@db1", "fingerprint": "SHA256:abc"},
                 "sourceAddress": "10.0.0.1:5000", "outcome": "untrusted_ca",
             }),
         ),
         (
             AuditEvent::new(at(60), EventType::ForwardClosed),
-            serde_json::json!({"time": "1970-01-01T00:01:00Z", "type": "forwardClosed"}),
+            serde_json::json!({"time": "1970-01-01T00:01:00.000000Z", "type": "forwardClosed"}),
         ),
     ];
     for (event, want) in cases {

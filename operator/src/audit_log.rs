@@ -9,7 +9,7 @@ use gatehouse_crds::{
     AccessRequest, AccessRequestStatus, Phase,
     audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef},
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::ResourceExt;
 
 use crate::{
@@ -35,7 +35,7 @@ pub fn transition(
             .get(gatehouse_crds::contract::annotations::DECISIONS)
             .map(String::as_str),
     );
-    let now = Time(jiff::Timestamp::now());
+    let now = MicroTime(jiff::Timestamp::now());
     for event in events(request, previous, next, note, &verified, now) {
         tracing::info!(target: LOG_TARGET, event = %event.to_line(), "audit");
     }
@@ -51,7 +51,7 @@ pub fn events(
     next: &AccessRequestStatus,
     note: &Note,
     verified: &Decisions,
-    now: Time,
+    now: MicroTime,
 ) -> Vec<AuditEvent> {
     let base = |type_: EventType, actor: Option<Actor>| {
         let mut event = AuditEvent::new(now.clone(), type_);
@@ -111,6 +111,7 @@ pub fn events(
 #[cfg(test)]
 mod tests {
     use gatehouse_crds::{AccessRequestSpec, Approval, Requester, Target};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;
 
     use super::*;
@@ -274,7 +275,7 @@ mod tests {
                 &next,
                 &note,
                 verified,
-                Time(jiff::Timestamp::UNIX_EPOCH),
+                MicroTime(jiff::Timestamp::UNIX_EPOCH),
             )
             .into_iter()
             .map(|e| (e.type_, e.actor.and_then(|a| a.user)))
@@ -291,7 +292,7 @@ mod tests {
             &status(Some(P::Pending), &[]),
             &note,
             &none,
-            Time(jiff::Timestamp::UNIX_EPOCH),
+            MicroTime(jiff::Timestamp::UNIX_EPOCH),
         )[0];
         let line: serde_json::Value = serde_json::from_str(&created.to_line()).unwrap();
         assert_eq!(line["namespace"], "team");

@@ -13,12 +13,12 @@ use std::{
 };
 
 use gatehouse_crds::audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 use crate::access::Grant;
 
-fn now() -> Time {
-    Time(jiff::Timestamp::now())
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
 }
 
 fn emit(event: &AuditEvent) {
