@@ -168,6 +168,15 @@ impl Connection {
             .with_label_values(&["user_name_too_long"])
             .inc();
         tracing::warn!(peer = %self.peer, connection = %self.id, bytes = user.len(), "login refused: user name longer than {} bytes", user_name::MAX_LEN);
+        let message = format!("user name longer than {} bytes", user_name::MAX_LEN);
+        crate::audit_log::login_refused(
+            self.peer,
+            &self.id,
+            "",
+            None,
+            "user_name_too_long",
+            &message,
+        );
         true
     }
 
