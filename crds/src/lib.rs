@@ -8,11 +8,13 @@
 //! This crate does no I/O. Besides the types it holds pure helpers every component must agree
 //! on: Go-style duration parsing ([`duration`]), the CEL rules and their messages ([`rules`]),
 //! condition names ([`conditions`]), asciicast v2 parsing and replay sanitising ([`cast`]),
+//! audit events and their hash-chained batches ([`audit`]),
 //! and the contracts between components ([`contract`]):
 //! Secret and ConfigMap names, annotations, field managers, principal and key-id formats.
 
 pub mod access_policy;
 pub mod access_request;
+pub mod audit;
 pub mod cast;
 pub mod conditions;
 pub mod contract;

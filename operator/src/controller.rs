@@ -266,6 +266,7 @@ async fn write(
         tracing::warn!(%error, request = %what, "publishing the revocation failed; the publisher retries");
     }
     if let Some(note) = transition.note {
+        crate::audit_log::transition(request, previous, &transition.status, &note, &ctx.seal);
         tracing::info!(
             request = %what,
             from = ?previous.phase,

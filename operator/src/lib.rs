@@ -2,7 +2,7 @@
 //!
 //! Data comes in from the Kubernetes API (AccessRequests, AccessPolicies, HostGroups, the CA
 //! Secrets) and from admission reviews; it goes out as AccessRequest status and Events
-//! ([`controller`]), admission verdicts ([`webhook`]), published CA keys, principals and
+//! ([`controller`]), audit events in the logs ([`audit_log`]), admission verdicts ([`webhook`]), published CA keys, principals and
 //! revocations ([`publish`], [`revocations`]) and metrics ([`metrics`]). The decisions themselves are pure
 //! functions: the state machine ([`decision`]), which policy governs a request ([`gatehouse_crds::policy`]), its status ([`request_status`]), the
 //! sealed decision records ([`decisions`]), the admission rules ([`admission`], [`ownership`]). Certificates
@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod approvers;
+pub mod audit_log;
 pub mod config_map;
 pub mod controller;
 pub mod decision;

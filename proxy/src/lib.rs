@@ -12,6 +12,7 @@
 //! channel ([`session`]) bridges and records; what they all share is in [`context`].
 
 pub mod access;
+pub mod audit_log;
 pub mod context;
 pub mod error;
 pub mod hostkey;

@@ -122,6 +122,14 @@ impl Connection {
                     address_blocked = matches!(verdict, Verdict::AddressBlocked(_)),
                     "login refused: too many failed logins"
                 );
+                crate::audit_log::login_refused(
+                    self.peer,
+                    &self.id,
+                    user,
+                    key,
+                    "blocked",
+                    "too many failed logins",
+                );
                 true
             }
         }
@@ -134,6 +142,7 @@ impl Connection {
             .with_label_values(&[reason])
             .inc();
         tracing::warn!(peer = %self.peer, user, key, connection = %self.id, reason, "login refused: {message}");
+        crate::audit_log::login_refused(self.peer, &self.id, user, key, reason, message);
         let blocks = match self.shared.limiter.lock() {
             Ok(mut limiter) => limiter.fail(self.ip(), key, Instant::now()),
             Err(_) => return,
@@ -159,6 +168,15 @@ impl Connection {
             .with_label_values(&["user_name_too_long"])
             .inc();
         tracing::warn!(peer = %self.peer, connection = %self.id, bytes = user.len(), "login refused: user name longer than {} bytes", user_name::MAX_LEN);
+        let message = format!("user name longer than {} bytes", user_name::MAX_LEN);
+        crate::audit_log::login_refused(
+            self.peer,
+            &self.id,
+            "",
+            None,
+            "user_name_too_long",
+            &message,
+        );
         true
     }
 
@@ -267,6 +285,7 @@ impl server::Handler for Connection {
                     host = %grant.host.name, login = %grant.login, serial = grant.serial,
                     "login accepted"
                 );
+                crate::audit_log::login_accepted(self.peer, &self.id, &key, &grant);
                 self.grant = Some(Arc::new(grant));
                 Ok(Auth::Accept)
             }

@@ -40,6 +40,8 @@ pub(super) struct SessionContext {
     pub(super) handle: server::Handle,
     /// When a byte last crossed the session (for `session.idleTimeout`).
     pub(super) activity: Activity,
+    /// The bytes the session carried each way (for its audit event).
+    pub(super) audit_bytes: crate::audit_log::SessionBytes,
 }
 
 /// A session's recording as both pumps see it.
@@ -243,6 +245,16 @@ pub(super) async fn run_session(
         ended_by = termination.as_ref().map(|t| t.0).unwrap_or("peer"),
         "session ended"
     );
+    let ended_by = termination.as_ref().map(|t| t.0).unwrap_or("peer");
+    let seconds = started.elapsed().as_secs_f64();
+    crate::audit_log::session_ended(
+        &ctx.grant,
+        &session_id,
+        status,
+        ended_by,
+        &ctx.audit_bytes,
+        seconds,
+    );
 }
 
 fn session_meta(
@@ -297,6 +309,7 @@ fn start_recording(
         requester = %meta.requester, host = %meta.host, login = %meta.login, kind,
         key = %meta.object_key(), "session started"
     );
+    crate::audit_log::session_started(&ctx.grant, &ctx.connection, &meta.session_id, kind);
     let status = ctx.shared.status.clone();
     let for_status = meta.clone();
     tokio::spawn(async move {
@@ -419,6 +432,7 @@ async fn to_target(
             }
             ChannelMsg::Data { data } => {
                 bytes.inc_by(data.len() as u64);
+                ctx.audit_bytes.to_target(data.len());
                 activity.touch(Instant::now());
                 if let Err(message) = record(&recording, required, |r, _| r.input(&data)) {
                     let _ = fail.send(message).await;
@@ -482,6 +496,7 @@ async fn to_engineer(
     // stdout and stderr both reach the terminal, so both are output in the recording.
     let record_output = |data: &[u8]| {
         bytes.inc_by(data.len() as u64);
+        ctx.audit_bytes.to_client(data.len());
         activity.touch(Instant::now());
         record(&recording, required, |r, output| {
             if output {

@@ -163,6 +163,7 @@ pub async fn run_connection(
                                     connection: connection.clone(),
                                     handle: handle.clone(),
                                     activity: crate::session_limits::Activity::new(std::time::Instant::now()),
+                                    audit_bytes: Default::default(),
                                 };
                                 let session = channel::run_session(ctx, channel, target, end_rx.clone());
                                 // russh drops the client's answer to a close the proxy sent
