@@ -116,12 +116,20 @@ async fn main() {
     let ca_file =
         w.cp.ca_private_key(secrets::UPSTREAM_CA, w.dir.path())
             .await;
+    // The target accepts only the principals its HostGroup publishes (never the bare login).
+    let principal = w
+        .s
+        .authorized_principals(w.cp, "db1", &w.login)
+        .await
+        .into_iter()
+        .next()
+        .expect("db1 publishes an authorized principal");
     let direct_cert = w.certificate_from(
         &ca_file,
         "direct",
         &CertSpec {
             key_id: "bench-direct",
-            principals: &[&w.login],
+            principals: &[&principal],
             validity: "-5m:+2h",
             serial: 1,
         },
