@@ -68,6 +68,6 @@ mod tests {
             );
         }
         // russh's client refuses to go beyond what one TCP packet carries.
-        assert!(ENGINEER_MAX_PACKET <= 65535 && UPSTREAM_MAX_PACKET <= 65535);
+        const { assert!(ENGINEER_MAX_PACKET <= 65535 && UPSTREAM_MAX_PACKET <= 65535) };
     }
 }

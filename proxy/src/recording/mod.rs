@@ -14,6 +14,7 @@ pub mod replay;
 pub mod segments;
 pub mod sftp;
 pub mod spool;
+pub mod spooled;
 pub mod store;
 pub mod uploader;
 

@@ -117,13 +117,12 @@ async fn main() {
         w.cp.ca_private_key(secrets::UPSTREAM_CA, w.dir.path())
             .await;
     // The target accepts only the principals its HostGroup publishes (never the bare login).
-    let principal = w
-        .s
-        .authorized_principals(w.cp, "db1", &w.login)
-        .await
-        .into_iter()
-        .next()
-        .expect("db1 publishes an authorized principal");
+    let principal =
+        w.s.authorized_principals(w.cp, "db1", &w.login)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("db1 publishes no authorized principal"));
     let direct_cert = w.certificate_from(
         &ca_file,
         "direct",
