@@ -66,7 +66,7 @@ pub struct Cell {
 pub fn download_file(dir: &Path, bytes: u64) -> PathBuf {
     let path = dir.join("download.txt");
     let line: Vec<u8> = (0..99u8)
-        .map(|i| b'!' + (i * 7) % 94)
+        .map(|i| b'!' + ((u32::from(i) * 7) % 94) as u8)
         .chain([b'\n'])
         .collect();
     let block: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
