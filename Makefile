@@ -50,7 +50,7 @@ test: deps lint ## everything: lint, unit tests, and end-to-end tests against a 
 	cargo build -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge -p gatehouse-cli
 	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast
 
-bench: deps ## proxy vs direct sshd: 1 GiB transfer, connect latency, memory of 200 idle sessions
+bench: deps ## proxy vs direct sshd: upload/download CPU per GiB by cipher, connect latency, logins/s, idle-session memory (knobs: docs/benchmarks.md)
 	# Separate: `--bin` would limit every -p to that one binary.
 	cargo build --release -p gatehouse-operator -p gatehouse-proxy
 	cargo build --release -p gatehouse-tests --bin bench-proxy

@@ -27,6 +27,7 @@ pub mod server;
 pub mod session;
 pub mod session_history;
 pub mod session_limits;
+pub mod transport;
 pub mod turns;
 pub mod upstream;
 pub mod user_name;

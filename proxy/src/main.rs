@@ -343,12 +343,12 @@ async fn main() -> anyhow::Result<()> {
         auth_rejection_time_initial: Some(Duration::ZERO),
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
-        // No compression at all (so none before authentication): zlib on untrusted input is
-        // attack surface the proxy does not need.
-        preferred: russh::Preferred {
-            compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
-            ..russh::Preferred::default()
-        },
+        // AES-GCM offered and first, no compression at all (so none before authentication:
+        // zlib on untrusted input is attack surface the proxy does not need), a larger window
+        // and packets: see `transport`.
+        preferred: gatehouse_proxy::transport::preferred(),
+        window_size: gatehouse_proxy::transport::ENGINEER_WINDOW,
+        maximum_packet_size: gatehouse_proxy::transport::ENGINEER_MAX_PACKET,
         ..server::Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

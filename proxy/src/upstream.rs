@@ -24,6 +24,7 @@ use crate::{
     error::{Error, Result},
     hostkey,
     network::AllowedTargets,
+    transport,
 };
 
 /// Lifetime of an upstream certificate: long enough to authenticate, useless if stolen.
@@ -125,6 +126,11 @@ pub async fn connect(
     };
     let mut config = client::Config {
         keepalive_interval: Some(Duration::from_secs(30)),
+        // Data packets go out as they come: no Nagle delay on the upstream leg either.
+        nodelay: true,
+        preferred: transport::preferred(),
+        window_size: transport::UPSTREAM_WINDOW,
+        maximum_packet_size: transport::UPSTREAM_MAX_PACKET,
         ..client::Config::default()
     };
     if !grant.host_ca_keys.is_empty() {

@@ -72,13 +72,29 @@ impl ProxiedWorld {
         policy_extra: Value,
         proxy_args: &[&str],
     ) -> ProxiedWorld {
+        Self::start_with_sshd(prefix, storage, policy_extra, proxy_args, &[]).await
+    }
+
+    /// [`Self::start_with_args`] with `sshd_extra` lines added to the target's sshd_config
+    /// (the benchmark raises `MaxStartups` for its parallel logins).
+    pub async fn start_with_sshd(
+        prefix: &str,
+        storage: impl FnOnce(&Path) -> Storage,
+        policy_extra: Value,
+        proxy_args: &[&str],
+        sshd_extra: &[&str],
+    ) -> ProxiedWorld {
         let cp = control_plane();
         cp.install_gatehouse();
         let login = current_login();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let upstream_ca = cp.published(published::UPSTREAM_CA_PUB).await;
         // The target accepts nothing until it is configured from what the operator publishes.
-        let sshd = Sshd::start(&SshdConfig::trusting(upstream_ca.trim()).authorize(&login, &[]));
+        let mut sshd_config = SshdConfig::trusting(upstream_ca.trim()).authorize(&login, &[]);
+        sshd_config
+            .extra_config
+            .extend(sshd_extra.iter().map(|l| (*l).to_owned()));
+        let sshd = Sshd::start(&sshd_config);
         let known_hosts = dir.path().join("known_hosts");
         std::fs::write(
             &known_hosts,

@@ -2,7 +2,7 @@
 //! [`SessionMeta`] (the header) and raw terminal bytes from the session (events); it goes out
 //! as newline-free JSON text lines that the [`spool`](super::spool) writes to disk.
 
-use std::time::Duration;
+use std::{io::Write, time::Duration};
 
 use serde_json::{Map, Value, json};
 
@@ -49,18 +49,90 @@ pub fn header_line(meta: &SessionMeta) -> String {
 /// One event line `[seconds, code, data]`, seconds with microsecond precision. `code` is `"o"`
 /// (output), `"i"` (input) or `"r"` (resize, data `"{w}x{h}"`). No trailing newline.
 pub fn event_line(elapsed: Duration, code: &str, data: &str) -> String {
-    // Formatted from integers so the time is exact and never in exponent notation.
-    format!(
-        "[{}.{:06}, {}, {}]",
+    let mut line = Vec::with_capacity(data.len() + 24);
+    open_event(&mut line, elapsed, code);
+    escape_json_into(&mut line, data);
+    close_event(&mut line);
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Start an event line in `out`: `[seconds, "code", "` (the data follows, escaped with
+/// [`escape_json_into`], then [`close_event`]).
+pub fn open_event(out: &mut Vec<u8>, elapsed: Duration, code: &str) {
+    // Formatted from integers so the time is exact and never in exponent notation. Writing
+    // into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "[{}.{:06}, \"",
         elapsed.as_secs(),
-        elapsed.subsec_micros(),
-        Value::from(code),
-        Value::from(data)
-    )
+        elapsed.subsec_micros()
+    );
+    escape_json_into(out, code);
+    out.extend_from_slice(b"\", \"");
+}
+
+/// End an event line [`open_event`] started.
+pub fn close_event(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"]");
+}
+
+/// What a byte becomes inside a JSON string: 0 itself, `b'u'` `\u00XX`, else `\` and this.
+const ESCAPES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Append `text` to `out` as the inside of a JSON string, escaped exactly as `serde_json`
+/// escapes it (so the recording is byte for byte what [`serde_json::Value`] would write),
+/// copying unescaped runs whole: one pass, no allocation beyond `out` growing.
+pub fn escape_json_into(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape = ESCAPES[usize::from(byte)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// The width of the UTF-8 sequence `lead` starts (1 for a byte that starts none).
+fn sequence_width(lead: u8) -> usize {
+    match lead {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    }
 }
 
 /// Turns arbitrary byte chunks into valid UTF-8: a multi-byte character split across chunks
-/// comes out whole with the later chunk, bytes that can never be UTF-8 become U+FFFD.
+/// comes out whole with the later chunk, bytes that can never be UTF-8 become U+FFFD. The
+/// result is what [`String::from_utf8_lossy`] makes of all the chunks joined.
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Stream {
     /// The start of a character cut off at the end of the previous chunk (at most 3 bytes).
@@ -76,35 +148,56 @@ impl Utf8Stream {
     /// The text of `chunk` (preceded by any bytes carried over), minus an incomplete character
     /// at its end, which is kept for the next call.
     pub fn push(&mut self, chunk: &[u8]) -> String {
-        let joined;
-        let mut rest: &[u8] = if self.pending.is_empty() {
-            chunk
-        } else {
-            let mut carried = std::mem::take(&mut self.pending);
-            carried.extend_from_slice(chunk);
-            joined = carried;
-            &joined
-        };
-        let mut out = String::with_capacity(rest.len());
+        let mut out = String::with_capacity(chunk.len());
+        self.push_into(chunk, &mut |text| out.push_str(text));
+        out
+    }
+
+    /// [`Self::push`] without building a string: `emit` gets the text in pieces, borrowed
+    /// from `chunk` wherever it is valid UTF-8 already (all of it, usually).
+    pub fn push_into(&mut self, chunk: &[u8], emit: &mut impl FnMut(&str)) {
+        let mut rest = chunk;
+        // Complete the carried character first, taking from the chunk only the bytes it lacks.
+        while !self.pending.is_empty() && !rest.is_empty() {
+            let lacking = sequence_width(self.pending[0])
+                .saturating_sub(self.pending.len())
+                .max(1);
+            let (head, tail) = rest.split_at(lacking.min(rest.len()));
+            let mut joined = std::mem::take(&mut self.pending);
+            joined.extend_from_slice(head);
+            rest = tail;
+            self.decode(&joined, emit);
+        }
+        if !rest.is_empty() {
+            self.decode(rest, emit);
+        }
+    }
+
+    fn decode(&mut self, mut rest: &[u8], emit: &mut impl FnMut(&str)) {
         loop {
             match std::str::from_utf8(rest) {
                 Ok(valid) => {
-                    out.push_str(valid);
-                    return out;
+                    if !valid.is_empty() {
+                        emit(valid);
+                    }
+                    return;
                 }
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
                     // `valid_up_to` guarantees this prefix is UTF-8, so this borrows it unchanged.
-                    out.push_str(&String::from_utf8_lossy(valid));
+                    let valid = String::from_utf8_lossy(valid);
+                    if !valid.is_empty() {
+                        emit(&valid);
+                    }
                     match e.error_len() {
                         Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
+                            emit("\u{fffd}");
                             rest = &after[bad..];
                         }
                         None => {
                             // Incomplete but possibly valid: wait for the next chunk.
                             self.pending = after.to_vec();
-                            return out;
+                            return;
                         }
                     }
                 }
@@ -209,5 +302,44 @@ mod tests {
             event_line(Duration::from_millis(5), "r", "100x30"),
             "[0.005000, \"r\", \"100x30\"]"
         );
+    }
+
+    #[test]
+    fn escaping_is_byte_for_byte_what_serde_json_writes() {
+        let mut every: String = (0u8..0x80).map(char::from).collect();
+        every.push_str("é€😀\u{2028}\u{7f}\u{fffd}");
+        for text in [every.as_str(), "", "plain", "\"\\", "\u{0}x\u{1f}"] {
+            let mut out = Vec::new();
+            escape_json_into(&mut out, text);
+            let quoted = format!("\"{}\"", String::from_utf8(out).unwrap());
+            assert_eq!(quoted, Value::from(text).to_string(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn chunks_decode_like_the_whole_does_at_every_split() {
+        // Valid text, broken sequences, truncated ones and stray continuation bytes.
+        let mut bytes = "a€b😀 é".as_bytes().to_vec();
+        bytes.extend_from_slice(b"\xe2\x28\xa1\xf0\x9f\x98\x41\xc3\xff\x80\xe2\x82");
+        bytes.extend_from_slice("ok😀".as_bytes());
+        bytes.extend_from_slice(b"\xf0\x9f");
+        let whole = String::from_utf8_lossy(&bytes).into_owned();
+        // Every pair of cut points: three chunks.
+        for a in 0..=bytes.len() {
+            for b in a..=bytes.len() {
+                let mut s = Utf8Stream::new();
+                let mut out = String::new();
+                for chunk in [&bytes[..a], &bytes[a..b], &bytes[b..]] {
+                    s.push_into(chunk, &mut |t| out.push_str(t));
+                }
+                out += &s.finish();
+                assert_eq!(out, whole, "cuts at {a} and {b}");
+            }
+        }
+        // One byte at a time.
+        let mut s = Utf8Stream::new();
+        let mut out: String = bytes.iter().map(|b| s.push(&[*b])).collect();
+        out += &s.finish();
+        assert_eq!(out, whole);
     }
 }

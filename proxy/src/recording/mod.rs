@@ -13,6 +13,7 @@ pub mod live;
 pub mod segments;
 pub mod sftp;
 pub mod spool;
+pub mod spooled;
 pub mod store;
 pub mod uploader;
 

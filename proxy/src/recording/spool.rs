@@ -1,38 +1,49 @@
-//! The on-disk spool. Data comes from a session task through a [`Recorder`] (terminal bytes,
-//! resizes, notices); it goes to `<spool>/<session>.cast` (asciinema v2) and
-//! `<spool>/<session>.json` (the [`SessionMeta`] plus completion), which [`scan`] hands to the
-//! uploader, also after a crash.
+//! The on-disk spool, as a session writes it. Data comes from a session task through a
+//! [`Recorder`] (terminal bytes, resizes, notices); it goes to `<spool>/<session>.cast`
+//! (asciinema v2, output escaped straight into a growing buffer and coalesced into few events)
+//! and `<spool>/<session>.json` (the [`SessionMeta`] plus completion), which [`scan`]
+//! ([`super::spooled`]: the spool as the uploader finds it) hands to the uploader, also after a
+//! crash.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::SessionMeta;
-use super::asciicast::{Utf8Stream, event_line, header_line};
+use super::asciicast::{Utf8Stream, close_event, escape_json_into, header_line, open_event};
 use super::budget::{Charge, SessionBudget, SpoolBudget, within_budget};
 use super::sftp::{AuditEvent, SftpAudit};
+pub use super::spooled::{SpooledRecording, remove_leftovers, scan};
 use crate::error::{Error, Result};
 
 /// Buffered bytes older than this are written out on the next event, so an interactive echo
 /// reaches the file at once while bulk output is not one syscall per chunk.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// The write buffer: bulk output is written in pieces of this size at most.
+/// Bulk output is written once this much is buffered (in pieces of about this size).
 const BUFFER_BYTES: usize = 64 * 1024;
+/// What the buffer keeps between bursts: an idle session holds no more than this.
+const IDLE_BUFFER_BYTES: usize = 4 * 1024;
+/// Chunks of one kind that follow each other within this long go into one event...
+const COALESCE_WINDOW: Duration = Duration::from_millis(10);
+/// ...until its data reaches this size (escaped).
+const COALESCE_BYTES: usize = 32 * 1024;
+/// What closes an event line: the data's quote, the bracket, the newline.
+const EVENT_END: &[u8] = b"\"]\n";
 
 /// The `.json` next to a `.cast`: the session's metadata and whether it ended cleanly.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct SpoolMeta {
+pub(super) struct SpoolMeta {
     #[serde(flatten)]
-    meta: SessionMeta,
+    pub(super) meta: SessionMeta,
     /// False while recording, and forever if the proxy died mid-session.
     #[serde(default)]
-    complete: bool,
-    end: Option<jiff::Timestamp>,
-    exit_status: Option<u32>,
+    pub(super) complete: bool,
+    pub(super) end: Option<jiff::Timestamp>,
+    pub(super) exit_status: Option<u32>,
 }
 
 /// Records one session into the spool directory.
@@ -41,7 +52,11 @@ pub struct Recorder {
     meta: SessionMeta,
     cast_path: PathBuf,
     meta_path: PathBuf,
-    cast: BufWriter<File>,
+    cast: File,
+    /// Event lines not written yet, the [`OpenEvent`] (if any) at its end. It grows as needed
+    /// (an idle session's stays small) and is written out past [`BUFFER_BYTES`] and on flush.
+    buffer: Vec<u8>,
+    open: Option<OpenEvent>,
     started: Instant,
     last_flush: Instant,
     output: Utf8Stream,
@@ -51,20 +66,16 @@ pub struct Recorder {
     sftp: Option<SftpAudit>,
 }
 
-/// A recording on disk, finished or left behind by a proxy that stopped mid-session.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpooledRecording {
-    /// The session's metadata.
-    pub meta: SessionMeta,
-    /// The asciinema file.
-    pub cast_path: PathBuf,
-    /// The metadata file next to it.
-    pub meta_path: PathBuf,
-    /// When the session ended (for a recording left by a crash: when its file was last
-    /// written).
-    pub end: Option<jiff::Timestamp>,
-    /// The program's exit status, when it ended with one.
-    pub exit_status: Option<u32>,
+/// The event being filled at the end of [`Recorder::buffer`]: output (or input) chunks that
+/// follow each other closely are escaped straight into one event instead of one event each.
+#[derive(Debug, Clone, Copy)]
+struct OpenEvent {
+    code: &'static str,
+    opened: Instant,
+    /// Where its line starts in the buffer.
+    start: usize,
+    /// Where its data starts in the buffer.
+    data: usize,
 }
 
 impl Recorder {
@@ -111,7 +122,9 @@ impl Recorder {
                 source,
             })?;
         let mut recorder = Recorder {
-            cast: BufWriter::with_capacity(BUFFER_BYTES, file),
+            cast: file,
+            buffer: Vec::new(),
+            open: None,
             meta,
             cast_path,
             meta_path,
@@ -153,8 +166,7 @@ impl Recorder {
 
     /// Terminal output from the target (an `"o"` event).
     pub fn output(&mut self, bytes: &[u8]) -> Result<()> {
-        let text = self.output.push(bytes);
-        self.event("o", &text)
+        self.stream("o", bytes)
     }
 
     /// Keystrokes from the engineer (an `"i"` event); does nothing unless the session records
@@ -168,8 +180,7 @@ impl Recorder {
         if !self.meta.record_input {
             return Ok(());
         }
-        let text = self.input.push(bytes);
-        self.event("i", &text)
+        self.stream("i", bytes)
     }
 
     /// Output of a subsystem, which is not a terminal: followed for the SFTP audit, not
@@ -206,9 +217,13 @@ impl Recorder {
     /// A message from the proxy itself (e.g. why it ended the session), shown as output;
     /// written even over budget, so a recording cut at its limit says why.
     pub fn note(&mut self, text: &str) -> Result<()> {
-        let line = event_line(self.started.elapsed(), "o", text);
-        self.budget.charge_note(line.len() as u64 + 1);
-        self.write_raw(&line)?;
+        self.close_event()?;
+        let start = self.buffer.len();
+        open_event(&mut self.buffer, self.started.elapsed(), "o");
+        escape_json_into(&mut self.buffer, text);
+        close_event(&mut self.buffer);
+        self.buffer.push(b'\n');
+        self.budget.charge_note((self.buffer.len() - start) as u64);
         self.flush()
     }
 
@@ -226,10 +241,9 @@ impl Recorder {
     /// is older than 100 ms; a caller with a timer can call this so the last burst before a
     /// quiet spell is on disk too.
     pub fn flush(&mut self) -> Result<()> {
-        self.cast.flush().map_err(|source| Error::WriteSpool {
-            path: self.cast_path.clone(),
-            source,
-        })?;
+        self.close_event()?;
+        self.write_buffer()?;
+        self.buffer.shrink_to(IDLE_BUFFER_BYTES);
         self.last_flush = Instant::now();
         Ok(())
     }
@@ -245,13 +259,10 @@ impl Recorder {
             within_budget(self.event("i", &tail))?;
         }
         self.flush()?;
-        self.cast
-            .get_ref()
-            .sync_all()
-            .map_err(|source| Error::WriteSpool {
-                path: self.cast_path.clone(),
-                source,
-            })?;
+        self.cast.sync_all().map_err(|source| Error::WriteSpool {
+            path: self.cast_path.clone(),
+            source,
+        })?;
         let end = jiff::Timestamp::now();
         write_meta(
             &self.meta_path,
@@ -263,64 +274,169 @@ impl Recorder {
             },
         )?;
         Ok(SpooledRecording {
-            meta: self.meta,
-            cast_path: self.cast_path,
-            meta_path: self.meta_path,
+            meta: self.meta.clone(),
+            cast_path: self.cast_path.clone(),
+            meta_path: self.meta_path.clone(),
             end: Some(end),
             exit_status,
         })
     }
 
-    fn event(&mut self, code: &str, data: &str) -> Result<()> {
+    /// Chunks of a byte stream (`"o"` or `"i"`): decoded and escaped straight into the open
+    /// event of that kind, or a new one. Each chunk is charged to the budget as it goes in
+    /// (a new event with its brackets), so an event cut at the limit keeps what came before.
+    fn stream(&mut self, code: &'static str, bytes: &[u8]) -> Result<()> {
+        if self
+            .open
+            .is_some_and(|o| o.code != code || o.opened.elapsed() >= COALESCE_WINDOW)
+        {
+            self.close_event()?;
+        }
+        let before = self.buffer.len();
+        let opened_now = self.open.is_none();
+        let open = self.open_event(code);
+        let header = self.buffer.len();
+        let buffer = &mut self.buffer;
+        let text = if code == "i" {
+            &mut self.input
+        } else {
+            &mut self.output
+        };
+        text.push_into(bytes, &mut |piece| escape_json_into(buffer, piece));
+        if self.buffer.len() == header {
+            // Only the start of a character: nothing to show yet.
+            if opened_now {
+                self.buffer.truncate(before);
+                self.open = None;
+            }
+            return Ok(());
+        }
+        let closing = if opened_now { EVENT_END.len() } else { 0 };
+        match self
+            .budget
+            .charge((self.buffer.len() - before + closing) as u64)
+        {
+            Charge::Write => {}
+            refused => {
+                self.buffer.truncate(before);
+                if opened_now {
+                    self.open = None;
+                }
+                self.close_event()?;
+                return match refused {
+                    Charge::Exceeded(exceeded) => Err(exceeded.into()),
+                    _ => Ok(()),
+                };
+            }
+        }
+        if self.buffer.len() - open.data >= COALESCE_BYTES {
+            self.close_event()?;
+        }
+        self.flush_if_due()
+    }
+
+    /// A whole event of its own (resize, marker, the end of a stream).
+    fn event(&mut self, code: &'static str, data: &str) -> Result<()> {
         // A chunk holding only the start of a character has nothing to show yet.
         if data.is_empty() {
             return Ok(());
         }
-        let line = event_line(self.started.elapsed(), code, data);
-        self.write_line(&line)?;
+        self.close_event()?;
+        let start = self.buffer.len();
+        open_event(&mut self.buffer, self.started.elapsed(), code);
+        escape_json_into(&mut self.buffer, data);
+        close_event(&mut self.buffer);
+        self.buffer.push(b'\n');
+        match self.budget.charge((self.buffer.len() - start) as u64) {
+            Charge::Write => {}
+            Charge::Drop => self.buffer.truncate(start),
+            Charge::Exceeded(exceeded) => {
+                self.buffer.truncate(start);
+                return Err(exceeded.into());
+            }
+        }
+        if self.buffer.len() >= BUFFER_BYTES {
+            self.write_buffer()?;
+        }
+        self.flush_if_due()
+    }
+
+    /// The open event of `code`, opened now unless one is open.
+    fn open_event(&mut self, code: &'static str) -> OpenEvent {
+        if let Some(open) = self.open {
+            return open;
+        }
+        let start = self.buffer.len();
+        open_event(&mut self.buffer, self.started.elapsed(), code);
+        let open = OpenEvent {
+            code,
+            opened: Instant::now(),
+            start,
+            data: self.buffer.len(),
+        };
+        self.open = Some(open);
+        open
+    }
+
+    /// Finish the open event (charged already, brackets and all), and write the buffer out
+    /// once it is large.
+    fn close_event(&mut self) -> Result<()> {
+        if self.open.take().is_none() {
+            return Ok(());
+        }
+        self.buffer.extend_from_slice(EVENT_END);
+        if self.buffer.len() >= BUFFER_BYTES {
+            self.write_buffer()?;
+        }
+        Ok(())
+    }
+
+    fn flush_if_due(&mut self) -> Result<()> {
         if self.last_flush.elapsed() >= FLUSH_INTERVAL {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// A line of its own (the header), charged to the budget.
     fn write_line(&mut self, line: &str) -> Result<()> {
         match self.budget.charge(line.len() as u64 + 1) {
-            Charge::Write => self.write_raw(line),
+            Charge::Write => {
+                self.buffer.extend_from_slice(line.as_bytes());
+                self.buffer.push(b'\n');
+                Ok(())
+            }
             Charge::Drop => Ok(()),
             Charge::Exceeded(exceeded) => Err(exceeded.into()),
         }
     }
 
-    fn write_raw(&mut self, line: &str) -> Result<()> {
+    /// Write the closed events in the buffer to the file (the open one stays).
+    fn write_buffer(&mut self) -> Result<()> {
+        let end = self.open.map_or(self.buffer.len(), |o| o.start);
+        if end == 0 {
+            return Ok(());
+        }
         self.cast
-            .write_all(line.as_bytes())
-            .and_then(|()| self.cast.write_all(b"\n"))
+            .write_all(&self.buffer[..end])
             .map_err(|source| Error::WriteSpool {
                 path: self.cast_path.clone(),
                 source,
-            })
+            })?;
+        self.buffer.drain(..end);
+        if let Some(open) = &mut self.open {
+            open.start -= end;
+            open.data -= end;
+        }
+        Ok(())
     }
 }
 
-impl SpooledRecording {
-    /// Delete the spool files (the `.cast` first, so a crash in between leaves a `.json` that
-    /// [`scan`] reports rather than an orphaned recording nobody lists). Files already gone
-    /// are fine.
-    pub fn remove(&self) -> Result<()> {
-        for path in [&self.cast_path, &self.meta_path] {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::WriteSpool {
-                        path: path.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
+impl Drop for Recorder {
+    /// A recorder dropped without [`Recorder::finish`] (its session task was aborted) still
+    /// leaves what it buffered in the spool, for the next start to upload.
+    fn drop(&mut self) {
+        let _ = self.close_event().and_then(|()| self.write_buffer());
     }
 }
 
@@ -345,116 +461,6 @@ fn write_meta(path: &Path, meta: &SpoolMeta) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(write_err(dir))
-}
-
-/// Delete what a process killed mid-write leaves in `spool_dir` and nothing reads: `write_meta`
-/// temporaries (the `.json` they would have replaced still names the recording), and `.cast`
-/// files without their `.json` ([`Recorder::create`] writes the `.json` before it returns, and
-/// [`SpooledRecording::remove`] deletes the `.cast` first, so such a file holds at most a
-/// header). Call it at start-up, before any session can be writing. Returns what it deleted.
-pub fn remove_leftovers(spool_dir: &Path) -> Result<Vec<PathBuf>> {
-    let read_err = |source| Error::ReadSpool {
-        path: spool_dir.to_owned(),
-        source,
-    };
-    let mut removed = Vec::new();
-    for entry in fs::read_dir(spool_dir).map_err(read_err)? {
-        let path = entry.map_err(read_err)?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let temporary = name.starts_with('.') && name.ends_with(".json.tmp");
-        let orphan_cast = !name.starts_with('.')
-            && name.ends_with(".cast")
-            && !path.with_extension("json").exists();
-        if !(temporary || orphan_cast) {
-            continue;
-        }
-        fs::remove_file(&path).map_err(|source| Error::WriteSpool {
-            path: path.clone(),
-            source,
-        })?;
-        tracing::info!(path = %path.display(), "removed a partial spool file left by an earlier run");
-        removed.push(path);
-    }
-    removed.sort();
-    Ok(removed)
-}
-
-/// Every recording in `spool_dir`, finished or not, oldest first. A `.json` that can't be read
-/// or parsed, or whose `.cast` is missing, is skipped with a warning and left in place for a
-/// human to look at.
-pub fn scan(spool_dir: &Path) -> Result<Vec<SpooledRecording>> {
-    let read_err = |source| Error::ReadSpool {
-        path: spool_dir.to_owned(),
-        source,
-    };
-    let mut found = Vec::new();
-    for entry in fs::read_dir(spool_dir).map_err(read_err)? {
-        let meta_path = entry.map_err(read_err)?.path();
-        let Some(name) = meta_path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        // Dot files are write_meta's temporaries.
-        if name.starts_with('.') || !name.ends_with(".json") {
-            continue;
-        }
-        let text = match fs::read(&meta_path) {
-            Ok(text) => text,
-            Err(source) => {
-                let error = Error::ReadSpool {
-                    path: meta_path.clone(),
-                    source,
-                };
-                tracing::warn!(path = %meta_path.display(), %error, "skipping spooled recording");
-                continue;
-            }
-        };
-        let spool: SpoolMeta = match serde_json::from_slice(&text) {
-            Ok(spool) => spool,
-            Err(source) => {
-                let error = Error::ParseSpoolMeta {
-                    path: meta_path.clone(),
-                    source,
-                };
-                tracing::warn!(path = %meta_path.display(), %error, "skipping spooled recording");
-                continue;
-            }
-        };
-        let cast_path = meta_path.with_extension("cast");
-        let written = match fs::metadata(&cast_path) {
-            Ok(m) => m.modified().ok(),
-            Err(e) => {
-                tracing::warn!(
-                path = %meta_path.display(),
-                cast = %cast_path.display(),
-                error = %e,
-                "skipping spooled recording without its .cast",
-                );
-                continue;
-            }
-        };
-        if !spool.complete {
-            tracing::info!(
-                path = %cast_path.display(),
-                "found an unfinished recording left by an earlier run; uploading it as it is",
-            );
-        }
-        let end = spool
-            .end
-            .or_else(|| written.and_then(|t| jiff::Timestamp::try_from(t).ok()));
-        found.push(SpooledRecording {
-            meta: spool.meta,
-            cast_path,
-            meta_path,
-            end,
-            exit_status: spool.exit_status,
-        });
-    }
-    found.sort_by(|a, b| {
-        (a.meta.start, &a.meta.session_id).cmp(&(b.meta.start, &b.meta.session_id))
-    });
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -502,12 +508,11 @@ mod tests {
         for event in &lines[1..] {
             assert!(event[0].as_f64().unwrap() >= 0.0, "{event}");
         }
+        // Chunks in quick succession are one event (the note is an event of its own).
         assert_eq!(
             events(&lines, "o"),
             [
-                "$ ls\r\n",
-                "caf",
-                "\u{e9}\n",
+                "$ ls\r\ncaf\u{e9}\n",
                 "\r\n[gatehouse] session ended: access revoked\r\n"
             ]
         );
@@ -556,66 +561,31 @@ mod tests {
     }
 
     #[test]
-    fn scan_finds_finished_and_unfinished_recordings_oldest_first() {
+    fn a_burst_of_small_chunks_becomes_few_events_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut newer = meta("bbbb000000000001");
-        newer.start = "2024-03-10T10:00:00Z".parse().unwrap();
-        let mut rec = Recorder::create(dir.path(), newer.clone()).unwrap();
-        rec.output(b"done").unwrap();
-        let finished = rec.finish(Some(1)).unwrap();
-
-        let older = meta("bbbb000000000002");
-        let mut rec = Recorder::create(dir.path(), older.clone()).unwrap();
-        rec.output(b"crash").unwrap();
-        // A proxy that dies leaves the spool as it is: no finish.
-        drop(rec);
-
-        fs::write(dir.path().join("garbage.json"), "{not json").unwrap();
-        fs::write(
-            dir.path().join("nocast.json"),
-            fs::read(&finished.meta_path).unwrap(),
-        )
-        .unwrap();
-
-        let found = scan(dir.path()).unwrap();
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0].meta, older);
-        assert_eq!(found[0].cast_path, dir.path().join("bbbb000000000002.cast"));
-        assert_eq!(found[0].meta_path, dir.path().join("bbbb000000000002.json"));
-        assert_eq!(events(&lines(&found[0].cast_path), "o"), ["crash"]);
-        assert_eq!(found[1], finished);
-        // Skipped files are kept for a human.
-        assert!(dir.path().join("garbage.json").exists());
-        assert!(dir.path().join("nocast.json").exists());
-
-        found[0].remove().unwrap();
-        assert!(!found[0].cast_path.exists() && !found[0].meta_path.exists());
-        assert_eq!(scan(dir.path()).unwrap(), [finished]);
-    }
-
-    #[test]
-    fn leftovers_of_a_killed_process_are_removed_and_recordings_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        // Killed while marking a recording complete: its `.json` is still the incomplete one.
-        let mut rec = Recorder::create(dir.path(), meta("eeee000000000001")).unwrap();
-        rec.output(b"kept").unwrap();
-        rec.flush().unwrap();
-        drop(rec);
-        let temporary = dir.path().join(".eeee000000000001.json.tmp");
-        fs::write(&temporary, "{\"half").unwrap();
-        // Killed between the header and the `.json`.
-        let orphan = dir.path().join("eeee000000000002.cast");
-        fs::write(&orphan, "{\"version\": 2}\n").unwrap();
-        fs::write(dir.path().join("notes.txt"), "a human's file").unwrap();
-
-        let removed = remove_leftovers(dir.path()).unwrap();
-        assert_eq!(removed, [temporary.clone(), orphan.clone()]);
-        assert!(!temporary.exists() && !orphan.exists());
-        assert!(dir.path().join("notes.txt").exists());
-        let found = scan(dir.path()).unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(events(&lines(&found[0].cast_path), "o"), ["kept"]);
-        assert_eq!(remove_leftovers(dir.path()).unwrap(), Vec::<PathBuf>::new());
+        let mut m = meta("aaaa000000000004");
+        m.record_input = true;
+        let mut rec = Recorder::create(dir.path(), m).unwrap();
+        for _ in 0..100 {
+            rec.output(b"ab\x1b").unwrap();
+        }
+        rec.output(&vec![b'x'; 100 * 1024]).unwrap();
+        rec.input(b"q").unwrap();
+        rec.output("\u{e9}".as_bytes()).unwrap();
+        let done = rec.finish(Some(0)).unwrap();
+        let lines = lines(&done.cast_path);
+        let output = events(&lines, "o");
+        assert_eq!(
+            output.concat(),
+            "ab\x1b".repeat(100) + &"x".repeat(100 * 1024) + "\u{e9}"
+        );
+        assert!(output.len() < 10, "{} output events", output.len());
+        // The input came between the two bursts, and times never go back.
+        let codes: Vec<&str> = lines[1..].iter().map(|e| e[1].as_str().unwrap()).collect();
+        let input = codes.iter().position(|c| *c == "i").unwrap();
+        assert!(codes[..input].iter().all(|c| *c == "o") && codes[input + 1..] == ["o"]);
+        let times: Vec<f64> = lines[1..].iter().map(|e| e[0].as_f64().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     }
 
     #[test]

@@ -1,0 +1,168 @@
+//! Proxy benchmark (a program, not a test): in one run, against one real Debian sshd,
+//! compares the Gatehouse proxy (recording on) with connecting directly, and prints ratios.
+//!
+//! - transfers ([`transfer`]): upload and download × the ciphers pinned with `ssh -c` × direct
+//!   and proxied, several runs each, interleaved: wall time and CPU per GiB of the proxy, of
+//!   sshd's per-connection processes and of the `ssh` client ([`cpu`]);
+//! - logins ([`logins`]): connect latency (`ssh host true`, median and p95) and logins per
+//!   second with 16 clients in parallel;
+//! - memory ([`idle`]): proxy resident memory with N idle interactive (pty + shell) sessions.
+//!
+//! Knobs (environment): `BENCH_TRANSFER_BYTES` (default 256 MiB), `BENCH_RUNS` (5),
+//! `BENCH_CIPHERS` (`chacha20-poly1305@openssh.com,aes128-gcm@openssh.com`), `BENCH_CONNECTS`
+//! (50), `BENCH_LOGINS` (160), `BENCH_IDLE_SESSIONS` (200; the issue's figure is 1000),
+//! `BENCH_ONLY` (a comma list of `transfer`, `connect`, `logins`, `idle`; default all).
+//!
+//! Run with `make bench` (release builds of the operator and proxy, a fresh control plane).
+
+use std::{path::PathBuf, time::Duration};
+
+use gatehouse_crds::contract::secrets;
+use gatehouse_tests::{proxied_world::ProxiedWorld, ssh_client::SshCommand, sshd::CertSpec};
+use serde_json::json;
+
+mod cpu;
+mod idle;
+mod logins;
+mod stats;
+mod transfer;
+
+/// Limit on one benchmark command (a 1 GiB transfer on a slow machine).
+const LONG: Duration = Duration::from_secs(1800);
+/// The target's sshd takes the benchmark's bursts of logins and idle sessions.
+const SSHD_EXTRA: [&str; 2] = ["MaxStartups 4000", "MaxSessions 100"];
+/// The proxy keeps whole recordings of the transfers (a download's is larger than its bytes).
+const PROXY_ARGS: [&str; 2] = ["--spool-max-bytes=64Gi", "--spool-max-session-bytes=32Gi"];
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Which way a client connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to sshd, with a certificate from the upstream CA.
+    Direct,
+    /// Through the proxy, with a Gatehouse certificate.
+    Proxy,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Proxy => "proxy",
+        }
+    }
+}
+
+/// The world and the two ways into it.
+#[derive(Debug)]
+pub struct Bench<'a> {
+    w: &'a ProxiedWorld,
+    /// The Gatehouse certificate (through the proxy).
+    cert: PathBuf,
+    /// A certificate from the upstream CA (direct).
+    direct_cert: PathBuf,
+    /// `LOGIN@db1`, the proxy's SSH user.
+    user: String,
+}
+
+impl Bench<'_> {
+    /// `ssh` by `route` running `args`.
+    fn ssh(&self, route: Route, args: &[&str]) -> SshCommand {
+        match route {
+            Route::Direct => self
+                .w
+                .sshd
+                .ssh(&self.w.login, &self.w.key, &self.direct_cert)
+                .args(args),
+            Route::Proxy => self.w.ssh(&self.cert, &self.user, args),
+        }
+        .timeout(LONG)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let bytes = env_number("BENCH_TRANSFER_BYTES", 256 << 20);
+    let runs = env_number("BENCH_RUNS", 5) as usize;
+    let connects = env_number("BENCH_CONNECTS", 50) as usize;
+    let total_logins = env_number("BENCH_LOGINS", 160) as usize;
+    let idle = env_number("BENCH_IDLE_SESSIONS", 200) as usize;
+    let ciphers: Vec<String> = std::env::var("BENCH_CIPHERS")
+        .unwrap_or_else(|_| "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com".to_owned())
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+
+    let w = ProxiedWorld::start_with_sshd(
+        "bench",
+        ProxiedWorld::local_storage,
+        json!({}),
+        &PROXY_ARGS,
+        &SSHD_EXTRA,
+    )
+    .await;
+    let cert = w.issue(w.request("bench")).await;
+    // A certificate from the upstream CA (read as cluster admin) for the direct baseline.
+    let ca_file =
+        w.cp.ca_private_key(secrets::UPSTREAM_CA, w.dir.path())
+            .await;
+    // The target accepts only the principals its HostGroup publishes (never the bare login).
+    let principal =
+        w.s.authorized_principals(w.cp, "db1", &w.login)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("db1 publishes no authorized principal"));
+    let direct_cert = w.certificate_from(
+        &ca_file,
+        "direct",
+        &CertSpec {
+            key_id: "bench-direct",
+            principals: &[&principal],
+            validity: "-5m:+2h",
+            serial: 1,
+        },
+    );
+    let bench = Bench {
+        user: format!("{}@db1", w.login),
+        w: &w,
+        cert,
+        direct_cert,
+    };
+    for route in [Route::Proxy, Route::Direct] {
+        let warm = bench.ssh(route, &["true"]).run();
+        assert_eq!(
+            warm.code,
+            Some(0),
+            "{}: {}\n{}",
+            route.name(),
+            warm.stderr,
+            w.proxy.log_tail()
+        );
+    }
+
+    println!("# Gatehouse proxy benchmark");
+    if wanted("transfer") {
+        let cells = transfer::matrix(&bench, &ciphers, bytes, runs).await;
+        println!("{}", transfer::report(&cells, bytes, runs));
+    }
+    if wanted("connect") {
+        println!("{}", logins::latency(&bench, connects));
+    }
+    if wanted("logins") {
+        println!("{}", logins::parallel(&bench, total_logins));
+    }
+    if wanted("idle") {
+        println!("{}", idle::idle_sessions(&bench, idle).await);
+    }
+}
