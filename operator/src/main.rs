@@ -187,9 +187,14 @@ async fn main() -> anyhow::Result<()> {
         let acceptor = webhook::tls_acceptor(admission.webhook_ca, names, client_ca.as_deref())?;
         let listener = http::bind(args.webhook_addr).await?;
         let ns = args.watch_namespace.as_deref();
-        let (requests, drive_requests) = reflect(namespaced_or_all(&client, ns), || {});
-        let (policies, drive_policies) = reflect(namespaced_or_all(&client, ns), || {});
-        let (host_groups, drive_host_groups) = reflect(namespaced_or_all(&client, ns), || {});
+        // The open-request cap counts from these (trimmed like every cache: ~3 KiB a request);
+        // a HostGroup's labels are its tags, which policy matching reads.
+        let (requests, drive_requests) =
+            reflect(namespaced_or_all(&client, ns), KeepLabels::Gatehouse, || {});
+        let (policies, drive_policies) =
+            reflect(namespaced_or_all(&client, ns), KeepLabels::Gatehouse, || {});
+        let (host_groups, drive_host_groups) =
+            reflect(namespaced_or_all(&client, ns), KeepLabels::All, || {});
         tokio::spawn(drive_requests);
         tokio::spawn(drive_policies);
         tokio::spawn(drive_host_groups);

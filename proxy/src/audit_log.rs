@@ -218,6 +218,7 @@ mod tests {
             allow_forwards: false,
             idle_timeout: None,
             max_sessions: None,
+            sftp_content_bytes: None,
         }
     }
 
