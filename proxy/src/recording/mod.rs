@@ -122,6 +122,24 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// The JSON lines of a cast file (header first).
+    pub(crate) fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The data of the events with `code` (`o`, `i`, `m`) after the header.
+    pub(crate) fn events(lines: &[serde_json::Value], code: &str) -> Vec<String> {
+        lines[1..]
+            .iter()
+            .filter(|e| e[1] == code)
+            .map(|e| e[2].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// A realistic session description for the module's tests.
     pub(crate) fn meta(session_id: &str) -> SessionMeta {
         SessionMeta {

@@ -470,23 +470,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::recording::tests::meta;
-
-    fn lines(path: &Path) -> Vec<Value> {
-        fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn events(lines: &[Value], code: &str) -> Vec<String> {
-        lines[1..]
-            .iter()
-            .filter(|e| e[1] == code)
-            .map(|e| e[2].as_str().unwrap().to_owned())
-            .collect()
-    }
+    use crate::recording::tests::{events, lines, meta};
 
     #[test]
     fn records_output_resize_and_notes_but_not_input_by_default() {

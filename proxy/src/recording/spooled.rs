@@ -162,26 +162,11 @@ pub fn scan(spool_dir: &Path) -> Result<Vec<SpooledRecording>> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use serde_json::Value;
-
     use super::*;
-    use crate::recording::{Recorder, tests::meta};
-
-    fn lines(path: &Path) -> Vec<Value> {
-        fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn events(lines: &[Value], code: &str) -> Vec<String> {
-        lines[1..]
-            .iter()
-            .filter(|e| e[1] == code)
-            .map(|e| e[2].as_str().unwrap().to_owned())
-            .collect()
-    }
+    use crate::recording::{
+        Recorder,
+        tests::{events, lines, meta},
+    };
 
     #[test]
     fn scan_finds_finished_and_unfinished_recordings_oldest_first() {
