@@ -38,6 +38,22 @@ fn gatehouse(cp: &ControlPlane, user: User, home: &Path) -> Cmd {
         .timeout(Duration::from_secs(60))
 }
 
+/// A world whose policy needs one approval, with a HOME for the plugin, the engineer's public
+/// key and the proxy's address.
+async fn cli_world(prefix: &str) -> (ProxiedWorld, std::path::PathBuf, std::path::PathBuf, String) {
+    let world = ProxiedWorld::start(
+        prefix,
+        ProxiedWorld::local_storage,
+        json!({"approval": {"required": 1}}),
+    )
+    .await;
+    let home = world.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{}: {e}", home.display()));
+    let key = world.key.with_extension("pub");
+    let proxy = format!("127.0.0.1:{}", world.proxy.port);
+    (world, home, key, proxy)
+}
+
 #[tokio::test]
 async fn the_plugin_runs_through_kubectl() {
     let cp = control_plane();
@@ -59,18 +75,9 @@ async fn the_plugin_runs_through_kubectl() {
 
 #[tokio::test]
 async fn request_approve_ssh_scp_config_and_offboarding() {
-    let world = ProxiedWorld::start(
-        "cli",
-        ProxiedWorld::local_storage,
-        json!({"approval": {"required": 1}}),
-    )
-    .await;
+    let (world, home, key, proxy) = cli_world("cli").await;
     let cp = world.cp;
     let ns = world.s.ns.clone();
-    let home = world.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let key = world.key.with_extension("pub");
-    let proxy = format!("127.0.0.1:{}", world.proxy.port);
     // `-n NS SUBCOMMAND --key KEY REST…`: the key is the subcommand's, before any `--`.
     let alice = |args: &[&str]| {
         gatehouse(cp, User::Alice, &home)
@@ -377,18 +384,9 @@ async fn bad_input_is_one_line_and_creates_nothing() {
 /// (`-o json|yaml`), each as the user who would run it.
 #[tokio::test]
 async fn hosts_deny_wait_sftp_and_machine_output() {
-    let world = ProxiedWorld::start(
-        "cli-more",
-        ProxiedWorld::local_storage,
-        json!({"approval": {"required": 1}}),
-    )
-    .await;
+    let (world, home, key, proxy) = cli_world("cli-more").await;
     let cp = world.cp;
     let ns = world.s.ns.clone();
-    let home = world.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let key = world.key.with_extension("pub");
-    let proxy = format!("127.0.0.1:{}", world.proxy.port);
     let as_user = |user: User, args: &[&str]| {
         gatehouse(cp, user, &home)
             .args(["-n", &ns])
