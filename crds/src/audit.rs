@@ -381,8 +381,10 @@ pub fn verify_chain(batches: &[&str], head: Option<&str>) -> Result<Chain, Chain
                     },
                 ));
             }
-            let expected = before.sequence + 1;
-            if header.sequence != expected {
+            // A crafted u64::MAX can have no successor: whatever follows breaks the chain.
+            let expected = before.sequence.checked_add(1);
+            if expected != Some(header.sequence) {
+                let expected = expected.unwrap_or(u64::MAX);
                 let later = sequences[index + 1..].contains(&Some(expected));
                 let (expected, found) = (expected, header.sequence);
                 let kind = if later || found < expected {

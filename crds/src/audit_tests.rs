@@ -195,3 +195,17 @@ fn each_break_is_named_by_batch_and_line() {
         assert!(kind(&got.kind), "{name}: {got}");
     }
 }
+
+#[test]
+fn a_batch_after_the_last_possible_sequence_breaks_the_chain() {
+    let header = |sequence, previous: &str| BatchHeader {
+        writer: "w".into(),
+        sequence,
+        previous_batch_sha256: previous.to_owned(),
+        count: 0,
+    };
+    let first = render_batch(&header(u64::MAX, ""), &[]);
+    let second = render_batch(&header(0, &batch_sha256(&first)), &[]);
+    let broken = verify(&[first, second], None).unwrap_err();
+    assert_eq!(broken.batch, 1, "{broken:?}");
+}

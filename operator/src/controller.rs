@@ -295,14 +295,24 @@ async fn write(
         let recorder = transition_recorder(&ctx.client);
         let reference = request.object_ref(&());
         tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                tracing::warn!(%error, request = %what, "publishing Event failed");
+            // A hung publish must not keep its place: the reconciles wait for places.
+            match tokio::time::timeout(EVENT_PUBLISH_TIMEOUT, recorder.publish(&event, &reference))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, request = %what, "publishing Event failed");
+                }
+                Err(_) => tracing::warn!(request = %what, "publishing Event timed out"),
             }
             drop(permit);
         });
     }
     Ok(())
 }
+
+/// How long one Event may take to publish before its place is given back.
+const EVENT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Transition Events being published at once, at most.
 const MAX_EVENTS_IN_FLIGHT: usize = 64;

@@ -42,6 +42,8 @@ enum State {
     String {
         /// The previous character was ESC (`ESC \` ends the string).
         escape: bool,
+        /// Characters dropped so far (bounded by [`MAX_STRING_BODY`]).
+        body: usize,
     },
 }
 
@@ -117,16 +119,34 @@ impl Sanitiser {
                 '\u{30}'..='\u{7e}' => State::Ground,
                 _ => interrupted(c, out),
             },
-            State::String { escape: true } => match c {
+            State::String { escape: true, .. } => match c {
                 // ESC \ is the string terminator.
                 '\\' => State::Ground,
                 // Any other ESC ends the string and starts a new sequence, as in terminals.
                 _ => after_escape(c, out),
             },
-            State::String { escape: false } => match c {
+            State::String {
+                escape: false,
+                body,
+            } => match c {
                 '\u{7}' | '\u{9c}' | CAN | SUB => State::Ground,
-                ESC => State::String { escape: true },
-                _ => State::String { escape: false },
+                ESC => State::String { escape: true, body },
+                // A line end or an over-long body ends the drop, visibly: terminals that do
+                // not know the introducer (`ESC k` in xterm, C1 in UTF-8) showed this text live,
+                // so hiding it until the next terminator could hide what the engineer saw.
+                '\n' => {
+                    out.push_str(&hidden_marker(body));
+                    out.push('\n');
+                    State::Ground
+                }
+                _ if body + 1 >= MAX_STRING_BODY => {
+                    out.push_str(&hidden_marker(body + 1));
+                    State::Ground
+                }
+                _ => State::String {
+                    escape: false,
+                    body: body + 1,
+                },
             },
         };
     }
@@ -144,6 +164,15 @@ pub fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).collect()
 }
 
+/// Characters of one control string dropped before the rest shows as text.
+const MAX_STRING_BODY: usize = 4096;
+
+/// What replaces a control string that did not end as one does (at a line end, or past
+/// [`MAX_STRING_BODY`]).
+fn hidden_marker(chars: usize) -> String {
+    format!("[gatehouse: {chars} characters of an unterminated control string hidden]")
+}
+
 /// A character in plain text.
 fn ground(c: char, out: &mut String) -> State {
     match c {
@@ -151,7 +180,10 @@ fn ground(c: char, out: &mut String) -> State {
         // C1 CSI: judged like ESC [ and emitted in that 7-bit form.
         '\u{9b}' => State::Csi("\u{1b}[".to_owned()),
         // C1 DCS, SOS, OSC, PM, APC.
-        '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => State::String { escape: false },
+        '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => State::String {
+            escape: false,
+            body: 0,
+        },
         // The other C1 controls (IND, NEL, SS2, ST, …): dropped.
         '\u{80}'..='\u{9f}' => State::Ground,
         // C0 controls that move the cursor, ring the bell or shift the character set.
@@ -173,7 +205,10 @@ fn after_escape(c: char, out: &mut String) -> State {
     match c {
         '[' => State::Csi("\u{1b}[".to_owned()),
         // OSC, DCS, SOS, PM, APC, and screen/tmux's `ESC k title ESC \`.
-        ']' | 'P' | 'X' | '^' | '_' | 'k' => State::String { escape: false },
+        ']' | 'P' | 'X' | '^' | '_' | 'k' => State::String {
+            escape: false,
+            body: 0,
+        },
         '\u{20}'..='\u{2f}' => State::EscapeIntermediate(format!("{ESC}{c}")),
         '\u{30}'..='\u{7e}' => {
             let sequence = format!("{ESC}{c}");
@@ -476,6 +511,32 @@ mod tests {
         ];
         for (body, final_byte, want) in cases {
             assert_eq!(csi_is_safe(body, final_byte), want, "{body:?} {final_byte}");
+        }
+    }
+
+    #[test]
+    fn an_unterminated_control_string_hides_at_most_a_line_and_says_so() {
+        let long = format!("\u{1b}]52;c;{}tail", "A".repeat(5000));
+        let cases: [(&str, String); 4] = [
+            // Terminated normally: silent.
+            ("\u{1b}]2;title\u{7}text", "text".to_owned()),
+            // `ESC k` (unknown to xterm, so the engineer saw this line): hidden only to the
+            // line end, and marked.
+            ("\u{1b}ksecret\nnext", format!("{}\nnext", hidden_marker(6))),
+            // C1 OSC (ignored by many UTF-8 terminals): the same.
+            ("\u{9d}abc\nok", format!("{}\nok", hidden_marker(3))),
+            // Past the bound the rest is text (the opener is gone, so nothing runs).
+            (
+                long.as_str(),
+                format!(
+                    "{}{}tail",
+                    hidden_marker(MAX_STRING_BODY),
+                    "A".repeat(5000 + 5 - MAX_STRING_BODY)
+                ),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sanitise_for_replay(input), want, "{input:.40?}");
         }
     }
 }

@@ -290,8 +290,14 @@ pub struct SftpAudit {
     files: HashMap<Vec<u8>, OpenFile>,
     /// Request id of a READ → its handle and offset, until the DATA (or STATUS) reply.
     reading: HashMap<u32, (Vec<u8>, u64)>,
+    /// Request id of a CLOSE → its handle, until the server's STATUS: replies to READs sent
+    /// before the CLOSE (pipelined) still count for the file.
+    closing: HashMap<u32, Vec<u8>>,
     /// Content bytes kept per file and direction; None: no content kept.
     keep: Option<u64>,
+    /// Why the audit cannot follow the session any more (a full map, a reused request id):
+    /// reported as an [`AuditError`], so a required recording ends the session.
+    lost: Option<String>,
 }
 
 fn flag_names(pflags: u32) -> String {
@@ -310,9 +316,23 @@ fn flag_names(pflags: u32) -> String {
     names.join(",")
 }
 
-/// Insert unless `map` already tracks [`MAX_TRACKED`] entries.
-fn track<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
-    if map.len() < MAX_TRACKED || map.contains_key(&key) {
+/// Insert a new entry, or say why not: `map` already tracks [`MAX_TRACKED`] entries, or `key`
+/// is outstanding (a request id reused before its reply would mislabel the reply).
+fn track<K: std::hash::Hash + Eq + std::fmt::Debug, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    value: V,
+    lost: &mut Option<String>,
+) {
+    if map.contains_key(&key) {
+        *lost = Some(format!(
+            "the client reused SFTP request {key:?} before its reply"
+        ));
+    } else if map.len() >= MAX_TRACKED {
+        *lost = Some(format!(
+            "the client keeps more than {MAX_TRACKED} SFTP files or requests open"
+        ));
+    } else {
         map.insert(key, value);
     }
 }
@@ -340,6 +360,7 @@ impl SftpAudit {
         for p in &packets {
             self.request(p, &mut events);
         }
+        self.check()?;
         Ok(events)
     }
 
@@ -351,7 +372,15 @@ impl SftpAudit {
         for p in packets {
             self.reply(&p, &mut events);
         }
+        self.check()?;
         Ok(events)
+    }
+
+    fn check(&mut self) -> Result<(), AuditError> {
+        match self.lost.take() {
+            Some(why) => Err(AuditError(why)),
+            None => Ok(()),
+        }
     }
 
     fn request(&mut self, packet: &[u8], events: &mut Vec<AuditEvent>) {
@@ -368,25 +397,23 @@ impl SftpAudit {
                 let id = f.u32()?;
                 let path = f.text()?;
                 let flags = flag_names(f.u32()?);
-                track(&mut self.opening, id, path.clone());
+                track(&mut self.opening, id, path.clone(), &mut self.lost);
                 Some(AuditEvent::Open { path, flags })
             }
             FXP_CLOSE => {
-                let _id = f.u32()?;
-                let handle = f.bytes()?;
-                let file = self.files.remove(handle)?;
-                Some(AuditEvent::Close {
-                    path: file.path,
-                    read: file.read,
-                    written: file.written,
-                })
+                let id = f.u32()?;
+                let handle = f.bytes()?.to_vec();
+                if self.files.contains_key(&handle) {
+                    track(&mut self.closing, id, handle, &mut self.lost);
+                }
+                None
             }
             FXP_READ => {
                 let id = f.u32()?;
                 let handle = f.bytes()?.to_vec();
                 let offset = f.u64()?;
                 if self.files.contains_key(&handle) {
-                    track(&mut self.reading, id, (handle, offset));
+                    track(&mut self.reading, id, (handle, offset), &mut self.lost);
                 }
                 None
             }
@@ -471,7 +498,12 @@ impl SftpAudit {
         match kind {
             FXP_HANDLE => {
                 if let (Some(path), Some(handle)) = (self.opening.remove(&id), f.bytes()) {
-                    track(&mut self.files, handle.to_vec(), OpenFile::new(path));
+                    track(
+                        &mut self.files,
+                        handle.to_vec(),
+                        OpenFile::new(path),
+                        &mut self.lost,
+                    );
                 }
             }
             FXP_DATA => {
@@ -486,6 +518,18 @@ impl SftpAudit {
             FXP_STATUS => {
                 self.opening.remove(&id);
                 self.reading.remove(&id);
+                // The CLOSE's answer: the file is done, with every reply before it counted.
+                if let Some(file) = self
+                    .closing
+                    .remove(&id)
+                    .and_then(|handle| self.files.remove(&handle))
+                {
+                    events.push(AuditEvent::Close {
+                        path: file.path,
+                        read: file.read,
+                        written: file.written,
+                    });
+                }
             }
             _ => {}
         }

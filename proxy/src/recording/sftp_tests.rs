@@ -50,7 +50,13 @@ fn an_upload_and_a_download_are_audited_with_paths_flags_and_bytes() {
     stream.extend(write(3, &[b'y'; 24]));
     assert!(a.from_client(&stream[..1]).unwrap().is_empty());
     assert!(a.from_client(&stream[1..]).unwrap().is_empty());
-    let events = a.from_client(&packet(4, 4, &[string(b"H1")])).unwrap();
+    // The close is audited when the server answers it (replies before it still count).
+    assert!(
+        a.from_client(&packet(4, 4, &[string(b"H1")]))
+            .unwrap()
+            .is_empty()
+    );
+    let events = a.from_server(&packet(101, 4, &[u32b(0)])).unwrap();
     assert_eq!(
         events,
         [AuditEvent::Close {
@@ -71,12 +77,15 @@ fn an_upload_and_a_download_are_audited_with_paths_flags_and_bytes() {
         .unwrap();
     a.from_server(&packet(101, 7, &[u32b(1), string(b"EOF"), string(b"")]))
         .unwrap();
-    let events = a.from_client(&packet(4, 8, &[string(b"H2")])).unwrap();
+    a.from_client(&packet(4, 8, &[string(b"H2")])).unwrap();
+    let events = a.from_server(&packet(101, 8, &[u32b(0)])).unwrap();
     assert_eq!(
         events[0].describe(),
         "sftp close /etc/hosts (read 300 bytes, wrote 0 bytes)"
     );
-    assert!(a.files.is_empty() && a.reading.is_empty() && a.opening.is_empty());
+    assert!(
+        a.files.is_empty() && a.reading.is_empty() && a.opening.is_empty() && a.closing.is_empty()
+    );
 }
 
 #[test]
@@ -181,12 +190,65 @@ fn oversized_packets_stop_the_audit_and_tracking_is_bounded() {
     b.from_client(&p[150_000..]).unwrap();
     assert!(b.from_client.buf.is_empty());
 
+    // Past the bound the audit cannot follow: an error (which ends a required recording),
+    // never a file silently untracked.
     let mut c = SftpAudit::new();
-    for id in 0..(MAX_TRACKED as u32 + 100) {
+    for id in 0..MAX_TRACKED as u32 {
         c.from_client(&packet(3, id, &[string(b"/f"), u32b(1), u32b(0)]))
             .unwrap();
     }
+    let full = c.from_client(&packet(3, 5000, &[string(b"/f"), u32b(1), u32b(0)]));
+    assert!(full.unwrap_err().0.contains("more than 1024"));
     assert_eq!(c.opening.len(), MAX_TRACKED);
+}
+
+#[test]
+fn a_reused_request_id_stops_the_audit() {
+    // OPEN id 1 /secret, then OPEN id 1 /decoy before the reply: the handle could be
+    // attributed to either path.
+    let mut a = SftpAudit::new();
+    a.from_client(&packet(3, 1, &[string(b"/secret"), u32b(1), u32b(0)]))
+        .unwrap();
+    let reused = a.from_client(&packet(3, 1, &[string(b"/decoy"), u32b(1), u32b(0)]));
+    assert!(reused.unwrap_err().0.contains("reused SFTP request 1"));
+}
+
+#[test]
+fn replies_to_reads_pipelined_before_the_close_still_count() {
+    let mut a = SftpAudit::keeping(Some(64));
+    a.from_client(&packet(3, 1, &[string(b"/etc/shadow"), u32b(1), u32b(0)]))
+        .unwrap();
+    a.from_server(&packet(102, 1, &[string(b"H9")])).unwrap();
+    // Two READs and the CLOSE sent without waiting, then the replies.
+    let mut burst = Vec::new();
+    for (id, offset) in [(2u32, 0u64), (3, 5)] {
+        burst.extend(packet(
+            5,
+            id,
+            &[string(b"H9"), offset.to_be_bytes().to_vec(), u32b(5)],
+        ));
+    }
+    burst.extend(packet(4, 4, &[string(b"H9")]));
+    assert!(a.from_client(&burst).unwrap().is_empty());
+    let mut replies = packet(103, 2, &[string(b"root:")]);
+    replies.extend(packet(103, 3, &[string(b"x:0:0")]));
+    replies.extend(packet(101, 4, &[u32b(0)]));
+    let events = a.from_server(&replies).unwrap();
+    assert_eq!(
+        content_of(&events),
+        [
+            (Direction::Read, 0, b"root:".to_vec()),
+            (Direction::Read, 5, b"x:0:0".to_vec())
+        ]
+    );
+    assert_eq!(
+        events.last(),
+        Some(&AuditEvent::Close {
+            path: "/etc/shadow".into(),
+            read: 10,
+            written: 0
+        })
+    );
 }
 
 fn content_of(events: &[AuditEvent]) -> Vec<(Direction, u64, Vec<u8>)> {
@@ -269,7 +331,8 @@ fn content_is_kept_only_when_asked_bounded_per_file_and_direction() {
             );
         }
         // The close still counts every byte.
-        let close = a.from_client(&packet(4, 9, &[string(b"H1")])).unwrap();
+        a.from_client(&packet(4, 9, &[string(b"H1")])).unwrap();
+        let close = a.from_server(&packet(101, 9, &[u32b(0)])).unwrap();
         assert_eq!(
             close[0],
             AuditEvent::Close {
