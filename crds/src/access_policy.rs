@@ -283,6 +283,11 @@ pub struct FileContentOptions {
     pub max_bytes_per_file: i64,
 }
 
+impl FileContentOptions {
+    /// The largest `maxBytesPerFile` (16 MiB), which the schema enforces.
+    pub const MAX_BYTES_PER_FILE: i64 = 16_777_216;
+}
+
 impl Default for FileContentOptions {
     fn default() -> Self {
         Self {

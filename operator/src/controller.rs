@@ -44,9 +44,9 @@ pub struct Context {
     pub user_ca: Arc<CaKey>,
     /// Verifies decision records (replaced when the key rotates).
     pub seal: SharedSealKeys,
-    /// The leader's Event recorder. Transitions publish through [`transition_recorder`] instead:
-    /// this one's cache keeps every Event for six minutes (see there).
-    pub recorder: Recorder,
+    /// Who publishes the Events (controller and instance): each transition's Event goes
+    /// through its own [`transition_recorder`] under this name.
+    pub reporter: Reporter,
     /// Metrics.
     pub metrics: Metrics,
     /// Pending requests nobody approves expire after this long.
@@ -292,7 +292,7 @@ async fn write(
             Ok(permit) => permit,
             Err(_) => return Ok(()),
         };
-        let recorder = transition_recorder(&ctx.client);
+        let recorder = transition_recorder(&ctx.client, &ctx.reporter);
         let reference = request.object_ref(&());
         tokio::spawn(async move {
             // A hung publish must not keep its place: the reconciles wait for places.
@@ -326,15 +326,8 @@ static EVENTS_IN_FLIGHT: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 /// lock on each publish. A transition never repeats (the status changed, so the next one is a
 /// different Event), so that cache only grows: about 2 KiB per request and an O(n) scan per
 /// Event in a burst of 10,000. A fresh recorder publishes the same Event with an empty cache.
-/// Its reporting instance is the pod (`POD_NAME`, as the chart sets it), like the leader's.
-fn transition_recorder(client: &Client) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: managers::OPERATOR.to_owned(),
-            instance: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
-        },
-    )
+fn transition_recorder(client: &Client, reporter: &Reporter) -> Recorder {
+    Recorder::new(client.clone(), reporter.clone())
 }
 
 /// Add the revocation finalizer when missing; returns the request's new resourceVersion.

@@ -39,7 +39,7 @@ use kube::{
     Api, Client, Resource,
     runtime::{
         Controller,
-        events::{Recorder, Reporter},
+        events::Reporter,
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -270,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
                     metrics: metrics.clone(),
                     pending_ttl: args.pending_ttl,
                     revocation_limit: args.max_revocations_per_namespace,
-                    recorder: Recorder::new(client.clone(), reporter.clone()),
+                    reporter: reporter.clone(),
                 };
                 running = Some(tokio::spawn(lead.run()));
             }
@@ -371,7 +371,7 @@ struct Lead {
     metrics: Metrics,
     pending_ttl: Duration,
     revocation_limit: usize,
-    recorder: Recorder,
+    reporter: Reporter,
 }
 
 /// Run a watch cache of `K` in `tasks`, nudging `nudge` on every change.
@@ -508,7 +508,7 @@ impl Lead {
             client: self.client.clone(),
             user_ca: self.user_ca,
             seal: self.seal,
-            recorder: self.recorder,
+            reporter: self.reporter,
             metrics: self.metrics,
             pending_ttl: self.pending_ttl,
             policies,

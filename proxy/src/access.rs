@@ -11,8 +11,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use gatehouse_crds::{
-    AccessPolicy, AccessRequest, AccessRequestStatus, CertificateExtension, Host, HostGroup,
-    HostGroupMode, Phase,
+    AccessPolicy, AccessRequest, AccessRequestStatus, CertificateExtension, FileContentOptions,
+    Host, HostGroup, HostGroupMode, Phase,
     contract::identity::{self, FORCE_COMMAND, SOURCE_ADDRESS},
     policy,
 };
@@ -264,7 +264,15 @@ pub fn authorize(
         sftp_content_bytes: recording
             .file_content
             .as_ref()
-            .map(|c| u64::try_from(c.max_bytes_per_file.max(1)).unwrap_or(1)),
+            // The schema bounds it; clamped again so an object stored before the bound (or
+            // written past the API server) cannot lift it.
+            .map(|c| {
+                u64::try_from(
+                    c.max_bytes_per_file
+                        .clamp(1, FileContentOptions::MAX_BYTES_PER_FILE),
+                )
+                .unwrap_or(1)
+            }),
         idle_timeout,
         max_sessions,
     })
