@@ -209,3 +209,32 @@ fn a_batch_after_the_last_possible_sequence_breaks_the_chain() {
     let broken = verify(&[first, second], None).unwrap_err();
     assert_eq!(broken.batch, 1, "{broken:?}");
 }
+
+#[test]
+fn details_are_camel_case_and_bounded() {
+    let mut e = event(1, EventType::FileOperation, "alice");
+    e.file = Some(FileDetail {
+        operation: "write".into(),
+        path: "p".repeat(10_000),
+        target_path: None,
+        bytes: Some(5),
+    });
+    e.recording = Some(RecordingDetail {
+        key: "k".into(),
+        sha256: "00".into(),
+        bytes: 9,
+    });
+    let v: serde_json::Value = serde_json::from_str(&e.to_line()).unwrap();
+    assert_eq!(v["file"]["operation"], "write");
+    assert_eq!(v["file"]["bytes"], 5);
+    assert!(v["file"].get("targetPath").is_none());
+    let path = v["file"]["path"].as_str().unwrap();
+    assert!(path.len() <= MAX_MESSAGE_BYTES && path.ends_with(TRUNCATED), "{path}");
+    assert_eq!(v["recording"]["bytes"], 9);
+    let back: AuditEvent = serde_json::from_str(&e.to_line()).unwrap();
+    assert_eq!(back.recording, e.recording);
+    assert_eq!(
+        serde_json::to_value(EventType::RecordingStored).unwrap(),
+        "recordingStored"
+    );
+}
