@@ -61,6 +61,9 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A store request (put, get, list, delete) failed.
+    #[error(transparent)]
+    Store(#[from] gatehouse_store::Error),
     /// Writing a session record into the AccessRequest status failed.
     #[error("writing session record to AccessRequest {request}: {source}")]
     WriteSessionStatus {

@@ -229,7 +229,10 @@ fn details_are_camel_case_and_bounded() {
     assert_eq!(v["file"]["bytes"], 5);
     assert!(v["file"].get("targetPath").is_none());
     let path = v["file"]["path"].as_str().unwrap();
-    assert!(path.len() <= MAX_MESSAGE_BYTES && path.ends_with(TRUNCATED), "{path}");
+    assert!(
+        path.len() <= MAX_MESSAGE_BYTES && path.ends_with(TRUNCATED),
+        "{path}"
+    );
     assert_eq!(v["recording"]["bytes"], 9);
     let back: AuditEvent = serde_json::from_str(&e.to_line()).unwrap();
     assert_eq!(back.recording, e.recording);

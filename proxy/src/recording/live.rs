@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_s3::primitives::ByteStream;
 use tokio::{
     io::{AsyncReadExt, AsyncSeekExt},
     sync::{Semaphore, oneshot},
@@ -21,7 +20,7 @@ use tokio::{
 
 use super::{
     segments::{self, LiveSettings},
-    store::{LocalStore, S3Store, Store, sdk_error, upload_error, write_store},
+    store::Store,
 };
 use crate::{error::Result, metrics::Metrics};
 
@@ -152,151 +151,33 @@ async fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u
     Ok(data)
 }
 
-impl Store {
+/// A running recording's pieces, as whole objects in the [`Store`].
+pub(crate) trait Pieces {
     /// Store one piece (a whole object) under `piece` (a key from [`segments::piece_key`]).
-    pub async fn put_piece(&self, piece: &str, data: Vec<u8>) -> Result<()> {
-        match self {
-            Store::S3(s3) => s3.put_piece(piece, data).await,
-            Store::Local(local) => local.put_piece(piece, data).await,
-        }
-    }
-
+    async fn put_piece(&self, piece: &str, data: Vec<u8>) -> Result<()>;
     /// The pieces of the recording stored at `key`, in order (keys as given to
     /// [`put_piece`](Self::put_piece)).
-    pub async fn pieces(&self, key: &str) -> Result<Vec<String>> {
-        match self {
-            Store::S3(s3) => s3.pieces(key).await,
-            Store::Local(local) => local.pieces(key).await,
-        }
-    }
-
+    async fn pieces(&self, key: &str) -> Result<Vec<String>>;
     /// Remove the pieces of the recording stored at `key` (once `key` itself is stored);
     /// returns how many there were.
-    pub async fn remove_pieces(&self, key: &str) -> Result<usize> {
+    async fn remove_pieces(&self, key: &str) -> Result<usize>;
+}
+
+impl Pieces for Store {
+    async fn put_piece(&self, piece: &str, data: Vec<u8>) -> Result<()> {
+        Ok(self.put_object(piece, data).await?)
+    }
+
+    async fn pieces(&self, key: &str) -> Result<Vec<String>> {
+        Ok(self.list(&segments::parts_prefix(key)).await?)
+    }
+
+    async fn remove_pieces(&self, key: &str) -> Result<usize> {
         let pieces = self.pieces(key).await?;
         for piece in &pieces {
-            match self {
-                Store::S3(s3) => s3.delete(piece).await?,
-                Store::Local(local) => local.delete(piece).await?,
-            }
+            self.delete(piece).await?;
         }
         Ok(pieces.len())
-    }
-}
-
-impl S3Store {
-    async fn put_piece(&self, piece: &str, data: Vec<u8>) -> Result<()> {
-        let object_key = format!("{}{piece}", self.prefix);
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&object_key)
-            .content_type("application/octet-stream")
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(sdk_error(&object_key, "PutObject"))?;
-        Ok(())
-    }
-
-    async fn pieces(&self, key: &str) -> Result<Vec<String>> {
-        let prefix = format!("{}{}", self.prefix, segments::parts_prefix(key));
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(sdk_error(&prefix, "ListObjectsV2"))?;
-            for object in page.contents() {
-                if let Some(k) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) {
-                    found.push(k.to_owned());
-                }
-            }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        found.sort();
-        Ok(found)
-    }
-
-    async fn delete(&self, piece: &str) -> Result<()> {
-        let object_key = format!("{}{piece}", self.prefix);
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&object_key)
-            .send()
-            .await
-            .map_err(sdk_error(&object_key, "DeleteObject"))?;
-        Ok(())
-    }
-}
-
-impl LocalStore {
-    async fn put_piece(&self, piece: &str, data: Vec<u8>) -> Result<()> {
-        let dest = self.path_for(piece)?;
-        let parent = dest.parent().map(Path::to_owned).unwrap_or_default();
-        tokio::fs::create_dir_all(&parent)
-            .await
-            .map_err(write_store(piece, &parent))?;
-        let name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = parent.join(format!(".{name}.tmp"));
-        tokio::fs::write(&tmp, data)
-            .await
-            .map_err(write_store(piece, &tmp))?;
-        tokio::fs::rename(&tmp, &dest)
-            .await
-            .map_err(write_store(piece, &dest))
-    }
-
-    async fn pieces(&self, key: &str) -> Result<Vec<String>> {
-        let prefix = segments::parts_prefix(key);
-        let dir = self.path_for(prefix.trim_end_matches('/'))?;
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(upload_error(
-                    key,
-                    &format!("listing {}: {e}", dir.display()),
-                ));
-            }
-        };
-        let mut found = Vec::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| upload_error(key, &format!("listing {}: {e}", dir.display())))?
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') {
-                found.push(format!("{prefix}{name}"));
-            }
-        }
-        found.sort();
-        Ok(found)
-    }
-
-    async fn delete(&self, piece: &str) -> Result<()> {
-        let path = self.path_for(piece)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(write_store(piece, &path)(e)),
-        }
-        // The directory goes with its last piece; one still holding others stays.
-        if let Some(dir) = path.parent() {
-            let _ = tokio::fs::remove_dir(dir).await;
-        }
-        Ok(())
     }
 }
 
@@ -305,6 +186,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::recording::store::LocalStore;
 
     async fn wait_for_pieces(store: &Store, key: &str, count: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -14,7 +14,8 @@ pub mod segments;
 pub mod sftp;
 pub mod spool;
 pub mod spooled;
-pub mod store;
+/// The store (S3 or a directory), from the shared `gatehouse-store` crate.
+pub use gatehouse_store as store;
 pub mod uploader;
 
 use serde::{Deserialize, Serialize};

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::budget::SpoolBudget;
+use super::live::Pieces;
 use super::spool::{self, SpooledRecording};
 use super::store::{Store, StoredRecording};
 use crate::error::Result;
@@ -270,7 +271,7 @@ async fn attempt<S: UploadSink>(
                 Err(error) => {
                     metrics.upload_failures_total.inc();
                     tracing::warn!(%key, %error, "uploading recording failed; will retry");
-                    return Err(error);
+                    return Err(error.into());
                 }
             }
         }

@@ -1,6 +1,6 @@
-//! Where finished recordings live. Data comes from spool files (read in chunks and hashed on
-//! the way); it goes to an S3 bucket (any S3-compatible server) or a local directory, under the
-//! keys from [`SessionMeta::object_key`](super::SessionMeta::object_key).
+//! The store's two backends and whole-file uploads. Data comes from files (read in chunks and
+//! hashed on the way) or bytes in memory; it goes to an S3 bucket (any S3-compatible server) or
+//! a local directory, under the caller's keys.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -21,6 +21,11 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The MIME type asciinema players expect.
 const CONTENT_TYPE: &str = "application/x-asciicast";
@@ -105,9 +110,9 @@ impl fmt::Debug for S3Config {
 /// An S3 bucket holding recordings.
 #[derive(Clone)]
 pub struct S3Store {
-    pub(super) client: Client,
-    pub(super) bucket: String,
-    pub(super) prefix: String,
+    pub(crate) client: Client,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
 }
 
 impl fmt::Debug for S3Store {
@@ -206,7 +211,7 @@ impl S3Store {
             .await
             .map_err(sdk_error(object_key, "CreateMultipartUpload"))?;
         let Some(upload_id) = created.upload_id() else {
-            return Err(upload_error(
+            return Err(store_error(
                 object_key,
                 "CreateMultipartUpload returned no upload id",
             ));
@@ -268,7 +273,7 @@ impl S3Store {
                 .await
                 .map_err(sdk_error(object_key, "UploadPart"))?;
             let Some(e_tag) = uploaded.e_tag() else {
-                return Err(upload_error(object_key, "UploadPart returned no ETag"));
+                return Err(store_error(object_key, "UploadPart returned no ETag"));
             };
             parts.push(
                 CompletedPart::builder()
@@ -278,7 +283,7 @@ impl S3Store {
             );
         }
         if hex(&hasher.finalize()) != sha256 {
-            return Err(upload_error(
+            return Err(store_error(
                 object_key,
                 &format!("{} changed while it was being uploaded", path.display()),
             ));
@@ -321,7 +326,7 @@ impl S3Store {
 /// A directory holding recordings at `<dir>/<key>`.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl LocalStore {
@@ -331,13 +336,13 @@ impl LocalStore {
     }
 
     /// `<dir>/<key>`, refusing keys that would leave the directory.
-    pub(super) fn path_for(&self, key: &str) -> Result<PathBuf> {
+    pub(crate) fn path_for(&self, key: &str) -> Result<PathBuf> {
         let relative = Path::new(key);
         let plain = relative
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
         if key.is_empty() || !plain {
-            return Err(upload_error(key, "key is not a plain relative path"));
+            return Err(store_error(key, "key is not a plain relative path"));
         }
         Ok(self.dir.join(relative))
     }
@@ -387,7 +392,7 @@ impl LocalStore {
         let path = self.path_for(key)?;
         tokio::fs::read(&path)
             .await
-            .map_err(|e| upload_error(key, &format!("reading {}: {e}", path.display())))
+            .map_err(|e| store_error(key, &format!("reading {}: {e}", path.display())))
     }
 }
 
@@ -423,39 +428,34 @@ async fn hash_file(src: &Path, copy: Option<(&str, &Path)>) -> Result<(String, u
     Ok((hex(&hasher.finalize()), bytes))
 }
 
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn read_spool(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
-    move |source| Error::ReadSpool { path, source }
+    move |source| Error::ReadSource { path, source }
 }
 
-pub(super) fn write_store(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn write_store(key: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let key = key.to_owned();
     let path = path.to_owned();
-    move |e| Error::Upload {
+    move |e| Error::Request {
         key,
         message: format!("writing {}: {e}", path.display()),
     }
 }
 
-pub(super) fn upload_error(key: &str, message: &str) -> Error {
-    Error::Upload {
+pub(crate) fn store_error(key: &str, message: &str) -> Error {
+    Error::Request {
         key: key.to_owned(),
         message: message.to_owned(),
     }
 }
 
 /// An SDK error with its whole source chain: the SDK's own Display is just "service error".
-pub(super) fn sdk_error<E: std::error::Error + 'static>(
+pub(crate) fn sdk_error<E: std::error::Error + 'static>(
     key: &str,
     operation: &'static str,
 ) -> impl FnOnce(E) -> Error {
     let key = key.to_owned();
-    move |e| Error::Upload {
+    move |e| Error::Request {
         key,
         message: format!("{operation}: {}", DisplayErrorContext(&e)),
     }
@@ -466,7 +466,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::recording::tests::sha256_hex;
+
+    fn sha256_hex(data: &[u8]) -> String {
+        hex(&Sha256::digest(data))
+    }
 
     #[tokio::test]
     async fn local_put_copies_and_hashes_in_chunks() {
@@ -504,13 +507,13 @@ mod tests {
         let store = Store::Local(LocalStore::new(dir.path().join("store")));
         for key in ["", "../escape.cast", "/etc/escape.cast", "a/../../b.cast"] {
             let err = store.put(key, &src).await.unwrap_err();
-            assert!(matches!(err, Error::Upload { .. }), "{key}: {err}");
+            assert!(matches!(err, Error::Request { .. }), "{key}: {err}");
         }
         let err = store
             .put("ok.cast", &dir.path().join("missing.cast"))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::ReadSpool { .. }), "{err}");
+        assert!(matches!(err, Error::ReadSource { .. }), "{err}");
     }
 
     #[test]

@@ -1,0 +1,11 @@
+//! Gatehouse's object store: recordings and audit batches in an S3 bucket (any S3-compatible
+//! server) or a local directory. Data comes from the proxy's spool files and the audit writers'
+//! batches; it goes to the bucket, and back out to readers (the audit API) by key and prefix.
+//! No Kubernetes here: callers decide keys and what the objects mean.
+
+mod error;
+mod objects;
+mod pieces;
+
+pub use error::{Error, Result};
+pub use objects::{LocalStore, S3Config, S3Store, Store, StoredRecording, hex};
