@@ -4,7 +4,8 @@
 //! reaches beyond it: OSC (window title, OSC 52 clipboard, OSC 8 hyperlinks, palette queries),
 //! DCS (DECRQSS, sixel, tmux passthrough), APC, PM, SOS and screen's `ESC k` title strings, the
 //! C1 forms of all of these, and every CSI or escape sequence that makes the terminal answer,
-//! resize itself, report the mouse or change how it decodes bytes.
+//! resize itself, report the mouse or change how it decodes bytes, or that carries a count no
+//! screen needs (more than 9999); and bidi overrides, which make text read unlike its bytes.
 //!
 //! It works by allowlist: what it emits is only printable characters, the C0 controls that
 //! move the cursor (BEL, BS, HT, LF, VT, FF, CR, SO, SI) and *complete* sequences that
@@ -193,6 +194,9 @@ fn ground(c: char, out: &mut String) -> State {
         }
         // The other C0 controls: ENQ makes a terminal send its answerback; none draws.
         '\u{0}'..='\u{1f}' => State::Ground,
+        // Bidi embeddings, overrides and isolates: text that reads differently from its bytes
+        // (the auditor would see `exe.txt` for `txt.exe`). Marks and joiners stay.
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => State::Ground,
         _ => {
             out.push(c);
             State::Ground
@@ -253,6 +257,9 @@ const SCREEN_MODES: &[&str] = &[
     "2026",
 ];
 
+/// Digits a CSI parameter may have (values up to 9999).
+const MAX_PARAMETER_DIGITS: usize = 4;
+
 /// CSI sequences (`body` is what follows `ESC [` up to, not including, `final_byte`) that only
 /// draw: cursor movement, erase, insert/delete, scroll, tab stops, colours and attributes
 /// (SGR), margins, save/restore cursor, cursor style, and the screen-only modes. Not device
@@ -274,6 +281,14 @@ pub fn csi_is_safe(body: &str, final_byte: char) -> bool {
         || !intermediates
             .chars()
             .all(|c| ('\u{20}'..='\u{2f}').contains(&c))
+    {
+        return false;
+    }
+    // Screens are far smaller than 10,000 cells: a bigger count (`CSI 99999999 b` repeats a
+    // character that often) only makes the auditor's terminal work.
+    if params
+        .split([';', ':'])
+        .any(|p| p.len() > MAX_PARAMETER_DIGITS)
     {
         return false;
     }
@@ -486,6 +501,23 @@ mod tests {
     }
 
     #[test]
+    fn bidi_overrides_and_isolates_go_and_marks_stay() {
+        let cases = [
+            ("RLO", "invoice\u{202e}fdp.exe", "invoicefdp.exe"),
+            ("isolates", "a\u{2066}b\u{2069}c\u{2067}d\u{2068}e", "abcde"),
+            ("embeddings and PDF", "\u{202a}x\u{202b}y\u{202c}", "xy"),
+            (
+                "marks and joiners stay",
+                "a\u{200e}b\u{200d}c",
+                "a\u{200e}b\u{200d}c",
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(sanitise_for_replay(input), want, "{name}");
+        }
+    }
+
+    #[test]
     fn printable_keeps_no_control_character() {
         assert_eq!(printable("a\u{1b}]0;t\u{7}b\r\n\u{9d}c\u{7f}é"), "a]0;tbcé");
     }
@@ -508,6 +540,11 @@ mod tests {
             ("1?2", 'm', false),
             (">1", 'm', false),
             ("2", 'S', true),
+            // Counts: up to 9999, not more (REP, insert, cursor moves).
+            ("9999", 'b', true),
+            ("99999999", 'b', false),
+            ("1;10000", 'H', false),
+            ("38;2;255;0;0", 'm', true),
         ];
         for (body, final_byte, want) in cases {
             assert_eq!(csi_is_safe(body, final_byte), want, "{body:?} {final_byte}");
