@@ -12,6 +12,7 @@ use crate::{
     error::{Error, Result},
     http_client::HttpClient,
     mapping::Mapping,
+    metrics::Metrics,
     queue::Queue,
     records::Records,
     slack_api::Slack,
@@ -44,6 +45,8 @@ pub struct Context {
     pub webhooks: Queue,
     /// Wakes the notifier.
     pub nudge: Notify,
+    /// What the bridge counts.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for Context {

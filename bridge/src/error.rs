@@ -68,6 +68,12 @@ pub enum Error {
         /// Seconds Slack asked us to wait.
         retry_after_secs: u64,
     },
+    /// Registering or rendering metrics failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// Rendering metrics failed.
+    #[error(transparent)]
+    RenderMetrics(#[from] gatehouse_runtime::Error),
     /// The Socket Mode WebSocket failed.
     #[error("Socket Mode connection: {0}")]
     SocketMode(String),

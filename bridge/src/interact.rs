@@ -194,7 +194,10 @@ impl Interactions {
             .await
         {
             Ok(body) => body.to_bytes(),
-            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Err(_) => {
+                self.count("too_large");
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+            }
         };
         // The signature first, over the raw bytes: nothing unsigned is parsed.
         let now = jiff::Timestamp::now().as_second();
@@ -206,12 +209,14 @@ impl Interactions {
             now,
         ) {
             tracing::warn!(%rejection, "refused a Slack request");
+            self.count("bad_signature");
             return text(StatusCode::UNAUTHORIZED, format!("{rejection}\n"));
         }
         let payload = url::form_urlencoded::parse(&body)
             .find(|(k, _)| k == "payload")
             .and_then(|(_, v)| serde_json::from_str::<Value>(&v).ok());
         let Some(payload) = payload else {
+            self.count("not_a_payload");
             return text(StatusCode::BAD_REQUEST, "no JSON payload field\n");
         };
         self.accept(payload);
@@ -223,6 +228,14 @@ impl Interactions {
         response
     }
 
+    fn count(&self, outcome: &str) {
+        self.ctx
+            .metrics
+            .interactions_total
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     /// Take a verified payload (HTTP, or Socket Mode's envelope): acknowledged by the caller at
     /// once, worked on in the background.
     pub fn accept(&self, payload: Value) {
@@ -232,8 +245,10 @@ impl Interactions {
         }
         let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
             tracing::warn!("too many Slack interactions in flight; dropping one");
+            self.count("busy");
             return;
         };
+        self.count("accepted");
         let ctx = Arc::clone(&self.ctx);
         tokio::spawn(async move {
             work(&ctx, intent).await;
@@ -356,6 +371,13 @@ async fn notice(ctx: &Context, key: &str, channel: &str, ts: &str, notice: &str)
     }
 }
 
+fn decided(ctx: &Context, verb: &str, outcome: &str) {
+    ctx.metrics
+        .decisions_total
+        .with_label_values(&[verb, outcome])
+        .inc();
+}
+
 async fn work(ctx: &Context, intent: Intent) {
     let (key, user, channel, ts, annotation, value, verb) = match intent {
         Intent::Ignore => return,
@@ -416,17 +438,20 @@ async fn work(ctx: &Context, intent: Intent) {
             "Slack user {user} is not mapped to a Kubernetes identity (ConfigMap {}), so their {verb} changed nothing",
             bridge::IDENTITIES_CONFIGMAP
         );
+        decided(ctx, verb, "unmapped");
         notice(ctx, &key, &channel, &ts, &text).await;
         return;
     };
     match decide_as(ctx, &identity, &namespace, &name, annotation, &value).await {
         Ok(()) => {
             tracing::info!(slack_user = %user, user = %identity.username, request = %key, %verb, "decision recorded from Slack");
+            decided(ctx, verb, "recorded");
             // The watch updates the message when the operator moves the request.
             ctx.nudge.notify_one();
         }
         Err(refusal) => {
             tracing::info!(slack_user = %user, user = %identity.username, request = %key, %refusal, "decision from Slack refused");
+            decided(ctx, verb, "refused");
             let text = format!("{verb} by {} refused: {refusal}", identity.username);
             notice(ctx, &key, &channel, &ts, &text).await;
         }

@@ -16,6 +16,7 @@ pub mod http_client;
 pub mod interact;
 pub mod mapping;
 pub mod message;
+pub mod metrics;
 pub mod notifier;
 pub mod plan;
 pub mod queue;

@@ -5,7 +5,7 @@
 //! `--listen`, or Socket Mode with `--socket-mode`); writes Slack messages, signed webhook
 //! events, `status.notifications` of AccessRequests, and decision annotations impersonating
 //! the mapped identity of whoever clicked. Slack tokens come from the environment (a Secret).
-//! Logs are JSON lines on stderr; `/healthz` and `/readyz` are on `--metrics-addr`.
+//! Logs are JSON lines on stderr; `/metrics`, `/healthz` and `/readyz` are on `--metrics-addr`.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,6 +15,7 @@ use gatehouse_bridge::{
     context::Context,
     http_client::HttpClient,
     interact::Interactions,
+    metrics::Metrics,
     notifier,
     records::Records,
     slack_api::{DEFAULT_API_URL, Slack},
@@ -41,7 +42,7 @@ struct Args {
     /// Watch only this namespace's requests (default: all namespaces).
     #[arg(long, env = "GATEHOUSE_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
-    /// Plain-HTTP address for /healthz and /readyz.
+    /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, env = "GATEHOUSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
     /// Address of the Slack Request URL server (`POST /slack/interactions`; TLS is the
@@ -85,12 +86,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let readiness = Readiness::default();
+    let metrics = Metrics::new()?;
     let health = http::bind(args.metrics_addr).await?;
-    tokio::spawn(serve_health(
-        health,
-        || Ok::<_, std::convert::Infallible>(String::new()),
-        readiness.clone(),
-    ));
+    let render = {
+        let metrics = metrics.clone();
+        move || metrics.render()
+    };
+    tokio::spawn(serve_health(health, render, readiness.clone()));
 
     let base_config = kube::Config::infer()
         .await
@@ -104,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             token,
             args.slack_app_token.clone(),
         )
+        .with_metrics(metrics.clone())
     });
 
     let nudge = Arc::new(tokio::sync::Notify::new());
@@ -137,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         policies: policies.clone(),
         mapping: Default::default(),
         records: Records::default(),
+        metrics,
         webhooks: gatehouse_bridge::queue::Queue::default(),
         nudge: tokio::sync::Notify::new(),
     });

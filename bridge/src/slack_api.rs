@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::{
     error::{Error, Result},
     http_client::HttpClient,
+    metrics::{Metrics, slack_outcome},
 };
 
 /// Slack's Web API base.
@@ -26,6 +27,7 @@ pub struct Slack {
     base: String,
     bot_token: String,
     app_token: Option<String>,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Slack {
@@ -94,7 +96,14 @@ impl Slack {
             base,
             bot_token,
             app_token,
+            metrics: None,
         }
+    }
+
+    /// The same client, counting every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn call_with(&self, token: &str, method: &str, body: &Value) -> Result<Value> {
@@ -108,6 +117,23 @@ impl Slack {
     }
 
     async fn call_raw(
+        &self,
+        token: &str,
+        method: &str,
+        content_type: &str,
+        body: String,
+    ) -> Result<Value> {
+        let result = self.send_raw(token, method, content_type, body).await;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .slack_calls_total
+                .with_label_values(&[method, slack_outcome(&result)])
+                .inc();
+        }
+        result
+    }
+
+    async fn send_raw(
         &self,
         token: &str,
         method: &str,

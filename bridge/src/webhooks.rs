@@ -139,6 +139,13 @@ async fn attempt(ctx: &Context, job: &Job, key: &[u8]) -> Result<()> {
     }
 }
 
+fn count(ctx: &Context, outcome: &str) {
+    ctx.metrics
+        .webhook_deliveries_total
+        .with_label_values(&[outcome])
+        .inc();
+}
+
 async fn deliver(ctx: &Context, job: &Job) -> bool {
     let namespace = job
         .request
@@ -152,20 +159,26 @@ async fn deliver(ctx: &Context, job: &Job) -> bool {
         Ok(key) => key,
         Err(error) => {
             tracing::error!(%error, event = %job.id, webhook = %job.webhook.name, "webhook event not sent");
+            count(ctx, "no_key");
             return false;
         }
     };
     let mut backoff = Duration::from_secs(1);
     for n in 1..=ATTEMPTS {
         match attempt(ctx, job, &key).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                count(ctx, "delivered");
+                return true;
+            }
             Err(error) if n < ATTEMPTS => {
+                count(ctx, "retried");
                 tracing::warn!(%error, event = %job.id, webhook = %job.webhook.name, attempt = n, "webhook delivery failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
             Err(error) => {
                 tracing::error!(%error, event = %job.id, webhook = %job.webhook.name, "webhook delivery failed {ATTEMPTS} times; dropping the event");
+                count(ctx, "dropped");
             }
         }
     }

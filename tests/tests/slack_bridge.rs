@@ -44,6 +44,13 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
+/// The value of one series in Prometheus text (0 when absent).
+fn metric_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn identities() -> Value {
     json!([
         {"slackUser": "UBOB", "username": "bob", "groups": ["sre-leads"]},
@@ -404,6 +411,51 @@ async fn a_click_is_an_approval_by_that_person_checked_by_admission() {
                 == all[1].headers[contract::EVENT_ID_HEADER],
         "{paths:?}"
     );
+
+    // The bridge counts what happened, with fixed labels only.
+    let (status, metrics) =
+        gatehouse_tests::net::http_get(w.bridge.metrics_port, "/metrics").expect("bridge /metrics");
+    assert_eq!(status, 200, "{metrics}");
+    for (series, at_least) in [
+        (
+            "gatehouse_bridge_decisions_total{outcome=\"recorded\",verb=\"approval\"}",
+            1,
+        ),
+        (
+            "gatehouse_bridge_decisions_total{outcome=\"refused\",verb=\"approval\"}",
+            1,
+        ),
+        (
+            "gatehouse_bridge_decisions_total{outcome=\"unmapped\",verb=\"approval\"}",
+            1,
+        ),
+        (
+            "gatehouse_bridge_interactions_total{outcome=\"bad_signature\"}",
+            1,
+        ),
+        (
+            "gatehouse_bridge_interactions_total{outcome=\"accepted\"}",
+            3,
+        ),
+        (
+            "gatehouse_bridge_slack_calls_total{method=\"chat.postMessage\",outcome=\"ok\"}",
+            1,
+        ),
+        (
+            "gatehouse_bridge_webhook_deliveries_total{outcome=\"retried\"}",
+            1,
+        ),
+        (
+            "gatehouse_bridge_webhook_deliveries_total{outcome=\"delivered\"}",
+            3,
+        ),
+    ] {
+        let value = metric_value(&metrics, series);
+        assert!(
+            value >= at_least,
+            "{series} = {value}, expected ≥ {at_least}:\n{metrics}"
+        );
+    }
 
     // A restarted bridge finds its records on the request and sends nothing again.
     let before = (w.slack.calls().len(), w.slack.hooks().len());
