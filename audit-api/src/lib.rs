@@ -14,5 +14,6 @@ pub mod index;
 pub mod player;
 pub mod query;
 pub mod resources;
+pub mod server;
 
 pub use error::{Error, Result};
