@@ -10,6 +10,7 @@
 pub mod authn;
 pub mod authz;
 pub mod error;
+pub mod handlers;
 pub mod index;
 pub mod player;
 pub mod query;

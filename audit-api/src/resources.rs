@@ -175,6 +175,55 @@ pub fn audit_event_list(events: &[(&EventKey, &AuditEvent)]) -> Value {
     })
 }
 
+/// Whether an `Accept` header asks for a `meta.k8s.io` Table (as `kubectl get` does).
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+    })
+}
+
+/// Sessions as a `meta.k8s.io/v1` Table: NAME, USER, HOST, START (what `kubectl get` prints).
+pub fn session_table(sessions: &[&Session]) -> Value {
+    let column = |name: &str, format: &str, description: &str| {
+        json!({"name": name, "type": "string", "format": format,
+               "description": description, "priority": 0})
+    };
+    let rows: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            let object = session(s);
+            json!({
+                "cells": [
+                    s.id,
+                    s.user.clone().unwrap_or_default(),
+                    s.host.clone().unwrap_or_default(),
+                    object["status"].get("start").cloned().unwrap_or_default(),
+                ],
+                "object": {
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadata",
+                    "metadata": object["metadata"],
+                },
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "Table",
+        "metadata": {},
+        "columnDefinitions": [
+            column("Name", "name", "The proxy's session id."),
+            column("User", "", "Whose session it is."),
+            column("Host", "", "The target host."),
+            column("Start", "date-time", "When the session started."),
+        ],
+        "rows": rows,
+    })
+}
+
 /// A metav1 Status for a failed request: `code` with its `reason` and `message`.
 pub fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({

@@ -174,3 +174,39 @@ fn errors_are_metav1_statuses() {
         })
     );
 }
+
+#[test]
+fn kubectl_gets_a_table_of_sessions() {
+    let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    assert!(wants_table(kubectl));
+    assert!(wants_table(
+        "application/json; as=Table; g=meta.k8s.io; v=v1"
+    ));
+    assert!(!wants_table("application/json"));
+    assert!(!wants_table("application/json;as=Table;v=v2;g=meta.k8s.io"));
+    assert!(!wants_table(
+        "application/json;as=Tablex;v=v1;g=meta.k8s.io"
+    ));
+    let table = session_table(&[&sample()]);
+    assert_eq!(table["kind"], "Table");
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Name", "User", "Host", "Start"]);
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!([
+            "0a1b2c3d4e5f6071",
+            "alice",
+            "prod-db-01",
+            "2026-12-03T10:00:00.123456Z"
+        ])
+    );
+    assert_eq!(
+        table["rows"][0]["object"]["metadata"],
+        session(&sample())["metadata"]
+    );
+}
