@@ -72,6 +72,7 @@ fn paths_map_to_routes_and_nothing_else() {
         format!("{V}/namespaces/team/sessions/"),
         format!("{V}/namespaces/team/sessions/0a1b/"),
         format!("{V}/namespaces/team/sessions/0a1b/player2"),
+        format!("{V}/namespaces/team/sessions/0a1b/player/x"),
         format!("{V}/namespaces/team/sessions/0a1b/status"),
         format!("{V}/namespaces/team/sessions/0a1b/recording/x"),
         format!("{V}/namespaces//sessions"),

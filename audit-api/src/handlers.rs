@@ -46,6 +46,7 @@ fn route_label(route: &Route) -> &'static str {
         Route::Sessions { .. } => "sessions",
         Route::Session { .. } => "session",
         Route::Recording { .. } => "recording",
+        Route::Player { .. } => "player",
         Route::SessionEvents { .. } => "session_events",
         Route::AuditEvents { .. } => "auditevents",
     }
@@ -57,7 +58,11 @@ pub async fn handle<A: Authorizer, B>(
     front_proxy: Result<Arc<FrontProxy>, String>,
     request: Request<B>,
 ) -> Response<Full> {
-    let (label, response) = answer(state, front_proxy, &request).await;
+    let (label, mut response) = answer(state, front_proxy, &request).await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     state
         .metrics
         .requests
@@ -186,7 +191,10 @@ async fn resource<A: Authorizer>(
     };
     let get = matches!(
         route,
-        Route::Session { .. } | Route::Recording { .. } | Route::SessionEvents { .. }
+        Route::Session { .. }
+            | Route::Recording { .. }
+            | Route::SessionEvents { .. }
+            | Route::Player { .. }
     );
     if get && let Err(error) = query::get_query(raw_query) {
         return bad_query(&error);
@@ -249,10 +257,43 @@ async fn resource<A: Authorizer>(
             read(&get).unwrap_or_else(|| not_found(&namespace, &name))
         }
         Route::Recording { namespace, name } => recording(state, &namespace, &name).await,
+        Route::Player { namespace, name } => player(state, &namespace, &name).await,
         Route::Groups | Route::Group | Route::Resources => {
             failure(StatusCode::NOT_FOUND, "not a resource")
         }
     }
+}
+
+/// The player page of a known session, with the Content-Security-Policy the page names.
+async fn player<A: Authorizer>(state: &State<A>, namespace: &str, name: &str) -> Response<Full> {
+    let known = |state: &State<A>| {
+        state
+            .index
+            .read()
+            .ok()
+            .is_some_and(|index| index.session(namespace, name).is_some())
+    };
+    if !known(state) {
+        state.refresh_on_miss().await;
+        if !known(state) {
+            return not_found(namespace, name);
+        }
+    }
+    let page = crate::player::page(namespace, name);
+    let mut response = Response::new(Full::from(page.html));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    match HeaderValue::from_str(&page.content_security_policy) {
+        Ok(csp) => {
+            headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+        }
+        // A page whose policy cannot be sent is not served.
+        Err(_) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "player unavailable"),
+    }
+    response
 }
 
 /// The cast of a session: only ever the key a `recordingStored` event named.

@@ -448,6 +448,18 @@ async fn refusals_are_statuses_and_fail_closed() {
     assert_eq!(w.call(front, "GET", &sessions, &[]).await.code, 401);
     let bob = w.as_user(&sessions, "bob").await;
     assert_eq!(bob.code, 403);
+    assert_eq!(
+        w.as_user(&format!("{sessions}/s1/player"), "bob")
+            .await
+            .code,
+        403
+    );
+    assert_eq!(
+        w.as_user(&format!("{sessions}/s1/recording"), "bob")
+            .await
+            .code,
+        403
+    );
     assert_eq!(bob.json()["reason"], "Forbidden");
     let broken = w.as_user(&sessions, "broken").await;
     assert_eq!(broken.code, 503, "no SubjectAccessReview answer: refused");
