@@ -337,3 +337,55 @@ fn the_oldest_events_and_sessions_go_past_the_bound() {
     assert!(index.session("team", "s0").is_none());
     assert_eq!(index.event_count(), 3);
 }
+
+fn chained(writer: &str, sequence: u64, previous: &str, events: &[AuditEvent]) -> String {
+    let header = BatchHeader {
+        writer: writer.to_owned(),
+        sequence,
+        previous_batch_sha256: previous.to_owned(),
+        count: 0,
+    };
+    render_batch(&header, events)
+}
+
+#[test]
+fn chain_links_are_checked_in_any_order_and_breaks_reported() {
+    let e = |s| event(s, EventType::Approved, None);
+    let b0 = chained("w", 0, "", &[e(1)]);
+    let b1 = chained("w", 1, &batch_sha256(&b0), &[e(2)]);
+    let b2 = chained("w", 2, &batch_sha256(&b1), &[e(3)]);
+    // Whole chains, in either order: no break.
+    for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0]] {
+        let mut index = Index::new(100);
+        for i in order {
+            let text = [&b0, &b1, &b2][i];
+            index.add_batch(&batch_key("w", i as u64), text).unwrap();
+        }
+        assert_eq!(index.take_chain_breaks(), vec![], "{order:?}");
+    }
+    // Batch 1 edited (its own header intact): the link from 2 breaks, found either way.
+    let edited = chained("w", 1, &batch_sha256(&b0), &[e(9)]);
+    for order in [[0, 1, 2], [2, 1, 0]] {
+        let mut index = Index::new(100);
+        for i in order {
+            let text = [&b0, &edited, &b2][i];
+            index.add_batch(&batch_key("w", i as u64), text).unwrap();
+        }
+        let breaks = index.take_chain_breaks();
+        assert_eq!(breaks.len(), 1, "{order:?}: {breaks:?}");
+        assert_eq!(breaks[0].key, batch_key("w", 2));
+        assert!(
+            breaks[0].problem.contains("batch 1 has SHA-256"),
+            "{breaks:?}"
+        );
+        // The events are still served.
+        assert_eq!(index.event_count(), 3);
+        assert_eq!(index.take_chain_breaks(), vec![]);
+    }
+    // A first batch claiming a predecessor.
+    let mut index = Index::new(100);
+    index
+        .add_batch(&batch_key("x", 0), &chained("x", 0, "abc", &[e(1)]))
+        .unwrap();
+    assert_eq!(index.take_chain_breaks()[0].key, batch_key("x", 0));
+}

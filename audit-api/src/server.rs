@@ -57,6 +57,8 @@ pub struct Metrics {
     pub batches_broken: IntCounter,
     /// Failed store lists or reads.
     pub store_errors: IntCounter,
+    /// Links between consecutive batches whose SHA-256 does not match.
+    pub chain_breaks: IntCounter,
 }
 
 impl Metrics {
@@ -83,7 +85,12 @@ impl Metrics {
             "gatehouse_audit_api_store_errors_total",
             "Failed store lists or reads.",
         )?;
+        let chain_breaks = IntCounter::new(
+            "gatehouse_audit_api_chain_breaks_total",
+            "Consecutive audit batches of a writer whose recorded SHA-256 does not match.",
+        )?;
         let set = MetricSet::new(vec![
+            Box::new(chain_breaks.clone()),
             Box::new(requests.clone()),
             Box::new(events.clone()),
             Box::new(sessions.clone()),
@@ -99,6 +106,7 @@ impl Metrics {
             events_dropped,
             batches_broken,
             store_errors,
+            chain_breaks,
         })
     }
 
@@ -194,7 +202,12 @@ impl<A: Authorizer> State<A> {
                 }
             }
         }
-        if let Ok(index) = self.index.read() {
+        if let Ok(mut index) = self.index.write() {
+            for problem in index.take_chain_breaks() {
+                self.metrics.chain_breaks.inc();
+                tracing::warn!(key = %problem.key, problem = %problem.problem,
+                    "audit chain break");
+            }
             self.metrics.events.set(gauge(index.event_count()));
             self.metrics.sessions.set(gauge(index.session_count()));
             let dropped = index.dropped_events();
