@@ -217,13 +217,19 @@ async fn resource<A: Authorizer>(
             .unwrap_or_else(|| failure(StatusCode::INTERNAL_SERVER_ERROR, "index unavailable"))
         }
         Route::AuditEvents { namespace } => {
-            let filter = match query::event_query(raw_query, namespace.as_deref()) {
-                Ok(filter) => filter,
+            let (filter, page) = match query::event_query(raw_query, namespace.as_deref()) {
+                Ok(parsed) => parsed,
                 Err(error) => return bad_query(&error),
             };
             read(&|index| {
-                let events = index.events(&filter);
-                Some(json(StatusCode::OK, &resources::audit_event_list(&events)))
+                let mut events = index.events(&filter, page.saturating_add(1));
+                let more = events.len() > page;
+                events.truncate(page);
+                let token = more
+                    .then(|| events.last().map(|(key, _)| key.token()))
+                    .flatten();
+                let list = resources::audit_event_list(&events, token.as_deref());
+                Some(json(StatusCode::OK, &list))
             })
             .unwrap_or_else(|| failure(StatusCode::INTERNAL_SERVER_ERROR, "index unavailable"))
         }
@@ -248,7 +254,10 @@ async fn resource<A: Authorizer>(
             let get = |index: &Index| {
                 index.session(&namespace, &name)?;
                 let events = index.session_events(&namespace, &name);
-                Some(json(StatusCode::OK, &resources::audit_event_list(&events)))
+                Some(json(
+                    StatusCode::OK,
+                    &resources::audit_event_list(&events, None),
+                ))
             };
             if let Some(found) = read(&get) {
                 return found;

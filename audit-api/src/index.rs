@@ -11,6 +11,7 @@
 //! break is reported ([`Index::take_chain_breaks`]) while the events stay served.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use gatehouse_crds::audit::{
@@ -71,6 +72,34 @@ impl EventKey {
     /// The event's name in the API: `<writer>.<sequence>.<index>`.
     pub fn name(&self) -> String {
         format!("{}.{}.{}", self.writer, self.sequence, self.index)
+    }
+
+    /// The `continue` token of a list page ending at this event.
+    pub fn token(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.time, self.writer, self.sequence, self.index
+        )
+    }
+
+    /// The event a `continue` token names (client-written: checked as strictly as a key).
+    pub fn from_token(token: &str) -> Option<Self> {
+        let mut parts = token.split('|');
+        let time = parts.next()?.parse().ok()?;
+        let writer = parts.next()?;
+        let sequence = parts.next()?.parse().ok()?;
+        let index = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        // The same rule as a batch key's writer.
+        parse_batch_key(&batch_key(writer, sequence))?;
+        Some(Self {
+            time,
+            writer: Arc::from(writer),
+            sequence,
+            index,
+        })
     }
 }
 
@@ -248,6 +277,8 @@ pub struct EventQuery {
     pub from: Option<Timestamp>,
     /// Before this time (exclusive).
     pub to: Option<Timestamp>,
+    /// Only events after this one (a list's `continue` token).
+    pub after: Option<EventKey>,
 }
 
 impl EventQuery {
@@ -480,18 +511,23 @@ impl Index {
             .collect()
     }
 
-    /// The events `query` selects, in order.
-    pub fn events(&self, query: &EventQuery) -> Vec<(&EventKey, &AuditEvent)> {
-        let start = EventKey {
+    /// The first `max` events `query` selects, in order.
+    pub fn events(&self, query: &EventQuery, max: usize) -> Vec<(&EventKey, &AuditEvent)> {
+        let from = EventKey {
             time: query.from.unwrap_or(Timestamp::MIN),
             writer: Arc::from(""),
             sequence: 0,
             index: 0,
         };
+        let start = match &query.after {
+            Some(after) if *after >= from => Bound::Excluded(after.clone()),
+            _ => Bound::Included(from),
+        };
         self.events
-            .range(start..)
+            .range((start, Bound::Unbounded))
             .take_while(|(key, _)| query.to.is_none_or(|to| key.time < to))
             .filter(|(_, e)| query.matches(e))
+            .take(max)
             .collect()
     }
 }

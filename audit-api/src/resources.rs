@@ -165,12 +165,19 @@ pub fn audit_event(key: &EventKey, event: &AuditEvent) -> Value {
     value
 }
 
-/// An AuditEventList.
-pub fn audit_event_list(events: &[(&EventKey, &AuditEvent)]) -> Value {
+/// An AuditEventList; `continue_token` when more follow.
+pub fn audit_event_list(
+    events: &[(&EventKey, &AuditEvent)],
+    continue_token: Option<&str>,
+) -> Value {
+    let metadata = match continue_token {
+        Some(token) => json!({"continue": token}),
+        None => json!({}),
+    };
     json!({
         "apiVersion": group_version(),
         "kind": "AuditEventList",
-        "metadata": {},
+        "metadata": metadata,
         "items": events.iter().map(|(k, e)| audit_event(k, e)).collect::<Vec<_>>(),
     })
 }

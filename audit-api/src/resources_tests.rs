@@ -105,7 +105,7 @@ fn audit_events_carry_their_fields_kind_and_name() {
         sequence: 7,
         index: 2,
     };
-    let list = audit_event_list(&[(&key, &event)]);
+    let list = audit_event_list(&[(&key, &event)], None);
     assert_eq!(
         list,
         json!({
@@ -122,6 +122,10 @@ fn audit_events_carry_their_fields_kind_and_name() {
                 "namespace": "team",
             }],
         })
+    );
+    assert_eq!(
+        audit_event_list(&[], Some("t"))["metadata"],
+        json!({"continue": "t"})
     );
     let refused = AuditEvent::new(
         MicroTime(ts("2026-12-03T10:00:00Z")),
