@@ -228,7 +228,11 @@ async fn resource<A: Authorizer>(
                 let token = more
                     .then(|| events.last().map(|(key, _)| key.token()))
                     .flatten();
-                let list = resources::audit_event_list(&events, token.as_deref());
+                let list = if table {
+                    resources::audit_event_table(&events, token.as_deref())
+                } else {
+                    resources::audit_event_list(&events, token.as_deref())
+                };
                 Some(json(StatusCode::OK, &list))
             })
             .unwrap_or_else(|| failure(StatusCode::INTERNAL_SERVER_ERROR, "index unavailable"))

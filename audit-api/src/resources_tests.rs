@@ -115,7 +115,11 @@ fn audit_events_carry_their_fields_kind_and_name() {
             "items": [{
                 "apiVersion": "audit.gatehouse.dev/v1alpha1",
                 "kind": "AuditEvent",
-                "metadata": {"name": "gatehouse-operator-1.7.2", "namespace": "team"},
+                "metadata": {
+                    "name": "gatehouse-operator-1.7.2",
+                    "namespace": "team",
+                    "creationTimestamp": "2026-12-03T10:00:00Z",
+                },
                 "time": "2026-12-03T10:00:00.000000Z",
                 "type": "approved",
                 "actor": {"kind": "kubernetes", "user": "bob", "groups": ["approvers"]},
@@ -133,7 +137,21 @@ fn audit_events_carry_their_fields_kind_and_name() {
     );
     assert_eq!(
         audit_event(&key, &refused)["metadata"],
-        json!({"name": "gatehouse-operator-1.7.2"})
+        json!({"name": "gatehouse-operator-1.7.2", "creationTimestamp": "2026-12-03T10:00:00Z"})
+    );
+    let table = audit_event_table(&[(&key, &event)], Some("t"));
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["metadata"]["continue"], "t");
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!([
+            "gatehouse-operator-1.7.2",
+            "2026-12-03T10:00:00.000000Z",
+            "approved",
+            "bob",
+            "",
+            ""
+        ])
     );
 }
 
