@@ -338,6 +338,14 @@ impl Index {
             .is_some_and(|(writer, sequence)| self.batches.contains(&(Arc::from(writer), sequence)))
     }
 
+    /// Remember the batch under `key` as skipped (it could not be read as text), so it is not
+    /// fetched again.
+    pub fn skip_batch(&mut self, key: &str) {
+        if let Some((writer, sequence)) = parse_batch_key(key) {
+            self.batches.insert((Arc::from(writer), sequence));
+        }
+    }
+
     /// Add the batch stored under `key`, returning how many events it held. A batch that is
     /// not whole, or whose header names another writer or sequence than its key, is skipped
     /// (and remembered, so it is not fetched again) with the reason.

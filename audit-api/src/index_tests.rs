@@ -130,6 +130,9 @@ fn broken_batches_are_skipped_and_reported_and_not_fetched_again() {
     }
     assert_eq!(index.event_count(), 0);
     assert!(index.has_batch(&key));
+    let unreadable = batch_key("w", 4);
+    index.skip_batch(&unreadable);
+    assert!(index.has_batch(&unreadable));
     // A good batch after the broken ones still counts.
     assert_eq!(add(&mut index, batch("w", 3, &[good])), Ok(1));
     assert_eq!(index.event_count(), 1);

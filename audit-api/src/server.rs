@@ -189,9 +189,15 @@ impl<A: Authorizer> State<A> {
                     continue;
                 }
             };
-            let text = String::from_utf8_lossy(&bytes);
             let Ok(mut index) = self.index.write() else {
                 break;
+            };
+            // Hashes are over the stored bytes: a batch that is not UTF-8 is not one.
+            let Ok(text) = String::from_utf8(bytes) else {
+                index.skip_batch(&key);
+                self.metrics.batches_broken.inc();
+                tracing::warn!(%key, "audit batch skipped: not UTF-8");
+                continue;
             };
             match index.add_batch(&key, &text) {
                 Ok(_) => added += 1,
