@@ -16,5 +16,6 @@ pub mod player;
 pub mod query;
 pub mod resources;
 pub mod server;
+pub mod serving;
 
 pub use error::{Error, Result};

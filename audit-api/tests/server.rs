@@ -12,6 +12,7 @@ use gatehouse_audit_api::{
     authz::Authorizer,
     index::batch_key,
     server::{Metrics, State, serve},
+    serving::ServingCert,
 };
 use gatehouse_crds::audit::{
     Actor, AuditEvent, BatchHeader, EventType, RecordingDetail, RequestRef, render_batch,
@@ -211,7 +212,8 @@ async fn world() -> World {
     assert_eq!(state.refresh().await.unwrap(), 1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = server_config(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let serving = Arc::new(ServingCert::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap());
+    let config = server_config(serving).unwrap();
     tokio::spawn(serve(
         listener,
         tokio_rustls::TlsAcceptor::from(Arc::new(config)),
