@@ -135,6 +135,7 @@ struct World {
     other: Ca,
     stub: Stub,
     cast: Vec<u8>,
+    metrics: Metrics,
 }
 
 async fn world() -> World {
@@ -202,11 +203,12 @@ async fn world() -> World {
     .collect();
     let front_proxy = FrontProxy::new(RequestHeaderConfig::from_data(&data).unwrap()).unwrap();
     let stub = Stub::default();
+    let metrics = Metrics::new().unwrap();
     let state = State::new(
         Store::Local(LocalStore::new(&dir)),
         front_proxy,
         stub.clone(),
-        Metrics::new().unwrap(),
+        metrics.clone(),
         1000,
     );
     assert_eq!(state.refresh().await.unwrap(), 1);
@@ -228,6 +230,7 @@ async fn world() -> World {
         other,
         stub,
         cast,
+        metrics,
     }
 }
 
@@ -439,6 +442,20 @@ async fn without_the_front_proxy_certificate_the_headers_count_for_nothing() {
     }
     // The authorizer was never asked: nothing of the request was believed.
     assert!(w.stub.seen.lock().unwrap().is_empty());
+    let text = w.metrics.render().unwrap();
+    assert!(
+        text.contains(
+            r#"gatehouse_audit_api_requests_total{code="401",route="unauthenticated"} 9"#
+        ),
+        "{text}"
+    );
+    // The world's store holds one broken batch beside the good one.
+    assert!(
+        text.contains("gatehouse_audit_api_batches_broken_total 1"),
+        "{text}"
+    );
+    assert!(text.contains("gatehouse_audit_api_events 4"), "{text}");
+    assert!(text.contains("gatehouse_audit_api_sessions 1"), "{text}");
 }
 
 #[tokio::test]
