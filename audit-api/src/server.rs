@@ -1,6 +1,6 @@
 //! The HTTPS server and the index refresh. Data comes from the store (audit batches listed
 //! under `audit/` every `--refresh` and on a miss, fetched once each; casts fetched by the key
-//! a `recordingStored` event named), from ConfigMap `kube-system/extension-apiserver-
+//! a `recordingStored` event named; up to [`PARALLEL_FETCHES`] batches at once), from ConfigMap `kube-system/extension-apiserver-
 //! authentication` (re-read every minute) and from requests the aggregator forwards; it goes
 //! out as JSON (or the cast's bytes) after the front-proxy check ([`crate::authn`]) and a
 //! SubjectAccessReview ([`crate::authz`]).
@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use gatehouse_store::Store;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,6 +34,8 @@ use gatehouse_runtime::metrics::MetricSet;
 pub const MAX_CONNECTIONS: usize = 512;
 /// Time for the TLS handshake, and for each request head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches fetched from the store at once while the index catches up.
+pub const PARALLEL_FETCHES: usize = 8;
 /// A lookup that misses re-lists the store at most this often.
 pub const MISS_INTERVAL: Duration = Duration::from_secs(1);
 /// Recordings read from the store at once (the store reads whole objects); more
@@ -179,8 +182,15 @@ impl<A: Authorizer> State<A> {
             Err(_) => Vec::new(),
         };
         let mut added = 0;
-        for key in fresh {
-            let bytes = match self.store.get(&key).await {
+        let store = &self.store;
+        let mut fetches = futures::stream::iter(fresh)
+            .map(|key| async move {
+                let got = store.get(&key).await;
+                (key, got)
+            })
+            .buffer_unordered(PARALLEL_FETCHES);
+        while let Some((key, got)) = fetches.next().await {
+            let bytes = match got {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     // Tried again at the next refresh.
