@@ -1,9 +1,9 @@
 //! The HTTPS server and the index refresh. Data comes from the store (audit batches listed
-//! under `audit/` every `--refresh` and on a miss, fetched once each; casts fetched by the key
-//! a `recordingStored` event named; up to [`PARALLEL_FETCHES`] batches at once), from ConfigMap `kube-system/extension-apiserver-
-//! authentication` (re-read every minute) and from requests the aggregator forwards; it goes
-//! out as JSON (or the cast's bytes) after the front-proxy check ([`crate::authn`]) and a
-//! SubjectAccessReview ([`crate::authz`]).
+//! under `audit/` every `--refresh` and on a miss, each fetched once, [`PARALLEL_FETCHES`] at
+//! a time; casts fetched by the key a `recordingStored` event named), from ConfigMap
+//! `kube-system/extension-apiserver-authentication` (re-read every minute) and from requests
+//! the aggregator forwards; it goes out as JSON (or the cast's bytes) after the front-proxy
+//! check ([`crate::authn`]) and a SubjectAccessReview ([`crate::authz`]).
 //!
 //! Bounds: at most [`MAX_CONNECTIONS`] connections (more are closed at once), a TLS handshake
 //! and a request head must arrive within [`HANDSHAKE_TIMEOUT`], request bodies are never read
