@@ -205,6 +205,29 @@ impl Route {
     }
 }
 
+/// What a 403 says: who may not do what, where.
+pub fn forbidden_message(user: &UserInfo, attributes: &ResourceAttributes) -> String {
+    let field = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut resource = field(&attributes.resource);
+    if let Some(subresource) = &attributes.subresource {
+        resource = format!("{resource}/{subresource}");
+    }
+    let name = attributes
+        .name
+        .as_ref()
+        .map(|n| format!(" {n:?}"))
+        .unwrap_or_default();
+    let scope = match attributes.namespace.as_deref() {
+        Some("") | None => "at the cluster scope".to_owned(),
+        Some(ns) => format!("in the namespace {ns:?}"),
+    };
+    format!(
+        "User {:?} cannot {} {resource}{name} in API group {GROUP:?} {scope}",
+        user.name,
+        field(&attributes.verb),
+    )
+}
+
 /// Who decides whether a user may do what [`Route::attributes`] says.
 pub trait Authorizer: Send + Sync + 'static {
     /// `Ok(true)` if allowed, `Ok(false)` if not, `Err` if no answer could be had (the

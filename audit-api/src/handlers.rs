@@ -123,24 +123,7 @@ async fn answer<A: Authorizer, B>(
     match state.authorizer.allowed(&user, &attributes).await {
         Ok(true) => {}
         Ok(false) => {
-            let what = format!(
-                "{}{} in namespace {:?}",
-                attributes.resource.as_deref().unwrap_or(""),
-                attributes
-                    .subresource
-                    .as_deref()
-                    .map(|s| format!("/{s}"))
-                    .unwrap_or_default(),
-                attributes.namespace.as_deref().unwrap_or(""),
-            );
-            let message = format!(
-                "{} \"{}\" is forbidden: User {:?} cannot {} resource {what} of API group {:?}",
-                attributes.resource.as_deref().unwrap_or(""),
-                attributes.name.as_deref().unwrap_or(""),
-                user.name,
-                attributes.verb.as_deref().unwrap_or(""),
-                crate::authz::GROUP,
-            );
+            let message = crate::authz::forbidden_message(&user, &attributes);
             return (label, failure(StatusCode::FORBIDDEN, &message));
         }
         Err(error) => {
