@@ -191,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
     readiness.set_ready();
     tokio::select! {
         () = server::serve(listener, acceptor, state) => {}
-        signal = signals::termination() => tracing::info!("{signal}: stopping"),
+        signal = signals::termination() => {
+            readiness.set_not_ready();
+            tracing::info!("{signal}: stopping");
+        }
     }
     Ok(())
 }

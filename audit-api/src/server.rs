@@ -5,7 +5,8 @@
 //! the aggregator forwards; it goes out as JSON (or the cast's bytes) after the front-proxy
 //! check ([`crate::authn`]) and a SubjectAccessReview ([`crate::authz`]).
 //!
-//! Bounds: at most [`MAX_CONNECTIONS`] connections (more are closed at once), a TLS handshake
+//! Bounds: at most [`MAX_CONNECTIONS`] connections (more are closed at once; one that is not
+//! the front proxy's closes after its first answer), a TLS handshake
 //! and a request head must arrive within [`HANDSHAKE_TIMEOUT`], request bodies are never read
 //! (only GET is served), a miss re-lists the store at most once per [`MISS_INTERVAL`], and
 //! at most [`MAX_RECORDING_READS`] casts are read from the store at once.
@@ -324,6 +325,9 @@ pub async fn serve<A: Authorizer>(
             if let Err(reason) = &front_proxy {
                 tracing::debug!(%peer, %reason, "not the front proxy");
             }
+            // Only the front proxy keeps a connection open: anyone else gets one 401 and the
+            // connection closes, so strangers cannot hold the connection slots.
+            let keep_alive = front_proxy.is_ok();
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
                 let front_proxy = front_proxy.clone();
@@ -334,6 +338,7 @@ pub async fn serve<A: Authorizer>(
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .keep_alive(keep_alive)
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
             if let Err(error) = served {

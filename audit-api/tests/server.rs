@@ -247,14 +247,11 @@ impl Answer {
 }
 
 impl World {
-    /// `method path` with `headers`, presenting a certificate for `cn` from `ca` (or none).
-    async fn call(
+    /// A TLS connection presenting a certificate for `cn` from `ca` (or none).
+    async fn connect(
         &self,
         client: Option<(&Ca, &str)>,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Answer {
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.serving_ca.cert.der().clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -272,10 +269,21 @@ impl World {
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut tls = connector
+        connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `method path` with `headers`, presenting a certificate for `cn` from `ca` (or none).
+    async fn call(
+        &self,
+        client: Option<(&Ca, &str)>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut tls = self.connect(client).await;
         let mut head =
             format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for (name, value) in headers {
@@ -545,4 +553,31 @@ async fn a_session_written_after_the_last_refresh_is_found_on_a_miss() {
         )
         .await;
     assert_eq!(cast.code, 404);
+}
+
+#[tokio::test]
+async fn a_stranger_gets_one_answer_and_the_connection_closes() {
+    let w = world().await;
+    let request = "GET /apis HTTP/1.1\r\nHost: localhost\r\nX-Remote-User: alice\r\n\r\n";
+    // Keep-alive asked for, two requests pipelined: a stranger gets one 401, then EOF.
+    let mut tls = w.connect(None).await;
+    tls.write_all(format!("{request}{request}").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut raw))
+        .await
+        .expect("the server closes a stranger's connection")
+        .ok();
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 401").count(), 1, "{text}");
+    // The front proxy's connection stays open for the next request.
+    let mut tls = w.connect(Some((&w.front, "front-proxy-client"))).await;
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let open =
+        tokio::time::timeout(std::time::Duration::from_millis(500), tls.read(&mut buf)).await;
+    assert!(open.is_err(), "still open, waiting for the next request");
 }
