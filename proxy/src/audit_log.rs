@@ -24,9 +24,9 @@ mod events;
 
 pub use commands::{LineRebuilder, MAX_LINES_PER_SESSION, rebuilds_commands};
 pub use events::{
-    Origin, Scope, command_event, emit_command, emit_file_operation, emit_forward_closed,
-    emit_forward_opened, emit_recording_stored, file_operation_event, forward_closed_event,
-    forward_opened_event, recording_stored_event,
+    Origin, Scope, TypedCommands, command_event, emit_command, emit_file_operation,
+    emit_forward_closed, emit_forward_opened, emit_recording_stored, file_operation_event,
+    forward_closed_event, forward_opened_event, recording_stored_event,
 };
 
 fn now() -> MicroTime {

@@ -13,7 +13,10 @@ use gatehouse_crds::audit::{
     RequestRef,
 };
 
-use super::{emit, now};
+use super::{
+    commands::{LineRebuilder, MAX_LINES_PER_SESSION},
+    emit, now,
+};
 use crate::{
     access::Grant,
     recording::{SessionMeta, StoredRecording, sftp},
@@ -233,6 +236,38 @@ pub fn emit_forward_closed(
     ended_by: &str,
 ) {
     emit(&forward_closed_event(scope, host, port, bytes, ended_by));
+}
+
+/// The `command` events of one session's typed input: lines rebuilt by a [`LineRebuilder`],
+/// each logged as [`command_event`] with `exact: false`.
+#[derive(Debug)]
+pub struct TypedCommands {
+    lines: LineRebuilder,
+    scope: Scope,
+}
+
+impl TypedCommands {
+    /// For the session of `scope`, at most [`MAX_LINES_PER_SESSION`] lines.
+    pub fn new(scope: Scope) -> Self {
+        Self {
+            lines: LineRebuilder::new(MAX_LINES_PER_SESSION),
+            scope,
+        }
+    }
+
+    /// The engineer typed `bytes`: log the lines they finish.
+    pub fn input(&mut self, bytes: &[u8]) {
+        if self.lines.exhausted() {
+            return;
+        }
+        for line in self.lines.push(bytes) {
+            emit_command(&self.scope, &line, false);
+        }
+        if self.lines.exhausted() {
+            tracing::warn!(session = ?self.scope.session_id,
+                "{MAX_LINES_PER_SESSION} typed lines audited as commands; later lines are only in the recording");
+        }
+    }
 }
 
 /// Log [`recording_stored_event`].
