@@ -1,8 +1,10 @@
 //! The proxy's audit events (issue 15): login accepted or refused (with the rule), session
 //! started and ended (bytes each way, exit status), written as one log line each under the
 //! `tracing` target [`gatehouse_crds::audit::LOG_TARGET`] with the event's JSON in the field
-//! `event`. Data comes from the SSH handler ([`crate::server`]) and the session tasks
-//! ([`crate::session`]); the events are built by pure functions.
+//! `event`. Commands, file operations, forwards and stored recordings are built in [`events`]
+//! (typed command lines rebuilt by [`commands`]). Data comes from the SSH handler
+//! ([`crate::server`]), the session tasks ([`crate::session`]), the recorder's SFTP audit and
+//! the uploader ([`crate::recording`]); the events are built by pure functions.
 
 use std::{
     net::SocketAddr,
@@ -16,6 +18,16 @@ use gatehouse_crds::audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 use crate::access::Grant;
+
+mod commands;
+mod events;
+
+pub use commands::{LineRebuilder, MAX_LINES_PER_SESSION, rebuilds_commands};
+pub use events::{
+    Origin, Scope, TypedCommands, command_event, emit_command, emit_file_operation,
+    emit_forward_closed, emit_forward_opened, emit_recording_stored, file_operation_event,
+    forward_closed_event, forward_opened_event, recording_stored_event,
+};
 
 fn now() -> MicroTime {
     MicroTime(jiff::Timestamp::now())

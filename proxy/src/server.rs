@@ -51,6 +51,7 @@ impl server::Server for Proxy {
             peer: peer.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             id: session::new_id(),
             grant: None,
+            origin: None,
             events: None,
             channels: HashMap::new(),
             slots: SessionSlots::default(),
@@ -71,6 +72,8 @@ pub struct Connection {
     peer: SocketAddr,
     id: String,
     grant: Option<Arc<Grant>>,
+    /// Where the logged-in client came from and its key, for the session's audit events.
+    origin: Option<crate::audit_log::Origin>,
     events: Option<mpsc::Sender<ConnectionEvent>>,
     /// What each open channel was granted so far, for [`replies::decide`].
     channels: HashMap<ChannelId, ChannelState>,
@@ -286,6 +289,10 @@ impl server::Handler for Connection {
                     "login accepted"
                 );
                 crate::audit_log::login_accepted(self.peer, &self.id, &key, &grant);
+                self.origin = Some(crate::audit_log::Origin {
+                    peer: self.peer,
+                    fingerprint: key,
+                });
                 self.grant = Some(Arc::new(grant));
                 Ok(Auth::Accept)
             }
@@ -306,9 +313,11 @@ impl server::Handler for Connection {
         };
         let (events, queue) = mpsc::channel(16);
         self.events = Some(events);
+        let audit = crate::audit_log::Scope::of_grant(&grant, self.origin.as_ref());
         tokio::spawn(session::run_connection(
             self.shared.clone(),
             grant,
+            audit,
             self.id.clone(),
             session.handle(),
             queue,

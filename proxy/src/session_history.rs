@@ -173,6 +173,12 @@ fn request_ref(meta: &SessionMeta) -> RequestRef {
 }
 
 impl UploadSink for SessionStatus {
+    fn stored(&self, spooled: &SpooledRecording, stored: &StoredRecording) {
+        // Once per upload, under exactly the key the request's status names: the audit API
+        // serves recordings by this event's key only.
+        crate::audit_log::emit_recording_stored(&spooled.meta, stored);
+    }
+
     async fn uploaded(&self, spooled: &SpooledRecording, stored: &StoredRecording) -> Result<()> {
         let meta = &spooled.meta;
         let entry = SessionRecord {

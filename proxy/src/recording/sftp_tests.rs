@@ -432,3 +432,46 @@ fn kept_content_is_charged_to_the_sessions_spool_budget() {
     assert!(over);
     assert_eq!(cast.matches("sftp content write").count(), 1, "{cast}");
 }
+
+#[test]
+fn the_recorder_tells_its_hook_each_file_operation_but_not_content() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::recording::{Recorder, SessionKind, tests::meta};
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = meta("c0ffee00c0ffee01");
+    m.kind = SessionKind::Subsystem {
+        name: "sftp".into(),
+    };
+    m.sftp_content_bytes = Some(1024);
+    let mut rec = Recorder::create(dir.path(), m).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let into = seen.clone();
+    rec.on_file_operation(move |op| into.lock().unwrap().push(op.describe()));
+    rec.input(&packet(3, 1, &[string(b"/tmp/up"), u32b(0x1a), u32b(0)]))
+        .unwrap();
+    rec.subsystem_output(&packet(102, 1, &[string(b"H1")]))
+        .unwrap();
+    rec.input(&packet(
+        6,
+        2,
+        &[string(b"H1"), 0u64.to_be_bytes().to_vec(), string(b"data")],
+    ))
+    .unwrap();
+    rec.input(&packet(4, 3, &[string(b"H1")])).unwrap();
+    rec.subsystem_output(&packet(101, 3, &[u32b(0)])).unwrap();
+    rec.input(&packet(18, 4, &[string(b"/tmp/up"), string(b"/tmp/moved")]))
+        .unwrap();
+    rec.input(&packet(13, 5, &[string(b"/tmp/moved")])).unwrap();
+    let cast = std::fs::read_to_string(rec.finish(Some(0)).unwrap().cast_path).unwrap();
+    assert!(cast.contains("sftp content write"), "{cast}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "sftp open /tmp/up (write,create,truncate)",
+            "sftp close /tmp/up (read 0 bytes, wrote 4 bytes)",
+            "sftp rename /tmp/up -> /tmp/moved",
+            "sftp remove /tmp/moved",
+        ]
+    );
+}

@@ -64,6 +64,17 @@ pub struct Recorder {
     budget: SessionBudget,
     /// For `sftp` subsystems: what the transfer does, as audit events.
     sftp: Option<SftpAudit>,
+    /// Told about each of those events but file content (for the proxy's audit log).
+    file_ops: Option<FileOps>,
+}
+
+/// What [`Recorder::on_file_operation`] calls.
+struct FileOps(Box<dyn Fn(&AuditEvent) + Send + Sync>);
+
+impl std::fmt::Debug for FileOps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileOps")
+    }
 }
 
 /// The event being filled at the end of [`Recorder::buffer`]: output (or input) chunks that
@@ -134,6 +145,7 @@ impl Recorder {
             input: Utf8Stream::new(),
             budget: SessionBudget::new(budget),
             sftp: None,
+            file_ops: None,
         };
         if matches!(&recorder.meta.kind, super::SessionKind::Subsystem { name } if name == "sftp") {
             recorder.sftp = Some(SftpAudit::keeping(recorder.meta.sftp_content_bytes));
@@ -196,12 +208,20 @@ impl Recorder {
         Ok(())
     }
 
+    /// Call `hook` with every SFTP audit event but file content, as the audit finds them.
+    pub fn on_file_operation(&mut self, hook: impl Fn(&AuditEvent) + Send + Sync + 'static) {
+        self.file_ops = Some(FileOps(Box::new(hook)));
+    }
+
     /// An audit event: an `"m"` (marker) event in the recording and a log line.
     fn audit(&mut self, event: &AuditEvent) -> Result<()> {
         let text = event.describe();
         // File content (kept by recording.fileContent) goes into the recording only.
         if !event.logged() {
             return self.event("m", &text);
+        }
+        if let Some(hook) = &self.file_ops {
+            (hook.0)(event);
         }
         tracing::info!(session = %self.meta.session_id, request = %self.meta.request_name,
             namespace = %self.meta.request_namespace, requester = %self.meta.requester,

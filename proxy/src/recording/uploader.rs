@@ -1,7 +1,7 @@
 //! The upload loop. Data comes from the spool directory (recordings left by an earlier run,
 //! found once at start) and from the [`UploadQueue`] (sessions that just finished); it goes to
-//! the [`Store`], then to an [`UploadSink`] (e.g. the AccessRequest's session record), and only
-//! then are the spool files deleted. Failures keep the spool and are retried with backoff.
+//! the [`Store`], then to an [`UploadSink`] (the `recordingStored` audit event and the
+//! AccessRequest's session record), and only then are the spool files deleted. Failures keep the spool and are retried with backoff.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -28,6 +28,10 @@ pub trait UploadSink: Send + Sync + 'static {
         recording: &SpooledRecording,
         stored: &StoredRecording,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Called once when a whole recording has just been stored (live pieces never get here),
+    /// before [`UploadSink::uploaded`]; for the `recordingStored` audit event.
+    fn stored(&self, _recording: &SpooledRecording, _stored: &StoredRecording) {}
 }
 
 /// Hands finished recordings to the [`Uploader`].
@@ -266,6 +270,7 @@ async fn attempt<S: UploadSink>(
                         "recording uploaded",
                     );
                     item.stored = Some(stored.clone());
+                    sink.stored(&item.rec, &stored);
                     stored
                 }
                 Err(error) => {
@@ -326,9 +331,15 @@ mod tests {
         /// How many calls fail before they start succeeding.
         failures: Arc<AtomicUsize>,
         spool_dir: PathBuf,
+        /// Keys [`UploadSink::stored`] was told about, in order.
+        stored: Arc<Mutex<Vec<String>>>,
     }
 
     impl UploadSink for TestSink {
+        fn stored(&self, _recording: &SpooledRecording, stored: &StoredRecording) {
+            self.stored.lock().unwrap().push(stored.key.clone());
+        }
+
         async fn uploaded(
             &self,
             recording: &SpooledRecording,
@@ -443,6 +454,10 @@ mod tests {
             "sink must run before the spool is deleted"
         );
         assert_stored(&f, &calls[0], &content);
+        assert_eq!(
+            *f.sink.stored.lock().unwrap(),
+            vec![calls[0].stored.key.clone()]
+        );
         assert_eq!(f.metrics.upload_failures_total.get(), 0);
         assert_eq!(f.metrics.upload_duration_seconds.get_sample_count(), 1);
         stop(handle, queue).await;
@@ -513,6 +528,8 @@ mod tests {
             assert_eq!(call.stored, calls[0].stored);
         }
         assert_stored(&f, &calls[2], &content);
+        // One store, one recordingStored, however often the sink was retried.
+        assert_eq!(*f.sink.stored.lock().unwrap(), vec![rec.meta.object_key()]);
         assert_eq!(f.metrics.upload_duration_seconds.get_sample_count(), 1);
         assert_eq!(f.metrics.upload_failures_total.get(), 0);
         stop(handle, queue).await;

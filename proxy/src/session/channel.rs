@@ -42,6 +42,8 @@ pub(super) struct SessionContext {
     pub(super) activity: Activity,
     /// The bytes the session carried each way (for its audit event).
     pub(super) audit_bytes: crate::audit_log::SessionBytes,
+    /// What the connection's audit events carry (request, actor, source address).
+    pub(super) audit: crate::audit_log::Scope,
 }
 
 /// A session's recording as both pumps see it.
@@ -319,8 +321,16 @@ fn start_recording(
     });
     let settings = &ctx.shared.recording;
     let key = meta.object_key();
-    match Recorder::create_within(&settings.spool_dir, meta, settings.budget.clone()) {
-        Ok(recorder) => {
+    let audit = ctx.audit.in_session(&meta.session_id);
+    let exec = match &meta.kind {
+        SessionKind::Exec { command } => Some(command.clone()),
+        _ => None,
+    };
+    let started = match Recorder::create_within(&settings.spool_dir, meta, settings.budget.clone())
+    {
+        Ok(mut recorder) => {
+            let files = audit.clone();
+            recorder.on_file_operation(move |op| crate::audit_log::emit_file_operation(&files, op));
             let live = settings.live.start(recorder.cast_path().to_owned(), key);
             if let Ok(mut state) = recording.lock() {
                 *state = Recording::Active {
@@ -338,7 +348,12 @@ fn start_recording(
             tracing::warn!(%error, "cannot record; the policy allows going on unrecorded");
             Ok(())
         }
+    };
+    // The command the target runs (the forced one under force-command), exactly.
+    if let (Ok(()), Some(command)) = (&started, exec) {
+        crate::audit_log::emit_command(&audit, &command, true);
     }
+    started
 }
 
 /// Refuse a session that cannot be recorded. The request was acknowledged (by the handler, see
@@ -364,6 +379,8 @@ async fn to_target(
         .bytes_total
         .with_label_values(&["to_target"]);
     let mut pty: Option<(String, u32, u32)> = None;
+    // Typed lines as `command` events, where the recording keeps the input.
+    let mut typed: Option<crate::audit_log::TypedCommands> = None;
     // The handler answered each request; the same decision says what reaches the target.
     let mut state = ChannelState::default();
     let permit_pty = ctx.grant.permits(CertificateExtension::PermitPty);
@@ -417,6 +434,12 @@ async fn to_target(
                     _ => SessionKind::Shell,
                 };
                 let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
+                if crate::audit_log::rebuilds_commands(&meta.kind, pty.is_some(), meta.record_input)
+                {
+                    typed = Some(crate::audit_log::TypedCommands::new(
+                        ctx.audit.in_session(&session_id),
+                    ));
+                }
                 if let Err(message) = start_recording(&ctx, &recording, meta) {
                     refuse_unrecorded(&fail, message).await;
                     break;
@@ -437,6 +460,9 @@ async fn to_target(
                 if let Err(message) = record(&recording, required, |r, _| r.input(&data)) {
                     let _ = fail.send(message).await;
                     break;
+                }
+                if let Some(typed) = &mut typed {
+                    typed.input(&data);
                 }
                 target.data_bytes(data).await
             }

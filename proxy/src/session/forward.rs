@@ -1,7 +1,8 @@
 //! One port forward (`ssh -L`, `-D`, `-W`: a direct-tcpip channel). Data comes from the
 //! engineer's channel and the target's; it goes to the other side unchanged, counted each way.
 //! Not recorded (it is not a terminal), but listed in the request's `status.sessions` with its
-//! destination and bytes, when it opens and when it closes, and logged; ended with access.
+//! destination and bytes, when it opens and when it closes, and logged (with the
+//! `forwardOpened` and `forwardClosed` audit events); ended with access.
 
 use std::{
     pin::Pin,
@@ -87,6 +88,14 @@ fn entry(
     }
 }
 
+/// Where a forward goes, as the client named it, and its connection's audit scope.
+#[derive(Debug)]
+pub(super) struct Destination {
+    pub(super) host: String,
+    pub(super) port: u32,
+    pub(super) audit: crate::audit_log::Scope,
+}
+
 /// Bridge the forward to `destination` until either side closes or access ends.
 pub(super) async fn forward_tcp(
     shared: Arc<Shared>,
@@ -95,9 +104,12 @@ pub(super) async fn forward_tcp(
     engineer: Channel<server::Msg>,
     target: Channel<client::Msg>,
     mut ended: watch::Receiver<Option<Refusal>>,
-    destination: String,
+    to: Destination,
 ) {
     let id = new_id();
+    let destination = format!("{}:{}", to.host, to.port);
+    let audit = to.audit.in_session(&id);
+    crate::audit_log::emit_forward_opened(&audit, &to.host, to.port);
     let start = jiff::Timestamp::now();
     let status = shared.status.clone();
     let opened = entry(&id, &grant, start, None, &destination, (0, 0));
@@ -130,6 +142,7 @@ pub(super) async fn forward_tcp(
         host = %grant.host.name, %destination, bytes_to_target = bytes.0,
         bytes_to_client = bytes.1, ended_by, "port forward closed"
     );
+    crate::audit_log::emit_forward_closed(&audit, &to.host, to.port, bytes, ended_by);
     // The open must be written first, or it could overwrite the close.
     let _ = started.await;
     let closed = entry(

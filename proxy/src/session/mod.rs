@@ -114,11 +114,13 @@ async fn ensure_upstream(
 }
 
 /// Own one engineer connection after login: open upstream channels for its channels, watch
-/// its request, and end everything when access ends. A session channel it rejects gives its
+/// its request, and end everything when access ends. `audit` is what every audit event of the
+/// connection's sessions and forwards carries. A session channel it rejects gives its
 /// slot in `slots` back.
 pub async fn run_connection(
     shared: Arc<Shared>,
     grant: Arc<Grant>,
+    audit: crate::audit_log::Scope,
     connection: String,
     handle: server::Handle,
     mut events: mpsc::Receiver<ConnectionEvent>,
@@ -164,6 +166,7 @@ pub async fn run_connection(
                                     handle: handle.clone(),
                                     activity: crate::session_limits::Activity::new(std::time::Instant::now()),
                                     audit_bytes: Default::default(),
+                                    audit: audit.clone(),
                                 };
                                 let session = channel::run_session(ctx, channel, target, end_rx.clone());
                                 // russh drops the client's answer to a close the proxy sent
@@ -207,7 +210,8 @@ pub async fn run_connection(
                                 tracing::info!(%connection, request = %grant.request, %host, port, "port forward opened");
                                 sessions.spawn(forward::forward_tcp(
                                     shared.clone(), grant.clone(), connection.clone(),
-                                    channel, target, end_rx.clone(), format!("{host}:{port}"),
+                                    channel, target, end_rx.clone(),
+                                    forward::Destination { host, port, audit: audit.clone() },
                                 ));
                             }
                             Err(error) => reply.reject(rejected(format!("target refused the forward to {host}:{port}: {error}"))).await,
