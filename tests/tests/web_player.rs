@@ -8,8 +8,9 @@
 //!
 //! The session title is attacker-chosen markup, which must show up as text, not as elements.
 //!
-//! Needs `chromium` (Debian package, tests/scripts/install-deps.sh) and `asciinema`; no control
-//! plane. The HTTP server is a few lines on a std listener: it serves only this page.
+//! Needs `chromium` (Debian package, tests/scripts/install-deps.sh) and `asciinema`; the test of
+//! a proxy-recorded session also the control plane (`make test` runs it under one). The HTTP
+//! server is a few lines on a std listener: it serves only this page.
 
 #![allow(clippy::unwrap_used, reason = "tests report failure by panicking")]
 
@@ -23,7 +24,7 @@ use std::{
 };
 
 use gatehouse_audit_api::player;
-use gatehouse_tests::Cmd;
+use gatehouse_tests::{Cmd, proxied_world::ProxiedWorld};
 
 /// What the recorded command prints (the command line holds `$((6*7))`, so the text on the
 /// screen can only come from the recorded output, not from an echo of the command).
@@ -322,12 +323,21 @@ fn text_pixels(image: &Image) -> usize {
 }
 
 fn site(csp: &str, dir: &Path) -> String {
+    site_with(csp, record_cast(dir))
+}
+
+fn site_with(csp: &str, cast: Vec<u8>) -> String {
     Site {
         page: player::page(HOSTILE_TITLE, "/recording"),
-        cast: record_cast(dir),
+        cast,
         csp: csp.to_owned(),
     }
     .start()
+}
+
+/// The page shows the recorded text, in the DOM and on the screenshot.
+fn shown(r: &Rendered) -> bool {
+    r.dom.contains(MARKER) && text_pixels(&Image::decode(&r.png)) > MIN_TEXT_PIXELS
 }
 
 #[test]
@@ -368,6 +378,38 @@ fn the_player_page_plays_a_recording_and_shows_its_text() {
     assert!(
         light > MIN_TEXT_PIXELS,
         "the screenshot shows no text in the terminal ({light} light pixels); see {}",
+        dir.keep().display()
+    );
+}
+
+/// A cast the real proxy recorded (ssh → gatehouse-proxy → sshd, stored in its directory
+/// store), exactly as stored, plays too.
+#[tokio::test]
+async fn a_session_recorded_by_the_proxy_plays_in_the_web_player() {
+    let w = ProxiedWorld::with_local_store("webplayer").await;
+    let cert = w.issue(w.request("webplayer")).await;
+    let user = format!("{}@db1", w.login);
+    let out = w.ssh(&cert, &user, &[RECORDED]).run();
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stderr, w.proxy.log_tail());
+    let sessions = w.recorded("webplayer", 1, Duration::from_secs(30)).await;
+    let key = sessions[0].recording.clone().unwrap().key;
+    let cast = std::fs::read(w.local_store().join(&key)).unwrap();
+    assert!(String::from_utf8_lossy(&cast).contains(MARKER));
+
+    let dir = tempfile::tempdir().unwrap();
+    let base = site_with(player::CONTENT_SECURITY_POLICY, cast);
+    let url = format!("{base}/session");
+    let rendered = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || render(&url, &dir, shown)
+    })
+    .await
+    .unwrap();
+    assert!(rendered.dom.contains(MARKER), "{}", rendered.dom);
+    let light = text_pixels(&Image::decode(&rendered.png));
+    assert!(
+        light > MIN_TEXT_PIXELS,
+        "{light} light pixels; see {}",
         dir.keep().display()
     );
 }
