@@ -24,7 +24,7 @@ use std::{
 };
 
 use gatehouse_audit_api::player;
-use gatehouse_tests::{Cmd, proxied_world::ProxiedWorld};
+use gatehouse_tests::{Cmd, proxied_world::ProxiedWorld, repo_root, sha256_hex};
 
 /// What the recorded command prints (the command line holds `$((6*7))`, so the text on the
 /// screen can only come from the recorded output, not from an echo of the command).
@@ -427,4 +427,36 @@ fn without_wasm_in_the_csp_the_player_shows_nothing() {
     // A few light pixels at the terminal's rounded corners, never a line of text.
     let light = text_pixels(&Image::decode(&rendered.png));
     assert!(light < MIN_TEXT_PIXELS / 10, "{light} light pixels");
+}
+
+/// The compiled-in assets are the files `tests/scripts/vendor-player.sh` vendored from the
+/// pinned npm tarball (the script checks the tarball; this pins what was taken from it), so a
+/// hand edit of the bundle, or a re-vendoring without updating these digests, fails here.
+#[test]
+fn the_compiled_in_player_is_the_pinned_release() {
+    let pinned = [
+        (
+            player::PLAYER_JS,
+            "752c9b528b664f5b16f27c68ba22fc7973d1d6063a1c3e4795a4c8015943acf6",
+        ),
+        (
+            player::PLAYER_CSS,
+            "981fe7bc6042048b2a373b6da297f747e324e90a8b6264e833e3a92cec22dfb9",
+        ),
+        (
+            player::PLAYER_LICENSE,
+            "63422284ed65be54ab38d8a94e7518d27e222fbb26c9ae4cd984c63926e91c12",
+        ),
+    ];
+    for (bytes, sha256) in pinned {
+        assert_eq!(sha256_hex(bytes), sha256);
+    }
+    let script =
+        std::fs::read_to_string(repo_root().join("tests/scripts/vendor-player.sh")).unwrap();
+    assert!(
+        script.contains("\nVERSION=3.18.0\n"),
+        "vendor-player.sh pins another version"
+    );
+    let version = std::fs::read_to_string(repo_root().join("audit-api/assets/VERSION")).unwrap();
+    assert!(version.starts_with("asciinema-player 3.18.0 "), "{version}");
 }
