@@ -1,4 +1,4 @@
-//! The web player page served as `sessions/{id}/player`: an HTML page that loads the bundled
+//! The web player page served as `sessions/{id}/player` ([`page`]): an HTML page that loads the bundled
 //! asciinema-player (vendored from its npm package into `audit-api/assets/` by
 //! `tests/scripts/vendor-player.sh`, compiled in here with `include_bytes!`, never fetched from a
 //! CDN) and Gatehouse's small bootstrap script, which plays the cast the page names.
@@ -65,11 +65,60 @@ pub fn asset(name: &str) -> Option<Asset> {
     })
 }
 
-/// The player page: `title` names the session (shown as the page title and heading),
+/// The page for one session and the policy it must be served with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The `Content-Security-Policy` header value ([`CONTENT_SECURITY_POLICY`]).
+    pub content_security_policy: String,
+    /// The HTML ([`html`]).
+    pub html: String,
+}
+
+/// The player page of session `session` in `namespace`, as the audit API serves it at
+/// `…/namespaces/{namespace}/sessions/{session}/player`: titled with the session, playing
+/// its `recording` subresource ([`recording_url`]).
+pub fn page(namespace: &str, session: &str) -> Page {
+    Page {
+        content_security_policy: CONTENT_SECURITY_POLICY.to_owned(),
+        html: html(
+            &format!("Gatehouse session {namespace}/{session}"),
+            &recording_url(namespace, session),
+        ),
+    }
+}
+
+/// The absolute path of a session's `recording` subresource, each segment percent-encoded
+/// (the server only routes DNS names here; this keeps any other text a single segment).
+pub fn recording_url(namespace: &str, session: &str) -> String {
+    format!(
+        "/apis/audit.gatehouse.dev/v1alpha1/namespaces/{}/sessions/{}/recording",
+        segment(namespace),
+        segment(session)
+    )
+}
+
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // `.` and `..` are segments a browser resolves; encoded, they are names.
+    match out.as_str() {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => out,
+    }
+}
+
+/// The player page's HTML: `title` names the session (shown as the page title and heading),
 /// `recording_url` is where the cast is fetched from (the session's `recording` subresource,
 /// same origin). Both are HTML-escaped; serve it as `text/html; charset=utf-8` with
 /// [`CONTENT_SECURITY_POLICY`].
-pub fn page(title: &str, recording_url: &str) -> String {
+pub fn html(title: &str, recording_url: &str) -> String {
     let title = escape(title);
     let recording_url = escape(recording_url);
     format!(
@@ -141,9 +190,9 @@ mod tests {
             "]]><![CDATA[",
         ];
         for evil in hostile {
-            let html = page(evil, &format!("/apis/x/sessions/{evil}/recording"));
+            let html = html(evil, &format!("/apis/x/sessions/{evil}/recording"));
             // The page's markup is exactly the template's: the same tags, in the same number.
-            let clean = page("T", "/R");
+            let clean = super::html("T", "/R");
             for tag in [
                 "<script", "<img", "<title", "<h1", "<div", "<link", "<!--", "\"", "'",
             ] {
@@ -160,7 +209,7 @@ mod tests {
 
     #[test]
     fn page_loads_only_same_origin_assets_and_names_the_recording() {
-        let html = page(
+        let html = html(
             "alice@prod-db-01 session 7",
             "/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/s-1/recording",
         );
@@ -176,6 +225,56 @@ mod tests {
         assert!(!html.contains("http:") && !html.contains("https:") && !html.contains("//cdn"));
         assert!(!html.contains("<style") && !html.contains("style=") && !html.contains("<script>"));
         assert!(!html.contains(" on"), "inline event handler in {html}");
+    }
+
+    #[test]
+    fn the_session_page_plays_its_recording_subresource() {
+        let team = page("team", "0f3a9c2b1d4e5f60");
+        assert_eq!(team.content_security_policy, CONTENT_SECURITY_POLICY);
+        assert!(
+            team.html
+                .contains("<title>Gatehouse session team/0f3a9c2b1d4e5f60</title>")
+        );
+        assert!(team.html.contains(
+            "data-src=\"/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/0f3a9c2b1d4e5f60/recording\""
+        ));
+        let cases = [
+            (
+                "team",
+                "s1",
+                "/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/s1/recording",
+            ),
+            (
+                "t",
+                "..",
+                "/apis/audit.gatehouse.dev/v1alpha1/namespaces/t/sessions/%2E%2E/recording",
+            ),
+            (
+                "t",
+                ".",
+                "/apis/audit.gatehouse.dev/v1alpha1/namespaces/t/sessions/%2E/recording",
+            ),
+            (
+                "t",
+                "a/../b?x#y",
+                "/apis/audit.gatehouse.dev/v1alpha1/namespaces/t/sessions/a%2F..%2Fb%3Fx%23y/recording",
+            ),
+            (
+                "t",
+                "\"><b>",
+                "/apis/audit.gatehouse.dev/v1alpha1/namespaces/t/sessions/%22%3E%3Cb%3E/recording",
+            ),
+        ];
+        for (namespace, session, want) in cases {
+            assert_eq!(recording_url(namespace, session), want, "{session:?}");
+        }
+        let hostile = page("t", "\"><script>alert(1)</script>");
+        assert_eq!(
+            hostile.html.matches("<script").count(),
+            2,
+            "{}",
+            hostile.html
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The audit API's web player (issue 15, "CLI and web"), in a real headless Chromium: the page
-//! `gatehouse_audit_api::player::page` renders, served with its Content-Security-Policy next to
+//! `gatehouse_audit_api::player` renders (`html`, and `page` for a real session), served with its Content-Security-Policy next to
 //! the vendored asciinema-player assets and a cast recorded by the real `asciinema rec`, plays
 //! the recording and shows the recorded text. Chromium dumps the DOM (the player's terminal
 //! spans hold the text) and takes a screenshot, decoded here: the terminal area must hold
@@ -54,7 +54,7 @@ impl Site {
                 self.page.clone().into_bytes(),
             );
         }
-        if path == "/recording" {
+        if path.ends_with("/recording") {
             return (200, "application/x-asciicast", self.cast.clone());
         }
         if let Some(asset) = path
@@ -323,13 +323,9 @@ fn text_pixels(image: &Image) -> usize {
 }
 
 fn site(csp: &str, dir: &Path) -> String {
-    site_with(csp, record_cast(dir))
-}
-
-fn site_with(csp: &str, cast: Vec<u8>) -> String {
     Site {
-        page: player::page(HOSTILE_TITLE, "/recording"),
-        cast,
+        page: player::html(HOSTILE_TITLE, "/recording"),
+        cast: record_cast(dir),
         csp: csp.to_owned(),
     }
     .start()
@@ -383,7 +379,7 @@ fn the_player_page_plays_a_recording_and_shows_its_text() {
 }
 
 /// A cast the real proxy recorded (ssh → gatehouse-proxy → sshd, stored in its directory
-/// store), exactly as stored, plays too.
+/// store), exactly as stored, plays too, in the page `player::page` makes for that session.
 #[tokio::test]
 async fn a_session_recorded_by_the_proxy_plays_in_the_web_player() {
     let w = ProxiedWorld::with_local_store("webplayer").await;
@@ -396,8 +392,16 @@ async fn a_session_recorded_by_the_proxy_plays_in_the_web_player() {
     let cast = std::fs::read(w.local_store().join(&key)).unwrap();
     assert!(String::from_utf8_lossy(&cast).contains(MARKER));
 
+    // The page exactly as the audit API serves it for this session: its title, its
+    // recording subresource's path, its policy.
+    let page = player::page(&w.s.ns, &sessions[0].id);
     let dir = tempfile::tempdir().unwrap();
-    let base = site_with(player::CONTENT_SECURITY_POLICY, cast);
+    let base = Site {
+        page: page.html,
+        cast,
+        csp: page.content_security_policy,
+    }
+    .start();
     let url = format!("{base}/session");
     let rendered = tokio::task::spawn_blocking({
         let dir = dir.path().to_path_buf();
