@@ -29,6 +29,8 @@ pub use store::StoreFlags;
 /// The longest list response read (sessions or events): a bound on what the API can make us
 /// hold; narrow the query (`--from`, `--user`, `-n`) past it.
 const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
+/// The most list items gathered across pages (`metadata.continue`), for the same reason.
+const MAX_LIST_ITEMS: usize = 1_000_000;
 
 fn api_error(action: String, error: kube::Error) -> Error {
     if let kube::Error::Api(status) = &error
@@ -68,6 +70,43 @@ async fn get_json(cluster: &Cluster, path: &str, action: String) -> Result<Value
         action,
         message: format!("the answer is not JSON: {e}"),
     })
+}
+
+/// Every item of a paged list at `path`, following `metadata.continue` up to
+/// [`MAX_LIST_ITEMS`] (an error past it: a partial trail is not shown as the whole).
+async fn get_all(cluster: &Cluster, path: &str, action: &str) -> Result<Value> {
+    let mut items: Vec<Value> = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = get_json(
+            cluster,
+            &query::next_page(path, token.as_deref()),
+            action.to_owned(),
+        )
+        .await?;
+        if let Some(more) = page.get("items").and_then(Value::as_array) {
+            items.extend(more.iter().cloned());
+        }
+        if items.len() > MAX_LIST_ITEMS {
+            return Err(Error::Api {
+                action: action.to_owned(),
+                message: format!(
+                    "more than {MAX_LIST_ITEMS} items: narrow the query (--from/--to, --user, -n)"
+                ),
+            });
+        }
+        let next = page
+            .pointer("/metadata/continue")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        match next {
+            // A server that hands back the same token would loop forever.
+            Some(next) if token.as_deref() != Some(next.as_str()) => token = Some(next),
+            _ => break,
+        }
+    }
+    Ok(serde_json::json!({ "items": items }))
 }
 
 fn print_list(kind: &str, items: Vec<Value>, output: Output) -> Result<()> {
@@ -112,7 +151,7 @@ pub async fn sessions(
         .transpose()
         .map_err(|e| Error::Usage(e.to_string()))?;
     let path = query::sessions_path(&scope, filter);
-    let list = get_json(cluster, &path, "listing sessions".to_owned()).await?;
+    let list = get_all(cluster, &path, "listing sessions").await?;
     let items = table::started_since(table::list_items(&list), since);
     match output {
         Output::Json | Output::Yaml => print_list(
@@ -142,7 +181,7 @@ pub async fn events(
 ) -> Result<()> {
     let scope = scope(cluster, all_namespaces)?;
     let path = query::events_path(&scope, filter);
-    let list = get_json(cluster, &path, "listing audit events".to_owned()).await?;
+    let list = get_all(cluster, &path, "listing audit events").await?;
     let items = table::list_items::<table::ListedEvent>(&list);
     match output {
         Output::Json | Output::Yaml => print_list(

@@ -318,6 +318,18 @@ pub fn events_path(scope: &Scope, filter: &EventFilter) -> String {
     with_query(format!("{}/auditevents", scope.prefix()), &params)
 }
 
+/// `path` asking for the page after `token` (a list's `metadata.continue`); `path` as is
+/// without one.
+pub fn next_page(path: &str, token: Option<&str>) -> String {
+    match token.filter(|t| !t.is_empty()) {
+        Some(token) => {
+            let join = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{join}continue={}", percent_encode(token))
+        }
+        None => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -476,6 +488,27 @@ mod tests {
             events_path(&Scope::All, &all),
             "/apis/audit.gatehouse.dev/v1alpha1/auditevents?type=issued"
         );
+    }
+
+    #[test]
+    fn pages() {
+        let cases = [
+            ("/a/auditevents", None, "/a/auditevents"),
+            ("/a/auditevents", Some(""), "/a/auditevents"),
+            (
+                "/a/auditevents",
+                Some("w.3.7"),
+                "/a/auditevents?continue=w.3.7",
+            ),
+            (
+                "/a/auditevents?user=x",
+                Some("a&b=c"),
+                "/a/auditevents?user=x&continue=a%26b%3Dc",
+            ),
+        ];
+        for (path, token, want) in cases {
+            assert_eq!(next_page(path, token), want);
+        }
     }
 
     #[test]
