@@ -167,6 +167,21 @@ pub enum Error {
     /// Writing output failed.
     #[error("formatting output: {0}")]
     Format(String),
+    /// `audit verify` found problems (each was printed).
+    #[error("audit verify failed: {0} problem(s) (see above)")]
+    AuditVerify(usize),
+    /// A downloaded recording is not the one the session records.
+    #[error(
+        "the recording of session {session} is not the one the audit trail records: expected sha256 {expected}, received {found}; it was not played (run `kubectl gatehouse audit verify`)"
+    )]
+    RecordingMismatch {
+        /// The session.
+        session: String,
+        /// SHA-256 and size the session records.
+        expected: String,
+        /// What arrived.
+        found: String,
+    },
 }
 
 /// Shorthand.

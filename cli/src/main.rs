@@ -8,6 +8,7 @@
 //! real OpenSSH `ssh`, `scp` and `sftp`, which connect through the Gatehouse proxy. `replay`
 //! reads a stored recording and plays it, sanitised, on the terminal (no cluster needed).
 
+mod audit;
 mod cluster;
 mod connect;
 mod error;
@@ -205,10 +206,13 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Play a recording (asciicast v2 FILE, or - for standard input) safely: escape sequences
-    /// that reach beyond the screen (title, clipboard, terminal queries) are removed.
+    /// Play a recording safely (a session's, from the audit API, or an asciicast v2 FILE, or -
+    /// for standard input): escape sequences that reach beyond the screen (title, clipboard,
+    /// terminal queries) are removed.
     Replay {
-        /// The .cast file, or - for standard input.
+        /// A session name (`kubectl gatehouse sessions`), a .cast file, or - for standard input.
+        /// An existing file wins over a session of the same name.
+        #[arg(value_name = "SESSION|FILE")]
         file: PathBuf,
         /// Playback speed (2 plays twice as fast).
         #[arg(long, default_value = "1", value_parser = replay::parse_speed)]
@@ -223,12 +227,79 @@ enum Command {
         #[arg(long)]
         input: bool,
     },
+    /// List recorded sessions (audit API): who, where, when, exit status, recording.
+    Sessions {
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions on this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only sessions of this AccessRequest.
+        #[arg(long)]
+        request: Option<String>,
+        /// Only sessions that started in this last while (90m, 24h) or since an RFC 3339 time.
+        #[arg(long, value_name = "DURATION|TIME")]
+        since: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Query audit events (audit API), or `audit verify` the stored trail.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Only events of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only these event types (repeat, or a comma list: loginAccepted,sessionStarted).
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// From this time on (RFC 3339, or a duration ago: 2h).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (RFC 3339, or a duration ago).
+        #[arg(long)]
+        to: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Print the version.
     Version,
     /// Print a shell completion script.
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the stored audit trail: every writer's hash chain of batches, and every
+    /// recording's SHA-256. Reads the recording store directly, with read-only credentials:
+    /// --store-dir DIR, or GATEHOUSE_S3_* (as for the proxy) and AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY. Exits 1 naming each object that fails.
+    Verify {
+        /// A directory store (else S3 from the environment).
+        #[arg(long, value_name = "DIR")]
+        store_dir: Option<PathBuf>,
+        /// Accept chains that start after sequence 0 (older batches removed by retention).
+        #[arg(long)]
+        allow_expired: bool,
+        /// Check the batches only, not the recordings they name.
+        #[arg(long)]
+        skip_recordings: bool,
+        /// Output format (table is the text report).
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -272,20 +343,82 @@ async fn run(cli: Cli) -> Result<(), Error> {
             cat,
             input,
         } => {
-            // Plain blocking I/O and sleeps: nothing else runs on the runtime meanwhile.
-            return replay::replay(&replay::Options {
+            let mut options = replay::Options {
                 file,
                 speed,
                 idle_limit,
                 cat,
                 input,
+            };
+            let session = options.file.to_str().map(str::to_owned).filter(|name| {
+                name != "-" && !options.file.exists() && audit::query::check_session(name).is_ok()
             });
+            // Keeps the downloaded cast until it has been played.
+            let mut _download = None;
+            if let Some(session) = session {
+                let cluster = Cluster::connect(&connection).await?;
+                let file = audit::fetch_recording(&cluster, &session).await?;
+                options.file = file.path().to_path_buf();
+                _download = Some(file);
+            }
+            // Plain blocking I/O and sleeps: nothing else runs on the runtime meanwhile.
+            return replay::replay(&options);
+        }
+        Command::Audit {
+            verify:
+                Some(AuditCommand::Verify {
+                    store_dir,
+                    allow_expired,
+                    skip_recordings,
+                    output,
+                }),
+            ..
+        } => {
+            let flags = audit::StoreFlags { dir: store_dir };
+            return audit::verify(&flags, allow_expired, skip_recordings, output).await;
         }
         _ => {}
     }
     let cluster = Cluster::connect(&connection).await?;
     match cli.command {
         Command::Version | Command::Completion { .. } | Command::Replay { .. } => Ok(()),
+        Command::Audit {
+            verify: Some(_), ..
+        } => Ok(()),
+        Command::Sessions {
+            all_namespaces,
+            user,
+            host,
+            request,
+            since,
+            output,
+        } => {
+            let filter = audit::query::SessionFilter {
+                user,
+                host,
+                request,
+            };
+            audit::sessions(&cluster, all_namespaces, &filter, since.as_deref(), output).await
+        }
+        Command::Audit {
+            verify: None,
+            all_namespaces,
+            user,
+            types,
+            from,
+            to,
+            output,
+        } => {
+            let filter = audit::query::EventFilter::new(
+                user,
+                &types,
+                from.as_deref(),
+                to.as_deref(),
+                jiff::Timestamp::now(),
+            )
+            .map_err(|e| Error::Usage(e.to_string()))?;
+            audit::events(&cluster, all_namespaces, &filter, output).await
+        }
         Command::Request {
             target,
             args,

@@ -20,6 +20,7 @@ declare -A wanted=(
   [python3]=python3
   [setsid]=util-linux
   [asciinema]=asciinema
+  [chromium]=chromium
 )
 # file -> Debian package, for what is not a command on PATH
 declare -A wanted_files=()
