@@ -17,7 +17,7 @@ use http::HeaderMap;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
     client::danger::HandshakeSignatureValid,
-    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
+    crypto::WebPkiSupportedAlgorithms,
     pki_types::{CertificateDer, UnixTime, pem::PemObject},
     server::{
         WebPkiClientVerifier,
@@ -26,7 +26,7 @@ use rustls::{
 };
 
 use crate::error::{Error, Result};
-use crate::serving::ServingCert;
+use crate::serving::{ServingCert, common_name, provider};
 
 /// The ConfigMap the API server publishes its front-proxy settings in.
 pub const CONFIGMAP_NAMESPACE: &str = "kube-system";
@@ -232,18 +232,6 @@ fn unescape(key: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
-}
-
-/// The subject CN of a DER certificate.
-pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
-}
-
-/// The one crypto provider (aws-lc-rs).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The handshake's client-certificate check: any certificate is taken if its holder proves the

@@ -54,8 +54,8 @@ pub enum Route {
         /// The session id.
         name: String,
     },
-    /// The web player page of a session (authorized as its recording: the page shows nothing
-    /// else, and fetches the cast from the `recording` subresource).
+    /// The web player page of a session (`get sessions/player`; the page fetches the cast
+    /// from the `recording` subresource, which its reader needs too).
     Player {
         /// The namespace.
         namespace: String,
@@ -67,6 +67,12 @@ pub enum Route {
         /// The namespace.
         namespace: String,
         /// The session id.
+        name: String,
+    },
+    /// One of the web player's fixed files (`/apis/audit.gatehouse.dev/v1alpha1/player/{name}`,
+    /// [`crate::player::asset`]); the API server authorizes it as `get` on resource `player`.
+    Asset {
+        /// The file name.
         name: String,
     },
     /// An AuditEventList of one namespace, or of all (`None`).
@@ -135,6 +141,9 @@ fn route_path(path: &str) -> Option<Result<Route, ()>> {
     Some(Ok(match parts.as_slice() {
         ["sessions"] => Route::Sessions { namespace: None },
         ["auditevents"] => Route::AuditEvents { namespace: None },
+        ["player", a] if crate::player::asset(a).is_some() => Route::Asset {
+            name: (*a).to_owned(),
+        },
         ["namespaces", n, "sessions"] => Route::Sessions {
             namespace: Some(ns(n)?),
         },
@@ -192,9 +201,15 @@ impl Route {
             Route::Session { namespace, name } => {
                 attrs("sessions", "", "get", Some(namespace), Some(name))
             }
-            Route::Recording { namespace, name } | Route::Player { namespace, name } => {
+            Route::Recording { namespace, name } => {
                 attrs("sessions", "recording", "get", Some(namespace), Some(name))
             }
+            // What the API server checked before forwarding (its request info names the
+            // subresource); the page is useless without `recording` as well.
+            Route::Player { namespace, name } => {
+                attrs("sessions", "player", "get", Some(namespace), Some(name))
+            }
+            Route::Asset { name } => attrs("player", "", "get", None, Some(name)),
             Route::SessionEvents { namespace, name } => {
                 attrs("sessions", "events", "get", Some(namespace), Some(name))
             }

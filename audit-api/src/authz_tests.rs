@@ -47,6 +47,12 @@ fn paths_map_to_routes_and_nothing_else() {
             },
         ),
         (
+            format!("{V}/player/gatehouse-player.js"),
+            Route::Asset {
+                name: "gatehouse-player.js".into(),
+            },
+        ),
+        (
             format!("{V}/namespaces/team/sessions/0a1b/events"),
             Route::SessionEvents {
                 namespace: "team".into(),
@@ -73,6 +79,12 @@ fn paths_map_to_routes_and_nothing_else() {
         format!("{V}/namespaces/team/sessions/0a1b/"),
         format!("{V}/namespaces/team/sessions/0a1b/player2"),
         format!("{V}/namespaces/team/sessions/0a1b/player/x"),
+        format!("{V}/player"),
+        format!("{V}/player/"),
+        format!("{V}/player/../secret"),
+        format!("{V}/player/%2e%2e"),
+        format!("{V}/player/asciinema-player.min.js/x"),
+        format!("{V}/player/nope.js"),
         format!("{V}/namespaces/team/sessions/0a1b/status"),
         format!("{V}/namespaces/team/sessions/0a1b/recording/x"),
         format!("{V}/namespaces//sessions"),
@@ -164,6 +176,14 @@ fn every_resource_route_has_its_attributes() {
         (
             format!("{V}/namespaces/team/sessions/s1/events"),
             want("sessions", Some("events"), "get", "team", Some("s1")),
+        ),
+        (
+            format!("{V}/namespaces/team/sessions/s1/player"),
+            want("sessions", Some("player"), "get", "team", Some("s1")),
+        ),
+        (
+            format!("{V}/player/asciinema-player.min.js"),
+            want("player", None, "get", "", Some("asciinema-player.min.js")),
         ),
         (
             format!("{V}/auditevents"),

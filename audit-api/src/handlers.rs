@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::authn::FrontProxy;
 use crate::authz::{Authorizer, Refusal, Route, route};
 use crate::index::Index;
-use crate::server::State;
+use crate::state::State;
 use crate::{query, resources};
 use gatehouse_runtime::http::Full;
 
@@ -47,6 +47,7 @@ fn route_label(route: &Route) -> &'static str {
         Route::Session { .. } => "session",
         Route::Recording { .. } => "recording",
         Route::Player { .. } => "player",
+        Route::Asset { .. } => "player_asset",
         Route::SessionEvents { .. } => "session_events",
         Route::AuditEvents { .. } => "auditevents",
     }
@@ -178,6 +179,7 @@ async fn resource<A: Authorizer>(
             | Route::Recording { .. }
             | Route::SessionEvents { .. }
             | Route::Player { .. }
+            | Route::Asset { .. }
     );
     if get && let Err(error) = query::get_query(raw_query) {
         return bad_query(&error);
@@ -254,6 +256,7 @@ async fn resource<A: Authorizer>(
         }
         Route::Recording { namespace, name } => recording(state, &namespace, &name).await,
         Route::Player { namespace, name } => player(state, &namespace, &name).await,
+        Route::Asset { name } => asset(&name),
         Route::Groups | Route::Group | Route::Resources => {
             failure(StatusCode::NOT_FOUND, "not a resource")
         }
@@ -289,6 +292,24 @@ async fn player<A: Authorizer>(state: &State<A>, namespace: &str, name: &str) ->
         // A page whose policy cannot be sent is not served.
         Err(_) => return failure(StatusCode::INTERNAL_SERVER_ERROR, "player unavailable"),
     }
+    response
+}
+
+/// One of the player's fixed files; any other name is a 404 (no client text reaches a path).
+fn asset(name: &str) -> Response<Full> {
+    let Some(asset) = crate::player::asset(name) else {
+        return failure(StatusCode::NOT_FOUND, "no such player file");
+    };
+    let mut response = Response::new(Full::from(asset.bytes));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     response
 }
 

@@ -17,5 +17,6 @@ pub mod query;
 pub mod resources;
 pub mod server;
 pub mod serving;
+pub mod state;
 
 pub use error::{Error, Result};

@@ -8,12 +8,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::{
+    crypto::CryptoProvider,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 
-use crate::authn::provider;
 use crate::error::{Error, Result};
 
 /// How often the files are re-read.
@@ -92,6 +92,18 @@ pub async fn keep_fresh(serving: Arc<ServingCert>, cert: PathBuf, key: PathBuf) 
     }
 }
 
+/// The subject CN of a DER certificate.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// The one crypto provider (aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -112,7 +124,7 @@ mod tests {
         let (a_cert, a_key) = pair("a");
         let (b_cert, b_key) = pair("b");
         let serving = ServingCert::from_pem(a_cert.as_bytes(), a_key.as_bytes()).unwrap();
-        let cn = |s: &ServingCert| crate::authn::common_name(&s.chain()[0]);
+        let cn = |s: &ServingCert| common_name(&s.chain()[0]);
         assert_eq!(cn(&serving).as_deref(), Some("a"));
         serving
             .replace(b_cert.as_bytes(), b_key.as_bytes())
