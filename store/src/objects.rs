@@ -15,12 +15,13 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+use crate::lock::{ObjectLock, base64, is_precondition_failed};
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
@@ -57,7 +58,9 @@ pub enum Store {
 }
 
 impl Store {
-    /// Copy the file at `path` to `key`, returning its hash and size.
+    /// Copy the file at `path` to `key`, returning its hash and size. Write-once on S3: an
+    /// object already under `key` with the same SHA-256 counts as stored, one with other
+    /// content is never replaced (an error).
     pub async fn put(&self, key: &str, path: &Path) -> Result<StoredRecording> {
         match self {
             Store::S3(s3) => s3.put(key, path).await,
@@ -113,6 +116,8 @@ pub struct S3Store {
     pub(crate) client: Client,
     pub(crate) bucket: String,
     pub(crate) prefix: String,
+    /// Put on every object written (see [`crate::lock`]).
+    pub(crate) lock: Option<ObjectLock>,
 }
 
 impl fmt::Debug for S3Store {
@@ -121,6 +126,7 @@ impl fmt::Debug for S3Store {
         f.debug_struct("S3Store")
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
+            .field("lock", &self.lock)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +166,7 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket,
             prefix: config.prefix,
+            lock: None,
         }
     }
 
@@ -173,17 +180,9 @@ impl S3Store {
             let data = tokio::fs::read(path).await.map_err(read_spool(path))?;
             let sha256 = hex(&Sha256::digest(&data));
             let bytes = data.len() as u64;
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&object_key)
-                .content_type(CONTENT_TYPE)
-                // Stored with the object so it can be verified without the AccessRequest.
-                .metadata("sha256", &sha256)
-                .body(ByteStream::from(data))
-                .send()
-                .await
-                .map_err(sdk_error(&object_key, "PutObject"))?;
+            // Write-once: a recording already stored under this key is never replaced.
+            self.send_put(&object_key, CONTENT_TYPE, data, &sha256, true)
+                .await?;
             (sha256, bytes)
         } else {
             // The hash goes into the object's metadata, which is fixed when the upload starts.
@@ -200,13 +199,21 @@ impl S3Store {
     }
 
     async fn put_multipart(&self, object_key: &str, path: &Path, sha256: &str) -> Result<()> {
-        let created = self
+        let mut create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(object_key)
             .content_type(CONTENT_TYPE)
-            .metadata("sha256", sha256)
+            .metadata("sha256", sha256);
+        if let Some((mode, until)) = self.retention_now()? {
+            // Locked writes need checksums: each part then carries its SHA-256.
+            create = create
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        let created = create
             .send()
             .await
             .map_err(sdk_error(object_key, "CreateMultipartUpload"))?;
@@ -261,6 +268,7 @@ impl S3Store {
                 break;
             }
             hasher.update(&part);
+            let checksum = self.lock.is_some().then(|| base64(&Sha256::digest(&part)));
             let uploaded = self
                 .client
                 .upload_part()
@@ -268,6 +276,7 @@ impl S3Store {
                 .key(object_key)
                 .upload_id(upload_id)
                 .part_number(part_number)
+                .set_checksum_sha256(checksum.clone())
                 .body(ByteStream::from(part))
                 .send()
                 .await
@@ -279,6 +288,7 @@ impl S3Store {
                 CompletedPart::builder()
                     .e_tag(e_tag)
                     .part_number(part_number)
+                    .set_checksum_sha256(checksum)
                     .build(),
             );
         }
@@ -288,20 +298,26 @@ impl S3Store {
                 &format!("{} changed while it was being uploaded", path.display()),
             ));
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(object_key)
             .upload_id(upload_id)
+            // Write-once, as single-part recordings.
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
             )
             .send()
-            .await
-            .map_err(sdk_error(object_key, "CompleteMultipartUpload"))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition_failed(&e) => self.same_as_existing(object_key, sha256).await,
+            Err(e) => Err(sdk_error(object_key, "CompleteMultipartUpload")(e)),
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
