@@ -27,7 +27,7 @@ use gatehouse_proxy::{
         budget::{SpoolBudget, spool_usage},
         live::LiveUploads,
         segments::LiveSettings,
-        store::{LocalStore, S3Config, S3Store},
+        store::{LocalStore, ObjectLock, S3Config, S3Store},
     },
     server::Proxy,
     session_history::SessionStatus,
@@ -122,6 +122,14 @@ struct Args {
     /// S3 secret access key (the chart reads it from a Secret).
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
+    /// S3 Object Lock on every recording (and its live pieces): none, governance or
+    /// compliance. The bucket must have Object Lock enabled, or the proxy does not start.
+    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_MODE", default_value = "none")]
+    s3_object_lock_mode: String,
+    /// How long each object stays locked after it is written, like 30d or 1d12h (units s, m,
+    /// h, d); needed when --s3-object-lock-mode is not none.
+    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_RETENTION", default_value = "")]
+    s3_object_lock_retention: String,
     /// Failed logins from one address (an IPv6 /64) or with one key before it is blocked.
     #[arg(long, env = "GATEHOUSE_MAX_AUTH_FAILURES", default_value_t = 10)]
     max_auth_failures: u32,
@@ -201,7 +209,14 @@ async fn secret_text(api: &Api<Secret>, name: &str, key: &str) -> anyhow::Result
 }
 
 fn store(args: &Args) -> anyhow::Result<Store> {
+    let lock = ObjectLock::parse(&args.s3_object_lock_mode, &args.s3_object_lock_retention)?;
     Ok(match args.storage {
+        StorageKind::Local if lock.is_some() => {
+            bail!(
+                "--s3-object-lock-mode {} needs --storage s3",
+                args.s3_object_lock_mode
+            )
+        }
         StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
         StorageKind::S3 => {
             let Some(bucket) = args.s3_bucket.clone().filter(|b| !b.is_empty()) else {
@@ -215,15 +230,18 @@ fn store(args: &Args) -> anyhow::Result<Store> {
                     "--storage s3 needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
                 );
             };
-            Store::S3(S3Store::new(S3Config {
-                endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
-                bucket,
-                region: args.s3_region.clone(),
-                access_key_id,
-                secret_access_key,
-                path_style: args.s3_path_style,
-                prefix: args.s3_prefix.clone(),
-            }))
+            Store::S3(
+                S3Store::new(S3Config {
+                    endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
+                    bucket,
+                    region: args.s3_region.clone(),
+                    access_key_id,
+                    secret_access_key,
+                    path_style: args.s3_path_style,
+                    prefix: args.s3_prefix.clone(),
+                })
+                .with_object_lock(lock),
+            )
         }
     })
 }
@@ -235,6 +253,13 @@ async fn main() -> anyhow::Result<()> {
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let store = store(&args)?;
+    // Fail closed: recordings must not land unlocked in a bucket that cannot lock them.
+    store.check_object_lock().await?;
+    if let Store::S3(s3) = &store
+        && let Some(lock) = s3.object_lock()
+    {
+        tracing::info!(mode = %lock.mode, retention_secs = lock.retention.as_secs(), "S3 Object Lock on every stored object");
+    }
     let allowed_targets = AllowedTargets::parse(&args.allowed_targets)
         .map_err(|e| anyhow::anyhow!("--allowed-targets: {e}"))?;
     std::fs::create_dir_all(&args.spool_dir)

@@ -83,6 +83,20 @@ async fn bad_values_are_refused_naming_the_field_and_the_rule() {
             &["proxy.replica=2"],
             &["/proxy", "additional properties 'replica' not allowed"],
         ),
+        (
+            &["recording.storage.s3.objectLock.mode=legal-hold"],
+            &[
+                "/recording/storage/s3/objectLock/mode",
+                "value must be one of 'none', 'governance', 'compliance'",
+            ],
+        ),
+        (
+            &["recording.storage.s3.objectLock.retention=1y"],
+            &[
+                "/recording/storage/s3/objectLock/retention",
+                "does not match pattern",
+            ],
+        ),
     ];
     for (sets, needles) in cases {
         let mut all = vec!["values don't meet the specifications of the schema"];
@@ -127,6 +141,38 @@ async fn bad_values_are_refused_naming_the_field_and_the_rule() {
             "{expected} missing from {kinds:?}"
         );
     }
+    // Object Lock: off by default (no envs); on, the proxy gets the mode and retention; on
+    // with a volume (which cannot lock), the chart refuses to render.
+    let s3 = [
+        "recording.storage.type=s3",
+        "recording.storage.s3.bucket=ssh-recordings",
+        "recording.storage.s3.credentialsSecret.name=s3-keys",
+    ];
+    let (_, env) = rendered_proxy_plain(template(&s3).ok());
+    assert!(
+        !env.iter()
+            .any(|(n, _)| n.starts_with("GATEHOUSE_S3_OBJECT_LOCK")),
+        "{env:?}"
+    );
+    let mut locked = s3.to_vec();
+    locked.extend([
+        "recording.storage.s3.objectLock.mode=compliance",
+        "recording.storage.s3.objectLock.retention=365d",
+    ]);
+    let (_, env) = rendered_proxy_plain(template(&locked).ok());
+    for (name, value) in [
+        ("GATEHOUSE_S3_OBJECT_LOCK_MODE", "compliance"),
+        ("GATEHOUSE_S3_OBJECT_LOCK_RETENTION", "365d"),
+    ] {
+        assert!(
+            env.contains(&(name.to_owned(), value.to_owned())),
+            "{name}={value} not in {env:?}"
+        );
+    }
+    template(&["recording.storage.s3.objectLock.mode=governance"]).fails_with(&[
+        "recording.storage.s3.objectLock.mode governance needs recording.storage.type s3",
+    ]);
+
     // One replica: no budget (it would block every drain).
     let single = template(&["proxy.replicas=1", "operator.replicas=1"]);
     assert!(!single.ok().contains("kind: PodDisruptionBudget"));
@@ -139,6 +185,35 @@ fn documents(yaml: &str) -> Vec<Value> {
         .into_iter()
         .filter(|d| d.is_object())
         .collect()
+}
+
+/// The rendered proxy container's arguments and plain (`value:`) environment variables.
+fn rendered_proxy_plain(yaml: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let docs = documents(yaml);
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "gatehouse-proxy")
+        .unwrap_or_else(|| panic!("no proxy Deployment in\n{yaml}"));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    let env = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some((
+                v["name"].as_str()?.to_owned(),
+                v["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    (args, env)
 }
 
 /// The rendered proxy container's arguments and environment, with Secret references read
