@@ -39,16 +39,13 @@ async fn world(prefix: &str, proxy_args: &[&str]) -> (ProxiedWorld, Minio) {
     (w, minio.unwrap_or_else(|| panic!("no MinIO")))
 }
 
-/// A recorded session of `name` that runs long enough for live pieces; (key, sha256).
-async fn recorded_session(w: &ProxiedWorld, name: &str) -> (String, String) {
+/// A session that runs long enough for live pieces.
+const SESSION: &str = "echo locked-session-start; sleep 3; echo locked-session-end";
+
+/// A recorded session of `name` running `command`; (key, sha256).
+async fn recorded_session(w: &ProxiedWorld, name: &str, command: &str) -> (String, String) {
     let cert = w.issue(w.request(name)).await;
-    let out = w
-        .ssh(
-            &cert,
-            &format!("{}@db1", w.login),
-            &["echo locked-session-start; sleep 3; echo locked-session-end"],
-        )
-        .run();
+    let out = w.ssh(&cert, &format!("{}@db1", w.login), &[command]).run();
     assert!(out.success, "{}\n{}", out.stderr, w.proxy.log_tail());
     let sessions = w.recorded(name, 1, Duration::from_secs(60)).await;
     let recording = sessions[0]
@@ -98,13 +95,17 @@ async fn with_object_lock_the_store_refuses_to_delete_or_overwrite_a_recording()
         ],
     )
     .await;
-    let (key, sha256) = recorded_session(&w, "locked").await;
+    let (key, sha256) = recorded_session(&w, "locked", SESSION).await;
     let version = only_version(&minio, &key);
     let original = minio.get(BUCKET, &key).expect("the recording is stored");
     assert_eq!(sha256_hex(&original), sha256);
     assert!(String::from_utf8_lossy(&original).contains("locked-session-end"));
 
-    // The object carries the proxy's retention.
+    // Delete the version, as the store's own credentials: refused.
+    let delete = minio.s3_request("DELETE", &version_path(&key, &version), &[], None);
+    assert_refused_by_lock("deleting the recording's version", &delete);
+
+    // It carries the proxy's retention.
     let retention = minio.s3_request("GET", &format!("{BUCKET}/{key}?retention="), &[], None);
     assert!(
         retention.success && retention.stdout.contains("<Mode>GOVERNANCE</Mode>"),
@@ -112,10 +113,6 @@ async fn with_object_lock_the_store_refuses_to_delete_or_overwrite_a_recording()
         retention.stdout,
         retention.stderr
     );
-
-    // Delete the version, as the store's own credentials: refused.
-    let delete = minio.s3_request("DELETE", &version_path(&key, &version), &[], None);
-    assert_refused_by_lock("deleting the recording's version", &delete);
 
     // Overwrite it write-once: refused.
     let forged = w.dir.path().join("forged.cast");
@@ -165,11 +162,46 @@ async fn with_object_lock_the_store_refuses_to_delete_or_overwrite_a_recording()
 }
 
 #[tokio::test]
+async fn a_recording_too_large_for_one_put_is_locked_in_compliance_mode() {
+    // Over 16 MiB: stored by a multipart upload, whose parts carry their SHA-256.
+    let (w, minio) = world(
+        "lock-big",
+        &[
+            "--s3-object-lock-mode=compliance",
+            "--s3-object-lock-retention=1h",
+        ],
+    )
+    .await;
+    let (key, sha256) = recorded_session(
+        &w,
+        "big",
+        "head -c 20000000 /dev/zero | tr '\\0' x | fold -w 200; echo big-session-end",
+    )
+    .await;
+    let version = only_version(&minio, &key);
+    let stored = minio.get(BUCKET, &key).expect("the recording is stored");
+    assert!(stored.len() > 16 * 1024 * 1024, "{} bytes", stored.len());
+    assert_eq!(sha256_hex(&stored), sha256);
+    let retention = minio.s3_request("GET", &format!("{BUCKET}/{key}?retention="), &[], None);
+    assert!(
+        retention.stdout.contains("<Mode>COMPLIANCE</Mode>"),
+        "{}{}",
+        retention.stdout,
+        retention.stderr
+    );
+    // Compliance: not even the governance bypass lets the store's root user delete it.
+    for headers in [&[][..], &["x-amz-bypass-governance-retention: true"][..]] {
+        let delete = minio.s3_request("DELETE", &version_path(&key, &version), headers, None);
+        assert_refused_by_lock(&format!("deleting with {headers:?}"), &delete);
+    }
+}
+
+#[tokio::test]
 async fn without_object_lock_the_same_delete_goes_through() {
     // The same lock-enabled bucket, the proxy's lock off: nothing stops the delete, which is
     // what the test above relies on the proxy's flags to prevent.
     let (w, minio) = world("lock-off", &[]).await;
-    let (key, sha256) = recorded_session(&w, "unlocked").await;
+    let (key, sha256) = recorded_session(&w, "unlocked", SESSION).await;
     let version = only_version(&minio, &key);
     assert_eq!(sha256_hex(&minio.get(BUCKET, &key).unwrap()), sha256);
     let delete = minio.s3_request("DELETE", &version_path(&key, &version), &[], None);
