@@ -27,7 +27,7 @@ use gatehouse_proxy::{
         budget::{SpoolBudget, spool_usage},
         live::LiveUploads,
         segments::LiveSettings,
-        store::{LocalStore, ObjectLock, S3Config, S3Store},
+        store::{LocalStore, S3Config, S3Store},
     },
     server::Proxy,
     session_history::SessionStatus,
@@ -209,14 +209,7 @@ async fn secret_text(api: &Api<Secret>, name: &str, key: &str) -> anyhow::Result
 }
 
 fn store(args: &Args) -> anyhow::Result<Store> {
-    let lock = ObjectLock::parse(&args.s3_object_lock_mode, &args.s3_object_lock_retention)?;
     Ok(match args.storage {
-        StorageKind::Local if lock.is_some() => {
-            bail!(
-                "--s3-object-lock-mode {} needs --storage s3",
-                args.s3_object_lock_mode
-            )
-        }
         StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
         StorageKind::S3 => {
             let Some(bucket) = args.s3_bucket.clone().filter(|b| !b.is_empty()) else {
@@ -230,19 +223,32 @@ fn store(args: &Args) -> anyhow::Result<Store> {
                     "--storage s3 needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
                 );
             };
-            Store::S3(
-                S3Store::new(S3Config {
-                    endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
-                    bucket,
-                    region: args.s3_region.clone(),
-                    access_key_id,
-                    secret_access_key,
-                    path_style: args.s3_path_style,
-                    prefix: args.s3_prefix.clone(),
-                })
-                .with_object_lock(lock),
-            )
+            Store::S3(S3Store::new(S3Config {
+                endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
+                bucket,
+                region: args.s3_region.clone(),
+                access_key_id,
+                secret_access_key,
+                path_style: args.s3_path_style,
+                prefix: args.s3_prefix.clone(),
+            }))
         }
+    })
+}
+
+/// `store` with the Object Lock flags applied: only S3 can lock.
+fn locked(store: Store, args: &Args) -> anyhow::Result<Store> {
+    let lock = gatehouse_proxy::recording::store::ObjectLock::parse(
+        &args.s3_object_lock_mode,
+        &args.s3_object_lock_retention,
+    )?;
+    Ok(match (store, lock) {
+        (store, None) => store,
+        (Store::S3(s3), lock) => Store::S3(s3.with_object_lock(lock)),
+        (Store::Local(_), Some(_)) => bail!(
+            "--s3-object-lock-mode {} needs --storage s3",
+            args.s3_object_lock_mode
+        ),
     })
 }
 
@@ -252,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
     logging::init_logging(&args.log_format, "info,russh=warn");
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let store = store(&args)?;
+    let store = locked(store(&args)?, &args)?;
     // Fail closed: recordings must not land unlocked in a bucket that cannot lock them.
     store.check_object_lock().await?;
     if let Store::S3(s3) = &store

@@ -6,6 +6,7 @@
 mod error;
 mod lock;
 mod objects;
+mod once;
 mod pieces;
 
 pub use error::{Error, Result};

@@ -1,35 +1,26 @@
-//! S3 Object Lock and write-once objects. Settings come from the binaries' flags
-//! (`--s3-object-lock-mode`, `--s3-object-lock-retention`, parsed here); they go on every
-//! PutObject and CreateMultipartUpload of an [`S3Store`] as a retention (mode and
-//! retain-until date), with an `x-amz-checksum-sha256` of the content, which S3 requires on
-//! locked writes. The start-up check asks the bucket (GetObjectLockConfiguration) whether
-//! Object Lock is enabled, so a misconfigured bucket fails the binary instead of silently
-//! storing deletable recordings.
+//! S3 Object Lock settings, pure: they come from the binaries' flags
+//! (`--s3-object-lock-mode`, `--s3-object-lock-retention`, parsed here) and go to the
+//! [`S3Store`](crate::S3Store), which puts a retention (mode and retain-until date, computed
+//! here) and an `x-amz-checksum-sha256` of the content (S3 requires a checksum on locked
+//! writes; base64 here) on every PutObject and CreateMultipartUpload. Also the decisions of
+//! the start-up check (is Object Lock enabled on the bucket?) and of write-once puts (was a
+//! write refused by `If-None-Match: *`?); the I/O is in [`crate::once`] and the objects module.
 //!
-//! Write-once objects ([`Store::put_new_object`], audit batches; final recordings go the same
-//! way in [`Store::put`]) are sent with `If-None-Match: *`: an existing object of that name is
-//! never replaced. A refused write whose existing object has the same SHA-256 (a retry of a
-//! write that landed) counts as done; any other refusal is an error.
-//!
-//! Live recording pieces (`KEY.parts/NNNNNN`, [`Store::put_object`]) are locked like
-//! everything else, but are plain writes (a piece may be re-sent with more data after a
-//! failure). Removing them after the final object lands only adds delete markers in a locked
-//! (hence versioned) bucket; their locked versions stay until the retention ends and a
-//! lifecycle rule (`NoncurrentVersionExpiration`) removes them. So while a session runs its
-//! pieces are evidence as hard to delete as the final recording.
+//! Live recording pieces (`KEY.parts/NNNNNN`, [`Store::put_object`](crate::Store::put_object))
+//! are locked like everything else, but are plain writes (a piece may be re-sent with more
+//! data after a failure). Removing them after the final object lands only adds delete markers
+//! in a locked (hence versioned) bucket; their locked versions stay until the retention ends
+//! and a lifecycle rule (`NoncurrentVersionExpiration`) removes them. So while a session runs,
+//! its pieces are as hard to delete as the final recording will be.
 
 use std::fmt;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{ObjectLockEnabled, ObjectLockMode};
-use sha2::{Digest, Sha256};
-use tokio::fs::File;
 
 use crate::error::{Error, Result};
-use crate::objects::{LocalStore, S3Store, Store, hex, sdk_error, store_error, write_store};
 
 /// The flag naming the lock mode (errors name it).
 pub const MODE_FLAG: &str = "--s3-object-lock-mode";
@@ -48,7 +39,7 @@ pub enum LockMode {
 }
 
 impl LockMode {
-    fn sdk(self) -> ObjectLockMode {
+    pub(crate) fn sdk(self) -> ObjectLockMode {
         match self {
             LockMode::Governance => ObjectLockMode::Governance,
             LockMode::Compliance => ObjectLockMode::Compliance,
@@ -216,201 +207,12 @@ pub(crate) fn is_precondition_failed<E>(error: &SdkError<E>) -> bool {
         .is_some_and(|r| r.status().as_u16() == 412)
 }
 
-impl Store {
-    /// Store `data` as the new object `key`, which must not exist yet (audit batches and other
-    /// write-once objects). An existing object with the same content counts as stored (a
-    /// retry); one with other content is an error and stays as it is.
-    pub async fn put_new_object(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        match self {
-            Store::S3(s3) => s3.put_new_object(key, data).await,
-            Store::Local(local) => local.put_new_object(key, data).await,
-        }
-    }
-
-    /// With Object Lock configured, fail unless the bucket has it enabled
-    /// (GetObjectLockConfiguration); without it, or on a directory, nothing is checked.
-    pub async fn check_object_lock(&self) -> Result<()> {
-        match self {
-            Store::S3(s3) => s3.check_object_lock().await,
-            Store::Local(_) => Ok(()),
-        }
-    }
-}
-
-impl S3Store {
-    /// The same store, putting `lock` (None: no lock) on every object it writes.
-    pub fn with_object_lock(mut self, lock: Option<ObjectLock>) -> S3Store {
-        self.lock = lock;
-        self
-    }
-
-    /// The lock this store puts on its objects.
-    pub fn object_lock(&self) -> Option<ObjectLock> {
-        self.lock
-    }
-
-    async fn check_object_lock(&self) -> Result<()> {
-        if self.lock.is_none() {
-            return Ok(());
-        }
-        let config = self
-            .client
-            .get_object_lock_configuration()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| Error::CheckObjectLock {
-                bucket: self.bucket.clone(),
-                message: format!(
-                    "GetObjectLockConfiguration: {} (Object Lock is configured with {MODE_FLAG}; \
-                     the bucket must be created with Object Lock enabled)",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ),
-            })?;
-        check_lock_enabled(
-            &self.bucket,
-            config
-                .object_lock_configuration()
-                .and_then(|c| c.object_lock_enabled()),
-        )
-    }
-
-    /// The retention to send now: (mode, retain-until), or None without a lock.
-    pub(crate) fn retention_now(&self) -> Result<Option<(ObjectLockMode, DateTime)>> {
-        self.lock
-            .map(|lock| Ok((lock.mode.sdk(), lock.retain_until(SystemTime::now())?)))
-            .transpose()
-    }
-
-    /// PutObject of `data` (hash `sha256`, lowercase hex) with the lock, if any, and the
-    /// content's checksum; `if_none_match` makes it write-once.
-    pub(crate) async fn send_put(
-        &self,
-        object_key: &str,
-        content_type: &str,
-        data: Vec<u8>,
-        sha256: &str,
-        if_none_match: bool,
-    ) -> Result<()> {
-        let retention = self.retention_now()?;
-        let mut put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(object_key)
-            .content_type(content_type)
-            // Stored with the object so it can be verified without the AccessRequest.
-            .metadata("sha256", sha256);
-        if let Some((mode, until)) = retention {
-            // S3 wants a checksum of locked writes; SHA-256 is the one already computed.
-            put = put
-                .checksum_sha256(base64(&Sha256::digest(&data)))
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
-        if if_none_match {
-            put = put.if_none_match("*");
-        }
-        match put.body(ByteStream::from(data)).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if if_none_match && is_precondition_failed(&e) => {
-                self.same_as_existing(object_key, sha256).await
-            }
-            Err(e) => Err(sdk_error(object_key, "PutObject")(e)),
-        }
-    }
-
-    /// After a write-once put was refused: Ok if the existing object holds `sha256`.
-    pub(crate) async fn same_as_existing(&self, object_key: &str, sha256: &str) -> Result<()> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(object_key)
-            .send()
-            .await
-            .map_err(sdk_error(object_key, "HeadObject"))?;
-        let existing = head.metadata().and_then(|m| m.get("sha256"));
-        if existing.map(String::as_str) == Some(sha256) {
-            tracing::info!(
-                key = object_key,
-                "object already stored with the same SHA-256 (a retried write)"
-            );
-            return Ok(());
-        }
-        Err(store_error(
-            object_key,
-            &format!(
-                "refusing to overwrite: an object with other content (sha256 {}) is already stored",
-                existing.map_or("unknown", String::as_str)
-            ),
-        ))
-    }
-
-    async fn put_new_object(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        let object_key = format!("{}{key}", self.prefix);
-        let sha256 = hex(&Sha256::digest(&data));
-        self.send_put(&object_key, "application/octet-stream", data, &sha256, true)
-            .await
-    }
-}
-
-impl LocalStore {
-    async fn put_new_object(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        let dest = self.path_for(key)?;
-        if let Ok(existing) = tokio::fs::read(&dest).await {
-            return if existing == data {
-                Ok(())
-            } else {
-                Err(store_error(
-                    key,
-                    "refusing to overwrite: an object with other content is already stored",
-                ))
-            };
-        }
-        let parent = dest.parent().map(Path::to_owned).unwrap_or_default();
-        tokio::fs::create_dir_all(&parent)
-            .await
-            .map_err(write_store(key, &parent))?;
-        let name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = parent.join(format!(".{name}.{}.new", std::process::id()));
-        let written = async {
-            tokio::fs::write(&tmp, &data).await?;
-            File::open(&tmp).await?.sync_all().await?;
-            // A hard link never replaces an existing file, unlike rename.
-            tokio::fs::hard_link(&tmp, &dest).await
-        }
-        .await;
-        let _ = tokio::fs::remove_file(&tmp).await;
-        match written {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let existing = tokio::fs::read(&dest)
-                    .await
-                    .map_err(write_store(key, &dest))?;
-                if existing != data {
-                    return Err(store_error(
-                        key,
-                        "refusing to overwrite: an object with other content is already stored",
-                    ));
-                }
-            }
-            Err(e) => return Err(write_store(key, &dest)(e)),
-        }
-        File::open(&parent)
-            .await
-            .map_err(write_store(key, &parent))?
-            .sync_all()
-            .await
-            .map_err(write_store(key, &parent))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use sha2::{Digest, Sha256};
 
     const DAY: u64 = 86_400;
 
@@ -555,24 +357,5 @@ mod tests {
             base64(&Sha256::digest(b"")),
             "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
         );
-    }
-
-    #[tokio::test]
-    async fn local_new_objects_are_written_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::new(dir.path()));
-        let key = "audit/w1/00000000000000000000.jsonl";
-        store.put_new_object(key, b"one".to_vec()).await.unwrap();
-        // A retry of the same content is fine; other content is refused and changes nothing.
-        store.put_new_object(key, b"one".to_vec()).await.unwrap();
-        let err = store
-            .put_new_object(key, b"two".to_vec())
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
-        assert_eq!(store.get(key).await.unwrap(), b"one");
-        assert_eq!(store.list("audit/").await.unwrap(), [key]);
-        assert!(store.put_new_object("../x", Vec::new()).await.is_err());
-        store.check_object_lock().await.unwrap();
     }
 }

@@ -1,11 +1,12 @@
 //! The store's two backends and whole-file uploads. Data comes from files (read in chunks and
 //! hashed on the way) or bytes in memory; it goes to an S3 bucket (any S3-compatible server) or
-//! a local directory, under the caller's keys.
+//! a local directory, under the caller's keys. Every S3 write carries the store's Object Lock
+//! retention, if any ([`crate::lock`]); final recordings are write-once ([`crate::once`]).
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -14,8 +15,10 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+};
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -336,6 +339,81 @@ impl S3Store {
             .await
             .map_err(sdk_error(&object_key, "GetObject body"))?;
         Ok(data.into_bytes().to_vec())
+    }
+}
+
+/// Locked and write-once puts (see [`crate::lock`] and [`crate::once`]).
+impl S3Store {
+    /// The retention to send now: (mode, retain-until), or None without a lock.
+    pub(crate) fn retention_now(&self) -> Result<Option<(ObjectLockMode, DateTime)>> {
+        self.lock
+            .map(|lock| Ok((lock.mode.sdk(), lock.retain_until(SystemTime::now())?)))
+            .transpose()
+    }
+
+    /// PutObject of `data` (hash `sha256`, lowercase hex) with the lock, if any, and the
+    /// content's checksum; `if_none_match` makes it write-once.
+    pub(crate) async fn send_put(
+        &self,
+        object_key: &str,
+        content_type: &str,
+        data: Vec<u8>,
+        sha256: &str,
+        if_none_match: bool,
+    ) -> Result<()> {
+        let retention = self.retention_now()?;
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .content_type(content_type)
+            // Stored with the object so it can be verified without the AccessRequest.
+            .metadata("sha256", sha256);
+        if let Some((mode, until)) = retention {
+            // S3 wants a checksum of locked writes; SHA-256 is the one already computed.
+            put = put
+                .checksum_sha256(base64(&Sha256::digest(&data)))
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        if if_none_match {
+            put = put.if_none_match("*");
+        }
+        match put.body(ByteStream::from(data)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if if_none_match && is_precondition_failed(&e) => {
+                self.same_as_existing(object_key, sha256).await
+            }
+            Err(e) => Err(sdk_error(object_key, "PutObject")(e)),
+        }
+    }
+
+    /// After a write-once put was refused: Ok if the existing object holds `sha256`.
+    pub(crate) async fn same_as_existing(&self, object_key: &str, sha256: &str) -> Result<()> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .send()
+            .await
+            .map_err(sdk_error(object_key, "HeadObject"))?;
+        let existing = head.metadata().and_then(|m| m.get("sha256"));
+        if existing.map(String::as_str) == Some(sha256) {
+            tracing::info!(
+                key = object_key,
+                "object already stored with the same SHA-256 (a retried write)"
+            );
+            return Ok(());
+        }
+        Err(store_error(
+            object_key,
+            &format!(
+                "refusing to overwrite: an object with other content (sha256 {}) is already stored",
+                existing.map_or("unknown", String::as_str)
+            ),
+        ))
     }
 }
 
