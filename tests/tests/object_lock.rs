@@ -9,7 +9,8 @@
 //! is the one in `status.sessions`). The live pieces, removed once the final object lands,
 //! leave locked versions behind. Control: the same bucket with the proxy's lock off lets the
 //! same delete through. And a proxy configured to lock refuses to start on a bucket that
-//! cannot lock, or with a bad flag value.
+//! cannot lock, or with a bad flag value. The store's own client writes audit batches and final
+//! recordings write-once (`If-None-Match: *`): never replaced, a retry of the same bytes is fine.
 
 use std::time::Duration;
 
@@ -297,4 +298,67 @@ fn a_proxy_configured_to_lock_refuses_to_start_without_a_lockable_bucket() {
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test]
+async fn write_once_objects_are_never_replaced_and_a_retry_is_fine() {
+    // The store's own client (the one the proxy and the audit writers use) against MinIO:
+    // If-None-Match: * is honoured, so an audit batch or a final recording already stored is
+    // never replaced, while a retry of the same bytes (a write that landed but whose answer
+    // was lost) counts as stored.
+    use gatehouse_proxy::recording::store::{LockMode, ObjectLock, S3Config, S3Store, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let minio = Minio::start(dir.path());
+    minio.create_locked_bucket(BUCKET);
+    let info = minio.store(BUCKET);
+    let lock = ObjectLock {
+        mode: LockMode::Governance,
+        retention: Duration::from_secs(3600),
+    };
+    let store = Store::S3(
+        S3Store::new(S3Config {
+            endpoint: Some(info.endpoint.clone()),
+            bucket: BUCKET.to_owned(),
+            region: info.region.clone(),
+            access_key_id: info.access_key.clone(),
+            secret_access_key: info.secret_key.clone(),
+            path_style: true,
+            prefix: String::new(),
+        })
+        .with_object_lock(Some(lock)),
+    );
+    store.check_object_lock().await.unwrap();
+    let key = "audit/gatehouse-proxy-0/00000000000000000000.jsonl";
+    store
+        .put_new_object(key, b"batch 0\n".to_vec())
+        .await
+        .unwrap();
+    store
+        .put_new_object(key, b"batch 0\n".to_vec())
+        .await
+        .unwrap();
+    let err = store
+        .put_new_object(key, b"forged\n".to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    assert_eq!(minio.get(BUCKET, key).unwrap(), b"batch 0\n");
+    assert_eq!(minio.versions(BUCKET, key).len(), 1);
+    let retention = minio.s3_request("GET", &format!("{BUCKET}/{key}?retention="), &[], None);
+    assert!(
+        retention.stdout.contains("<Mode>GOVERNANCE</Mode>"),
+        "{}",
+        retention.stdout
+    );
+
+    // A final recording: the same.
+    let cast = dir.path().join("a.cast");
+    std::fs::write(&cast, b"{\"version\": 2}\n").unwrap();
+    let key = "recordings/2026-01-01/alice_db1_0.cast";
+    let stored = store.put(key, &cast).await.unwrap();
+    assert_eq!(store.put(key, &cast).await.unwrap().sha256, stored.sha256);
+    std::fs::write(&cast, b"{\"version\": 2}\n[0.1, \"o\", \"x\"]\n").unwrap();
+    let err = store.put(key, &cast).await.unwrap_err();
+    assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    assert_eq!(sha256_hex(&minio.get(BUCKET, key).unwrap()), stored.sha256);
 }
