@@ -13,14 +13,6 @@ pub enum Error {
         /// I/O error.
         source: std::io::Error,
     },
-    /// A store request (put, get, list, delete) failed.
-    #[error("store object {key}: {message}")]
-    Request {
-        /// Object key (or prefix).
-        key: String,
-        /// What failed.
-        message: String,
-    },
     /// An Object Lock flag's value is not valid.
     #[error("{flag}: {message}")]
     ObjectLockConfig {
@@ -34,6 +26,14 @@ pub enum Error {
     CheckObjectLock {
         /// The bucket.
         bucket: String,
+        /// What failed.
+        message: String,
+    },
+    /// A store request (put, get, list, delete) failed.
+    #[error("store object {key}: {message}")]
+    Request {
+        /// Object key (or prefix).
+        key: String,
         /// What failed.
         message: String,
     },
