@@ -1,6 +1,7 @@
 //! The chart's values: the schema refuses bad ones naming the field and the rule; the S3
 //! settings the chart renders are the ones the real proxy binary understands (a session
-//! recorded through a proxy started with exactly the rendered arguments lands in MinIO); and
+//! recorded through a proxy started with exactly the rendered arguments lands in MinIO, and is
+//! locked there with the objectLock values); and
 //! the Grafana dashboard queries only metrics the code registers.
 
 use std::collections::BTreeSet;
@@ -324,6 +325,70 @@ async fn the_proxy_runs_with_the_s3_settings_the_chart_renders() {
         .unwrap_or_else(|| panic!("team-a/{} is not in the bucket", recording.key));
     assert_eq!(sha256_hex(&object), recording.sha256);
     assert!(String::from_utf8_lossy(&object).contains("via-chart-settings"));
+}
+
+#[tokio::test]
+async fn the_proxy_locks_recordings_with_the_object_lock_values_the_chart_renders() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "chart-values-s3-lock", "namespace": SYSTEM_NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    });
+    cp.kubectl(User::Admin)
+        .args(["apply", "-f", "-"])
+        .stdin(secret.to_string())
+        .run()
+        .ok();
+    let mut minio = None;
+    let w = ProxiedWorld::start(
+        "chart-lock",
+        |dir| {
+            let server = Minio::start(dir);
+            server.create_locked_bucket("locked-team-recordings");
+            let endpoint = format!("recording.storage.s3.endpoint={}", server.endpoint());
+            let rendered = template(&[
+                "recording.storage.type=s3",
+                &endpoint,
+                "recording.storage.s3.bucket=locked-team-recordings",
+                "recording.storage.s3.pathStyle=true",
+                "recording.storage.s3.credentialsSecret.name=chart-values-s3-lock",
+                "recording.storage.s3.objectLock.mode=governance",
+                "recording.storage.s3.objectLock.retention=2h",
+            ]);
+            let (args, env) = rendered_proxy(rendered.ok());
+            minio = Some(server);
+            Storage::Configured { args, env }
+        },
+        json!({}),
+    )
+    .await;
+    let minio = minio.expect("no MinIO");
+    let cert = w.issue(w.request("chart-lock")).await;
+    let out = w
+        .ssh(&cert, &format!("{}@db1", w.login), &["echo via-chart-lock"])
+        .run();
+    assert!(out.success, "{}\n{}", out.stderr, w.proxy.log_tail());
+    let sessions = w
+        .recorded("chart-lock", 1, std::time::Duration::from_secs(30))
+        .await;
+    let recording = sessions[0]
+        .recording
+        .clone()
+        .unwrap_or_else(|| panic!("no recording in {sessions:?}"));
+    let retention = minio.s3_request(
+        "GET",
+        &format!("locked-team-recordings/{}?retention=", recording.key),
+        &[],
+        None,
+    );
+    assert!(
+        retention.stdout.contains("<Mode>GOVERNANCE</Mode>"),
+        "{}{}",
+        retention.stdout,
+        retention.stderr
+    );
 }
 
 /// Metric names in a PromQL expression: `gatehouse_…` identifiers.
