@@ -122,6 +122,14 @@ struct Args {
     /// S3 secret access key (the chart reads it from a Secret).
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
+    /// S3 Object Lock on every recording (and its live pieces): none, governance or
+    /// compliance. The bucket must have Object Lock enabled, or the proxy does not start.
+    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_MODE", default_value = "none")]
+    s3_object_lock_mode: String,
+    /// How long each object stays locked after it is written, like 30d or 1d12h (units s, m,
+    /// h, d); needed when --s3-object-lock-mode is not none.
+    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_RETENTION", default_value = "")]
+    s3_object_lock_retention: String,
     /// Failed logins from one address (an IPv6 /64) or with one key before it is blocked.
     #[arg(long, env = "GATEHOUSE_MAX_AUTH_FAILURES", default_value_t = 10)]
     max_auth_failures: u32,
@@ -228,13 +236,36 @@ fn store(args: &Args) -> anyhow::Result<Store> {
     })
 }
 
+/// `store` with the Object Lock flags applied: only S3 can lock.
+fn locked(store: Store, args: &Args) -> anyhow::Result<Store> {
+    let lock = gatehouse_proxy::recording::store::ObjectLock::parse(
+        &args.s3_object_lock_mode,
+        &args.s3_object_lock_retention,
+    )?;
+    Ok(match (store, lock) {
+        (store, None) => store,
+        (Store::S3(s3), lock) => Store::S3(s3.with_object_lock(lock)),
+        (Store::Local(_), Some(_)) => bail!(
+            "--s3-object-lock-mode {} needs --storage s3",
+            args.s3_object_lock_mode
+        ),
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init_logging(&args.log_format, "info,russh=warn");
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let store = store(&args)?;
+    let store = locked(store(&args)?, &args)?;
+    // Fail closed: recordings must not land unlocked in a bucket that cannot lock them.
+    store.check_object_lock().await?;
+    if let Store::S3(s3) = &store
+        && let Some(lock) = s3.object_lock()
+    {
+        tracing::info!(mode = %lock.mode, retention_secs = lock.retention.as_secs(), "S3 Object Lock on every stored object");
+    }
     let allowed_targets = AllowedTargets::parse(&args.allowed_targets)
         .map_err(|e| anyhow::anyhow!("--allowed-targets: {e}"))?;
     std::fs::create_dir_all(&args.spool_dir)

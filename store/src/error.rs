@@ -13,6 +13,22 @@ pub enum Error {
         /// I/O error.
         source: std::io::Error,
     },
+    /// An Object Lock flag's value is not valid.
+    #[error("{flag}: {message}")]
+    ObjectLockConfig {
+        /// The flag (`--s3-object-lock-mode`, `--s3-object-lock-retention`).
+        flag: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Object Lock is configured but the bucket cannot lock objects (or could not be asked).
+    #[error("checking Object Lock on bucket {bucket}: {message}")]
+    CheckObjectLock {
+        /// The bucket.
+        bucket: String,
+        /// What failed.
+        message: String,
+    },
     /// A store request (put, get, list, delete) failed.
     #[error("store object {key}: {message}")]
     Request {

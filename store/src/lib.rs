@@ -4,8 +4,11 @@
 //! No Kubernetes here: callers decide keys and what the objects mean.
 
 mod error;
+mod lock;
 mod objects;
+mod once;
 mod pieces;
 
 pub use error::{Error, Result};
+pub use lock::{LockMode, MAX_RETENTION, MODE_FLAG, ObjectLock, RETENTION_FLAG};
 pub use objects::{LocalStore, S3Config, S3Store, Store, StoredRecording, hex};

@@ -1,11 +1,12 @@
 //! The store's two backends and whole-file uploads. Data comes from files (read in chunks and
 //! hashed on the way) or bytes in memory; it goes to an S3 bucket (any S3-compatible server) or
-//! a local directory, under the caller's keys.
+//! a local directory, under the caller's keys. Every S3 write carries the store's Object Lock
+//! retention, if any ([`crate::lock`]); final recordings are write-once ([`crate::once`]).
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -14,13 +15,16 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+};
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
+use crate::lock::{ObjectLock, base64, is_precondition_failed};
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
@@ -57,7 +61,9 @@ pub enum Store {
 }
 
 impl Store {
-    /// Copy the file at `path` to `key`, returning its hash and size.
+    /// Copy the file at `path` to `key`, returning its hash and size. Write-once on S3: an
+    /// object already under `key` with the same SHA-256 counts as stored, one with other
+    /// content is never replaced (an error).
     pub async fn put(&self, key: &str, path: &Path) -> Result<StoredRecording> {
         match self {
             Store::S3(s3) => s3.put(key, path).await,
@@ -113,6 +119,8 @@ pub struct S3Store {
     pub(crate) client: Client,
     pub(crate) bucket: String,
     pub(crate) prefix: String,
+    /// Put on every object written (see [`crate::lock`]).
+    pub(crate) lock: Option<ObjectLock>,
 }
 
 impl fmt::Debug for S3Store {
@@ -121,6 +129,7 @@ impl fmt::Debug for S3Store {
         f.debug_struct("S3Store")
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
+            .field("lock", &self.lock)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +169,7 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket,
             prefix: config.prefix,
+            lock: None,
         }
     }
 
@@ -173,17 +183,9 @@ impl S3Store {
             let data = tokio::fs::read(path).await.map_err(read_spool(path))?;
             let sha256 = hex(&Sha256::digest(&data));
             let bytes = data.len() as u64;
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&object_key)
-                .content_type(CONTENT_TYPE)
-                // Stored with the object so it can be verified without the AccessRequest.
-                .metadata("sha256", &sha256)
-                .body(ByteStream::from(data))
-                .send()
-                .await
-                .map_err(sdk_error(&object_key, "PutObject"))?;
+            // Write-once: a recording already stored under this key is never replaced.
+            self.send_put(&object_key, CONTENT_TYPE, data, &sha256, true)
+                .await?;
             (sha256, bytes)
         } else {
             // The hash goes into the object's metadata, which is fixed when the upload starts.
@@ -200,13 +202,21 @@ impl S3Store {
     }
 
     async fn put_multipart(&self, object_key: &str, path: &Path, sha256: &str) -> Result<()> {
-        let created = self
+        let mut create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(object_key)
             .content_type(CONTENT_TYPE)
-            .metadata("sha256", sha256)
+            .metadata("sha256", sha256);
+        if let Some((mode, until)) = self.retention_now()? {
+            // Locked writes need checksums: each part then carries its SHA-256.
+            create = create
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        let created = create
             .send()
             .await
             .map_err(sdk_error(object_key, "CreateMultipartUpload"))?;
@@ -261,6 +271,7 @@ impl S3Store {
                 break;
             }
             hasher.update(&part);
+            let checksum = self.lock.is_some().then(|| base64(&Sha256::digest(&part)));
             let uploaded = self
                 .client
                 .upload_part()
@@ -268,6 +279,7 @@ impl S3Store {
                 .key(object_key)
                 .upload_id(upload_id)
                 .part_number(part_number)
+                .set_checksum_sha256(checksum.clone())
                 .body(ByteStream::from(part))
                 .send()
                 .await
@@ -279,6 +291,7 @@ impl S3Store {
                 CompletedPart::builder()
                     .e_tag(e_tag)
                     .part_number(part_number)
+                    .set_checksum_sha256(checksum)
                     .build(),
             );
         }
@@ -288,20 +301,26 @@ impl S3Store {
                 &format!("{} changed while it was being uploaded", path.display()),
             ));
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(object_key)
             .upload_id(upload_id)
+            // Write-once, as single-part recordings.
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
             )
             .send()
-            .await
-            .map_err(sdk_error(object_key, "CompleteMultipartUpload"))?;
-        Ok(())
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition_failed(&e) => self.same_as_existing(object_key, sha256).await,
+            Err(e) => Err(sdk_error(object_key, "CompleteMultipartUpload")(e)),
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -320,6 +339,81 @@ impl S3Store {
             .await
             .map_err(sdk_error(&object_key, "GetObject body"))?;
         Ok(data.into_bytes().to_vec())
+    }
+}
+
+/// Locked and write-once puts (see [`crate::lock`] and [`crate::once`]).
+impl S3Store {
+    /// The retention to send now: (mode, retain-until), or None without a lock.
+    pub(crate) fn retention_now(&self) -> Result<Option<(ObjectLockMode, DateTime)>> {
+        self.lock
+            .map(|lock| Ok((lock.mode.sdk(), lock.retain_until(SystemTime::now())?)))
+            .transpose()
+    }
+
+    /// PutObject of `data` (hash `sha256`, lowercase hex) with the lock, if any, and the
+    /// content's checksum; `if_none_match` makes it write-once.
+    pub(crate) async fn send_put(
+        &self,
+        object_key: &str,
+        content_type: &str,
+        data: Vec<u8>,
+        sha256: &str,
+        if_none_match: bool,
+    ) -> Result<()> {
+        let retention = self.retention_now()?;
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .content_type(content_type)
+            // Stored with the object so it can be verified without the AccessRequest.
+            .metadata("sha256", sha256);
+        if let Some((mode, until)) = retention {
+            // S3 wants a checksum of locked writes; SHA-256 is the one already computed.
+            put = put
+                .checksum_sha256(base64(&Sha256::digest(&data)))
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        if if_none_match {
+            put = put.if_none_match("*");
+        }
+        match put.body(ByteStream::from(data)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if if_none_match && is_precondition_failed(&e) => {
+                self.same_as_existing(object_key, sha256).await
+            }
+            Err(e) => Err(sdk_error(object_key, "PutObject")(e)),
+        }
+    }
+
+    /// After a write-once put was refused: Ok if the existing object holds `sha256`.
+    pub(crate) async fn same_as_existing(&self, object_key: &str, sha256: &str) -> Result<()> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .send()
+            .await
+            .map_err(sdk_error(object_key, "HeadObject"))?;
+        let existing = head.metadata().and_then(|m| m.get("sha256"));
+        if existing.map(String::as_str) == Some(sha256) {
+            tracing::info!(
+                key = object_key,
+                "object already stored with the same SHA-256 (a retried write)"
+            );
+            return Ok(());
+        }
+        Err(store_error(
+            object_key,
+            &format!(
+                "refusing to overwrite: an object with other content (sha256 {}) is already stored",
+                existing.map_or("unknown", String::as_str)
+            ),
+        ))
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::primitives::ByteStream;
+use sha2::{Digest, Sha256};
 
 use crate::error::Result;
-use crate::objects::{LocalStore, S3Store, Store, sdk_error, store_error, write_store};
+use crate::objects::{LocalStore, S3Store, Store, hex, sdk_error, store_error, write_store};
 
 impl Store {
     /// Store `data` as the whole object `key` (replacing one of that name).
@@ -37,16 +37,16 @@ impl Store {
 impl S3Store {
     async fn put_object(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let object_key = format!("{}{key}", self.prefix);
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&object_key)
-            .content_type("application/octet-stream")
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(sdk_error(&object_key, "PutObject"))?;
-        Ok(())
+        let sha256 = hex(&Sha256::digest(&data));
+        // Locked like everything else, but replaceable: a piece may be re-sent after a failure.
+        self.send_put(
+            &object_key,
+            "application/octet-stream",
+            data,
+            &sha256,
+            false,
+        )
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {

@@ -156,18 +156,95 @@ impl Minio {
 
     /// `curl --aws-sigv4` of `path` with the root credentials (on stdin, not the command line).
     fn curl(&self, method: &str, path: &str) -> CmdOutput {
+        self.s3_request(method, path, &[], None)
+    }
+
+    /// An S3 request as the store's own (root) credentials: `method` on `path` (bucket, key
+    /// and query, escaped), with `headers` (`Name: value`, signed) and the file `body`, if
+    /// any. Fails (`success` false, the S3 error XML in stdout) on any HTTP error.
+    pub fn s3_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&Path>,
+    ) -> CmdOutput {
         let Credentials {
             access_key,
             secret_key,
         } = &self.credentials;
-        Cmd::new("curl")
+        let mut cmd = Cmd::new("curl")
             .args(["-sS", "--fail-with-body", "-X", method])
             .arg("--aws-sigv4")
             .arg(format!("aws:amz:{REGION}:s3"))
-            .args(["--config", "-"])
-            .arg(format!("{}/{path}", self.endpoint()))
+            .args(["--config", "-"]);
+        for header in headers {
+            cmd = cmd.args(["-H", header]);
+        }
+        if let Some(body) = body {
+            // curl 7.88 signs a body with the wrong payload hash (SignatureDoesNotMatch).
+            cmd = cmd
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .arg("--data-binary")
+                .arg(format!("@{}", body.display()));
+        }
+        cmd.arg(format!("{}/{path}", self.endpoint()))
             .stdin(format!("user = \"{access_key}:{secret_key}\"\n"))
             .run()
+    }
+
+    /// Create a bucket with Object Lock enabled (and so versioning), as S3 allows only at
+    /// creation.
+    pub fn create_locked_bucket(&self, bucket: &str) {
+        let out = self.s3_request(
+            "PUT",
+            bucket,
+            &["x-amz-bucket-object-lock-enabled: true"],
+            None,
+        );
+        assert!(
+            out.success,
+            "creating locked bucket {bucket}: {}{}",
+            out.stdout, out.stderr
+        );
+    }
+
+    /// The object versions under `prefix` in `bucket` (ListObjectVersions, first page), in
+    /// the server's order (by key, newest first): (key, version id, whether it is a delete
+    /// marker).
+    pub fn versions(&self, bucket: &str, prefix: &str) -> Vec<(String, String, bool)> {
+        let out = self.curl(
+            "GET",
+            &format!("{bucket}?prefix={}&versions=", url_escape(prefix)),
+        );
+        assert!(
+            out.success,
+            "listing versions under {bucket}/{prefix}: {}{}",
+            out.stdout, out.stderr
+        );
+        let tag = |entry: &str, name: &str| {
+            let open = format!("<{name}>");
+            let rest = entry.split(open.as_str()).nth(1)?;
+            Some(
+                rest.split(&format!("</{name}>"))
+                    .next()?
+                    .replace("&amp;", "&"),
+            )
+        };
+        let mut found = Vec::new();
+        for (i, chunk) in out.stdout.split("<DeleteMarker>").enumerate() {
+            for (j, entry) in chunk.split("<Version>").enumerate() {
+                // A chunk's text before its first <Version> is a delete marker (or, in the
+                // first chunk, the list's header).
+                if i == 0 && j == 0 {
+                    continue;
+                }
+                if let (Some(key), Some(id)) = (tag(entry, "Key"), tag(entry, "VersionId")) {
+                    found.push((key, id, j == 0));
+                }
+            }
+        }
+        found
     }
 
     /// Create a bucket (one that exists already is fine).

@@ -1,6 +1,7 @@
 //! The chart's values: the schema refuses bad ones naming the field and the rule; the S3
 //! settings the chart renders are the ones the real proxy binary understands (a session
-//! recorded through a proxy started with exactly the rendered arguments lands in MinIO); and
+//! recorded through a proxy started with exactly the rendered arguments lands in MinIO, and is
+//! locked there with the objectLock values); and
 //! the Grafana dashboard queries only metrics the code registers.
 
 use std::collections::BTreeSet;
@@ -83,6 +84,20 @@ async fn bad_values_are_refused_naming_the_field_and_the_rule() {
             &["proxy.replica=2"],
             &["/proxy", "additional properties 'replica' not allowed"],
         ),
+        (
+            &["recording.storage.s3.objectLock.mode=legal-hold"],
+            &[
+                "/recording/storage/s3/objectLock/mode",
+                "value must be one of 'none', 'governance', 'compliance'",
+            ],
+        ),
+        (
+            &["recording.storage.s3.objectLock.retention=1y"],
+            &[
+                "/recording/storage/s3/objectLock/retention",
+                "does not match pattern",
+            ],
+        ),
     ];
     for (sets, needles) in cases {
         let mut all = vec!["values don't meet the specifications of the schema"];
@@ -127,6 +142,38 @@ async fn bad_values_are_refused_naming_the_field_and_the_rule() {
             "{expected} missing from {kinds:?}"
         );
     }
+    // Object Lock: off by default (no envs); on, the proxy gets the mode and retention; on
+    // with a volume (which cannot lock), the chart refuses to render.
+    let s3 = [
+        "recording.storage.type=s3",
+        "recording.storage.s3.bucket=ssh-recordings",
+        "recording.storage.s3.credentialsSecret.name=s3-keys",
+    ];
+    let (_, env) = rendered_proxy_plain(template(&s3).ok());
+    assert!(
+        !env.iter()
+            .any(|(n, _)| n.starts_with("GATEHOUSE_S3_OBJECT_LOCK")),
+        "{env:?}"
+    );
+    let mut locked = s3.to_vec();
+    locked.extend([
+        "recording.storage.s3.objectLock.mode=compliance",
+        "recording.storage.s3.objectLock.retention=365d",
+    ]);
+    let (_, env) = rendered_proxy_plain(template(&locked).ok());
+    for (name, value) in [
+        ("GATEHOUSE_S3_OBJECT_LOCK_MODE", "compliance"),
+        ("GATEHOUSE_S3_OBJECT_LOCK_RETENTION", "365d"),
+    ] {
+        assert!(
+            env.contains(&(name.to_owned(), value.to_owned())),
+            "{name}={value} not in {env:?}"
+        );
+    }
+    template(&["recording.storage.s3.objectLock.mode=governance"]).fails_with(&[
+        "recording.storage.s3.objectLock.mode governance needs recording.storage.type s3",
+    ]);
+
     // One replica: no budget (it would block every drain).
     let single = template(&["proxy.replicas=1", "operator.replicas=1"]);
     assert!(!single.ok().contains("kind: PodDisruptionBudget"));
@@ -139,6 +186,35 @@ fn documents(yaml: &str) -> Vec<Value> {
         .into_iter()
         .filter(|d| d.is_object())
         .collect()
+}
+
+/// The rendered proxy container's arguments and plain (`value:`) environment variables.
+fn rendered_proxy_plain(yaml: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let docs = documents(yaml);
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "gatehouse-proxy")
+        .unwrap_or_else(|| panic!("no proxy Deployment in\n{yaml}"));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    let env = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some((
+                v["name"].as_str()?.to_owned(),
+                v["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    (args, env)
 }
 
 /// The rendered proxy container's arguments and environment, with Secret references read
@@ -249,6 +325,70 @@ async fn the_proxy_runs_with_the_s3_settings_the_chart_renders() {
         .unwrap_or_else(|| panic!("team-a/{} is not in the bucket", recording.key));
     assert_eq!(sha256_hex(&object), recording.sha256);
     assert!(String::from_utf8_lossy(&object).contains("via-chart-settings"));
+}
+
+#[tokio::test]
+async fn the_proxy_locks_recordings_with_the_object_lock_values_the_chart_renders() {
+    let cp = control_plane();
+    cp.install_gatehouse();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "chart-values-s3-lock", "namespace": SYSTEM_NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    });
+    cp.kubectl(User::Admin)
+        .args(["apply", "-f", "-"])
+        .stdin(secret.to_string())
+        .run()
+        .ok();
+    let mut minio = None;
+    let w = ProxiedWorld::start(
+        "chart-lock",
+        |dir| {
+            let server = Minio::start(dir);
+            server.create_locked_bucket("locked-team-recordings");
+            let endpoint = format!("recording.storage.s3.endpoint={}", server.endpoint());
+            let rendered = template(&[
+                "recording.storage.type=s3",
+                &endpoint,
+                "recording.storage.s3.bucket=locked-team-recordings",
+                "recording.storage.s3.pathStyle=true",
+                "recording.storage.s3.credentialsSecret.name=chart-values-s3-lock",
+                "recording.storage.s3.objectLock.mode=governance",
+                "recording.storage.s3.objectLock.retention=2h",
+            ]);
+            let (args, env) = rendered_proxy(rendered.ok());
+            minio = Some(server);
+            Storage::Configured { args, env }
+        },
+        json!({}),
+    )
+    .await;
+    let minio = minio.expect("no MinIO");
+    let cert = w.issue(w.request("chart-lock")).await;
+    let out = w
+        .ssh(&cert, &format!("{}@db1", w.login), &["echo via-chart-lock"])
+        .run();
+    assert!(out.success, "{}\n{}", out.stderr, w.proxy.log_tail());
+    let sessions = w
+        .recorded("chart-lock", 1, std::time::Duration::from_secs(30))
+        .await;
+    let recording = sessions[0]
+        .recording
+        .clone()
+        .unwrap_or_else(|| panic!("no recording in {sessions:?}"));
+    let retention = minio.s3_request(
+        "GET",
+        &format!("locked-team-recordings/{}?retention=", recording.key),
+        &[],
+        None,
+    );
+    assert!(
+        retention.stdout.contains("<Mode>GOVERNANCE</Mode>"),
+        "{}{}",
+        retention.stdout,
+        retention.stderr
+    );
 }
 
 /// Metric names in a PromQL expression: `gatehouse_…` identifiers.

@@ -30,6 +30,16 @@ readOnlyRootFilesystem: true
 capabilities: {drop: [ALL]}
 {{- end -}}
 
+{{/* S3 Object Lock envs of every store writer (proxy, audit writers), from recording.storage.s3;
+     nothing when the mode is none. */}}
+{{- define "gatehouse.s3ObjectLockEnv" -}}
+{{- $lock := .objectLock | default dict -}}
+{{- if and $lock.mode (ne $lock.mode "none") -}}
+- {name: GATEHOUSE_S3_OBJECT_LOCK_MODE, value: {{ $lock.mode | quote }}}
+- {name: GATEHOUSE_S3_OBJECT_LOCK_RETENTION, value: {{ $lock.retention | quote }}}
+{{- end -}}
+{{- end -}}
+
 {{/* nodeSelector, tolerations and affinity of a component's values. */}}
 {{- define "gatehouse.scheduling" -}}
 {{- with .nodeSelector }}
