@@ -1,0 +1,194 @@
+//! Durable audit events (issue 15), end to end: the real `gatehouse-proxy` on a real MinIO,
+//! real `ssh` sessions through it to a real `sshd`. N sessions with the store up, M more while
+//! MinIO is stopped (logins still work: each event is fsynced in the proxy's audit spool before
+//! the login or session goes on), then the proxy is SIGKILLed with batches sealed but not
+//! uploaded and events in the open segment; MinIO and the proxy come back. Every batch under
+//! `audit/<writer>/` is read back with curl, the hash chain verifies, and the request's
+//! loginAccepted / sessionStarted / sessionEnded events are counted: exactly N+M each, every
+//! session once.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use gatehouse_crds::audit::verify_chain;
+use gatehouse_tests::{minio::Minio, proxied_world::ProxiedWorld, wait_for};
+use serde_json::{Value, json};
+
+const BUCKET: &str = "recordings";
+/// The harness's POD_NAME of the proxy: the writer of its batches.
+const WRITER: &str = "proxy-under-test";
+
+/// Every stored batch of `writer`: Err when the chain does not verify, else its events.
+fn stored_events(minio: &Minio, writer: &str) -> Result<Vec<Value>, String> {
+    let keys = minio.list(BUCKET, &format!("audit/{writer}/"));
+    let mut texts = Vec::new();
+    for key in &keys {
+        let bytes = minio
+            .get(BUCKET, key)
+            .ok_or_else(|| format!("{key} is listed but cannot be read"))?;
+        texts.push(String::from_utf8(bytes).map_err(|e| format!("{key}: {e}"))?);
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let chain = verify_chain(&refs, None).map_err(|e| format!("{e} in {keys:?}"))?;
+    let events: Vec<Value> = texts
+        .iter()
+        .flat_map(|t| t.lines().skip(1))
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(chain.events as usize, events.len());
+    Ok(events)
+}
+
+/// Per type, how many events of request `name` in `ns`; and per (type, sessionId), how often.
+fn tally(events: &[Value], ns: &str, name: &str) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut types = BTreeMap::new();
+    let mut sessions: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for event in events
+        .iter()
+        .filter(|e| e["namespace"] == ns && e["request"]["name"] == name)
+    {
+        let type_ = event["type"].as_str().unwrap_or_default().to_owned();
+        *types.entry(type_.clone()).or_default() += 1;
+        if let Some(id) = event["sessionId"].as_str() {
+            *sessions.entry((type_, id.to_owned())).or_default() += 1;
+        }
+    }
+    let repeated = sessions
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((t, id), n)| format!("{t} {id} x{n}"))
+        .collect();
+    (types, repeated)
+}
+
+/// Lines in the audit spool's files (open segment and sealed batches) naming `needle`.
+fn spooled(dir: &Path, needle: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn sealed_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 26 && n.ends_with(".jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn proxy_audit_events_survive_an_s3_outage_and_a_sigkill() {
+    const N: usize = 3;
+    const M: usize = 4;
+    let mut minio_slot = None;
+    let mut w = ProxiedWorld::start(
+        "audit-durable",
+        |dir| {
+            let server = Minio::start(dir);
+            server.create_bucket(BUCKET);
+            let storage = server.storage(BUCKET);
+            minio_slot = Some(server);
+            storage
+        },
+        json!({}),
+    )
+    .await;
+    let mut minio = minio_slot.expect("no MinIO");
+    let ns = w.s.ns.clone();
+    let audit_spool: PathBuf = w
+        .proxy
+        .spool_dir()
+        .parent()
+        .expect("the spool has a parent")
+        .join("audit-spool");
+    let cert = w.issue(w.request("durable")).await;
+    let user = format!("{}@db1", w.login);
+    let ssh = |i: usize| {
+        let out = w.ssh(&cert, &user, &[&format!("echo audit-{i}")]).run();
+        assert_eq!(
+            out.code,
+            Some(0),
+            "session {i}: {out:?}\n{}",
+            w.proxy.log_tail()
+        );
+        assert_eq!(out.stdout.trim(), format!("audit-{i}"));
+    };
+
+    for i in 0..N {
+        ssh(i);
+    }
+    // With the store up, the first sessions' events reach it within seconds.
+    wait_for(
+        Duration::from_secs(20),
+        "the first sessions' events in MinIO",
+        || async {
+            let events = stored_events(&minio, WRITER).ok()?;
+            let (types, _) = tally(&events, &ns, "durable");
+            (types.get("sessionEnded") == Some(&N)).then_some(())
+        },
+    )
+    .await;
+
+    // Outage: logins and sessions go on, their events wait in the spool.
+    minio.stop();
+    for i in N..N + M {
+        ssh(i);
+    }
+    // Every session's end is written (the last one, moments ago, in the open segment)...
+    wait_for(
+        Duration::from_secs(10),
+        "the sessions' ends in the audit spool",
+        || async { (spooled(&audit_spool, "\"sessionEnded\"") >= M).then_some(()) },
+    )
+    .await;
+    let sealed = sealed_in(&audit_spool);
+    assert!(
+        !sealed.is_empty(),
+        "nothing sealed during the outage: {:?}",
+        std::fs::read_dir(&audit_spool).map(|d| d.count())
+    );
+    // ...and the proxy dies hard.
+    w.proxy.kill();
+    let open = std::fs::read_to_string(audit_spool.join("open.jsonl")).unwrap_or_default();
+    eprintln!(
+        "killed with {} sealed batches waiting and {} events in the open segment",
+        sealed.len(),
+        open.lines().count()
+    );
+
+    minio.restart();
+    w.proxy.restart();
+    let events = wait_for(Duration::from_secs(60), "every event in MinIO", || async {
+        let events = stored_events(&minio, WRITER).ok()?;
+        let (types, _) = tally(&events, &ns, "durable");
+        (types.get("sessionEnded") >= Some(&(N + M)) && sealed_in(&audit_spool).is_empty())
+            .then_some(events)
+    })
+    .await;
+    let (types, repeated) = tally(&events, &ns, "durable");
+    for type_ in ["loginAccepted", "sessionStarted", "sessionEnded"] {
+        assert_eq!(types.get(type_), Some(&(N + M)), "{type_}: {types:?}");
+    }
+    assert!(repeated.is_empty(), "events repeated: {repeated:?}");
+    // One chain: batch keys are 0, 1, 2, … and the chain verified above.
+    let keys = minio.list(BUCKET, &format!("audit/{WRITER}/"));
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(key, &format!("audit/{WRITER}/{i:020}.jsonl"), "{keys:?}");
+    }
+}
