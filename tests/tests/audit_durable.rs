@@ -6,6 +6,12 @@
 //! `audit/<writer>/` is read back with curl, the hash chain verifies, and the request's
 //! loginAccepted / sessionStarted / sessionEnded events are counted: exactly N+M each, every
 //! session once.
+//!
+//! The operator likewise: an extra operator with a pending TTL of seconds (the shared one's is
+//! 24h) is the only one to expire the test's pending requests; it stores its audit events in
+//! MinIO. Some requests expire while MinIO is up, the rest while it is stopped; the operator
+//! is SIGKILLed, MinIO and the operator come back, and exactly one `expired` event per request
+//! is in its chain.
 
 use std::{
     collections::BTreeMap,
@@ -13,8 +19,15 @@ use std::{
     time::Duration,
 };
 
-use gatehouse_crds::audit::verify_chain;
-use gatehouse_tests::{minio::Minio, proxied_world::ProxiedWorld, wait_for};
+use gatehouse_crds::{Phase, audit::verify_chain};
+use gatehouse_tests::{
+    User, control_plane,
+    minio::{ACCESS_KEY, Minio, SECRET_KEY},
+    operator::{Operator, OperatorConfig},
+    proxied_world::ProxiedWorld,
+    scenario::{self, Scenario, Setup, public_key},
+    wait_for,
+};
 use serde_json::{Value, json};
 
 const BUCKET: &str = "recordings";
@@ -191,4 +204,112 @@ async fn proxy_audit_events_survive_an_s3_outage_and_a_sigkill() {
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(key, &format!("audit/{WRITER}/{i:020}.jsonl"), "{keys:?}");
     }
+}
+
+/// How many requests of `ns` the events hold an `expired` event for, and any repeated.
+fn expired(events: &[Value], ns: &str) -> (usize, Vec<String>) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for event in events
+        .iter()
+        .filter(|e| e["namespace"] == ns && e["type"] == "expired")
+    {
+        let name = event["request"]["name"].as_str().unwrap_or_default();
+        *seen.entry(name.to_owned()).or_default() += 1;
+    }
+    let repeated = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(r, n)| format!("{r} x{n}"))
+        .collect();
+    (seen.len(), repeated)
+}
+
+#[tokio::test]
+async fn operator_audit_events_survive_an_s3_outage_and_a_sigkill() {
+    const N: usize = 3;
+    const M: usize = 3;
+    let cp = control_plane();
+    // Requests wait for an approval nobody gives.
+    let s = Scenario::new(cp, "audit-op", &Setup::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut minio = Minio::start(dir.path());
+    minio.create_bucket(BUCKET);
+    let public = public_key();
+    let writer = format!("{}-operator", s.ns);
+    let spool = dir.path().join("operator-audit-spool");
+    let system = cp.namespace("audit-op-system").await;
+    let config = OperatorConfig {
+        pending_ttl: Some("3s".to_owned()),
+        env: [
+            ("POD_NAME", writer.clone()),
+            ("GATEHOUSE_AUDIT_STORE", "s3".to_owned()),
+            ("GATEHOUSE_AUDIT_SPOOL_DIR", spool.display().to_string()),
+            ("GATEHOUSE_S3_ENDPOINT", minio.endpoint()),
+            ("GATEHOUSE_S3_BUCKET", BUCKET.to_owned()),
+            ("GATEHOUSE_S3_PATH_STYLE", "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        ..OperatorConfig::extra(cp, &system, &s.ns)
+    };
+    let make = async |name: &str| {
+        s.apply(cp, User::Alice, &scenario::request(name, "ubuntu", &public))
+            .ok();
+        s.wait_phase(name, Phase::Pending, Duration::from_secs(10))
+            .await;
+    };
+    let names: Vec<String> = (0..N + M).map(|i| format!("r{i}")).collect();
+    for name in &names[..N] {
+        make(name).await;
+    }
+    // The extra operator expires them and stores the events.
+    let mut later = Operator::start(&config);
+    for name in &names[..N] {
+        s.wait_phase(name, Phase::Expired, Duration::from_secs(15))
+            .await;
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the first expiries in MinIO",
+        || async {
+            let (count, _) = expired(&stored_events(&minio, &writer).ok()?, &s.ns);
+            (count == N).then_some(())
+        },
+    )
+    .await;
+
+    // Outage: it stops, more requests are made and expire while MinIO is down.
+    later.stop();
+    minio.stop();
+    for name in &names[N..] {
+        make(name).await;
+    }
+    let later = Operator::start(&config);
+    for name in &names[N..] {
+        s.wait_phase(name, Phase::Expired, Duration::from_secs(15))
+            .await;
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "the expiries in the audit spool",
+        || async { (spooled(&spool, "\"expired\"") >= M).then_some(()) },
+    )
+    .await;
+    // SIGKILL: no chance to seal or upload.
+    drop(later);
+
+    minio.restart();
+    let _again = Operator::start(&config);
+    let events = wait_for(Duration::from_secs(60), "every expiry in MinIO", || async {
+        let events = stored_events(&minio, &writer).ok()?;
+        let (count, _) = expired(&events, &s.ns);
+        (count == N + M && sealed_in(&spool).is_empty()).then_some(events)
+    })
+    .await;
+    let (count, repeated) = expired(&events, &s.ns);
+    assert_eq!(count, N + M);
+    assert!(repeated.is_empty(), "expiries repeated: {repeated:?}");
 }
