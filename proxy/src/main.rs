@@ -283,7 +283,12 @@ async fn main() -> anyhow::Result<()> {
     let health = http::bind(args.metrics_addr).await?;
     let render = {
         let metrics = metrics.clone();
-        move || metrics.render()
+        let audit = audit_writer.clone();
+        move || {
+            let pending = i64::try_from(audit.pending_batches()).unwrap_or(i64::MAX);
+            metrics.audit_pending_batches.set(pending);
+            metrics.render()
+        }
     };
     tokio::spawn(serve_health(health, render, readiness.clone()));
 
@@ -430,7 +435,10 @@ async fn main() -> anyhow::Result<()> {
         Err(elapsed) => Err(elapsed),
     };
     match drained {
-        Ok(()) => tracing::info!("sessions closed, recordings and audit events stored; stopped"),
+        Ok(()) => tracing::info!(
+            audit_events = "stored",
+            "sessions closed and recordings stored; stopped"
+        ),
         Err(_) => tracing::warn!(
             connections = connections.strong_count(),
             pending = metrics.recordings_pending.get(),

@@ -176,6 +176,13 @@ async fn proxy_audit_events_survive_an_s3_outage_and_a_sigkill() {
         "nothing sealed during the outage: {:?}",
         std::fs::read_dir(&audit_spool).map(|d| d.count())
     );
+    let metrics = w.proxy.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gatehouse_audit_pending_batches ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     // ...and the proxy dies hard.
     w.proxy.kill();
     let open = std::fs::read_to_string(audit_spool.join("open.jsonl")).unwrap_or_default();
