@@ -12,6 +12,10 @@
 //! MinIO. Some requests expire while MinIO is up, the rest while it is stopped; the operator
 //! is SIGKILLed, MinIO and the operator come back, and exactly one `expired` event per request
 //! is in its chain.
+//!
+//! And the boundary: a login whose `loginAccepted` cannot be made durable (the audit spool's
+//! file system is full: a 256 KiB tmpfs filled up) is refused, and accepted again once there
+//! is room.
 
 use std::{
     collections::BTreeMap,
@@ -21,7 +25,7 @@ use std::{
 
 use gatehouse_crds::{Phase, audit::verify_chain};
 use gatehouse_tests::{
-    User, control_plane,
+    Cmd, User, control_plane,
     minio::{ACCESS_KEY, Minio, SECRET_KEY},
     operator::{Operator, OperatorConfig},
     proxied_world::ProxiedWorld,
@@ -319,4 +323,112 @@ async fn operator_audit_events_survive_an_s3_outage_and_a_sigkill() {
     let (count, repeated) = expired(&events, &s.ns);
     assert_eq!(count, N + M);
     assert!(repeated.is_empty(), "expiries repeated: {repeated:?}");
+}
+
+/// A tmpfs of `size` mounted on `dir` while this lives.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Cmd::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size}"))
+            .arg("tmpfs")
+            .arg(dir)
+            .run()
+            .ok();
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Cmd::new("umount").arg("-l").arg(&self.0).run();
+    }
+}
+
+/// Fill the file system of `dir` with `dir/filler` until a write fails.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file =
+        std::fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let chunk = vec![b'x'; 4096];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_all())
+        .is_ok()
+    {}
+    path
+}
+
+#[tokio::test]
+async fn a_login_whose_audit_event_cannot_be_made_durable_is_refused() {
+    let mount = tempfile::tempdir().unwrap();
+    let spool = mount.path().join("audit-spool");
+    let _tmpfs = Tmpfs::mount(&spool, "256k");
+    let spool_arg = format!("--audit-spool-dir={}", spool.display());
+    let w = ProxiedWorld::start_with_args(
+        "audit-full",
+        ProxiedWorld::local_storage,
+        json!({}),
+        &[&spool_arg],
+    )
+    .await;
+    let cert = w.issue(w.request("full")).await;
+    let user = format!("{}@db1", w.login);
+    let out = w.ssh(&cert, &user, &["echo before"]).run();
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", w.proxy.log_tail());
+
+    // Once the first session's events are stored the segment is empty (no page to write in)
+    // and the stored batch's file is gone (freeing no page after the fill).
+    let audit = w.local_store().join("audit").join(WRITER);
+    let stored = |needle: &'static str| {
+        let audit = audit.clone();
+        move || {
+            let text: String = std::fs::read_dir(&audit)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect();
+            text.lines().filter(|l| l.contains(needle)).count()
+        }
+    };
+    let ended = stored("\"sessionEnded\"");
+    wait_for(
+        Duration::from_secs(20),
+        "the first session stored",
+        || async {
+            let empty = std::fs::metadata(spool.join("open.jsonl")).is_ok_and(|m| m.len() == 0);
+            (ended() == 1 && empty && sealed_in(&spool).is_empty()).then_some(())
+        },
+    )
+    .await;
+
+    // The attacker's lever: no room for the event. The login must not go through unrecorded.
+    let filler = fill(&spool);
+    let out = w.ssh(&cert, &user, &["echo unaudited"]).run();
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(!out.stdout.contains("unaudited"), "{out:?}");
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    assert!(
+        w.proxy
+            .log_text()
+            .contains("login refused: its audit event could not be made durable"),
+        "{}",
+        w.proxy.log_tail()
+    );
+
+    // Room again: logins work, and the store holds exactly the two accepted ones.
+    std::fs::remove_file(filler).unwrap();
+    let out = w.ssh(&cert, &user, &["echo after"]).run();
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", w.proxy.log_tail());
+    wait_for(
+        Duration::from_secs(20),
+        "both sessions' ends stored",
+        || async { (ended() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(stored("\"loginAccepted\"")(), 2);
 }
