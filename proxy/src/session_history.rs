@@ -34,6 +34,7 @@ const ATTEMPTS: u32 = 10;
 #[derive(Clone)]
 pub struct SessionStatus {
     client: Client,
+    audit: crate::audit_log::AuditLog,
     recorder: Recorder,
     turns: Arc<Turns>,
 }
@@ -59,8 +60,8 @@ fn time(t: jiff::Timestamp) -> Time {
 }
 
 impl SessionStatus {
-    /// A writer reporting Events as `instance`.
-    pub fn new(client: Client, instance: String) -> Self {
+    /// A writer reporting Events as `instance`, audit events (`recordingStored`) to `audit`.
+    pub fn new(client: Client, instance: String, audit: crate::audit_log::AuditLog) -> Self {
         let reporter = Reporter {
             controller: managers::PROXY.into(),
             instance: Some(instance),
@@ -68,6 +69,7 @@ impl SessionStatus {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            audit,
             turns: Arc::new(Turns::new()),
         }
     }
@@ -176,7 +178,7 @@ impl UploadSink for SessionStatus {
     fn stored(&self, spooled: &SpooledRecording, stored: &StoredRecording) {
         // Once per upload, under exactly the key the request's status names: the audit API
         // serves recordings by this event's key only.
-        crate::audit_log::emit_recording_stored(&spooled.meta, stored);
+        crate::audit_log::emit_recording_stored(&self.audit, &spooled.meta, stored);
     }
 
     async fn uploaded(&self, spooled: &SpooledRecording, stored: &StoredRecording) -> Result<()> {

@@ -4,7 +4,7 @@
 //! the fields every event of one session carries; the session tasks ([`crate::session`]), the
 //! recorder's SFTP audit ([`crate::recording::sftp`]) and the uploader
 //! ([`crate::recording::uploader`]) call the `emit_*` functions, which hand the event to the
-//! one sink, [`super::emit`].
+//! one sink, [`AuditLog::emit_detached`] (the log, and the durable writer).
 
 use std::net::SocketAddr;
 
@@ -15,7 +15,7 @@ use gatehouse_crds::audit::{
 
 use super::{
     commands::{LineRebuilder, MAX_LINES_PER_SESSION},
-    emit, now,
+    AuditLog, now,
 };
 use crate::{
     access::Grant,
@@ -33,8 +33,10 @@ pub struct Origin {
 
 /// The fields every event of one session (or forward) carries: the request, host and login,
 /// the actor, the client's address and the session id, as far as they are known.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Scope {
+    /// Where this scope's events go (the log only when left default, as in tests).
+    log: AuditLog,
     namespace: String,
     request: String,
     uid: String,
@@ -59,6 +61,7 @@ impl Scope {
             fingerprint: origin.map(|o| o.fingerprint.clone()),
             source_address: origin.map(|o| o.peer.to_string()),
             session_id: None,
+            log: AuditLog::default(),
         }
     }
 
@@ -75,7 +78,13 @@ impl Scope {
             fingerprint: None,
             source_address: None,
             session_id: Some(meta.session_id.clone()),
+            log: AuditLog::default(),
         }
+    }
+
+    /// The same scope, its events going to `log` (the proxy's durable audit log).
+    pub fn with_log(self, log: AuditLog) -> Self {
+        Self { log, ..self }
     }
 
     /// The same scope for session (or forward) `id`.
@@ -210,24 +219,24 @@ pub fn recording_stored_event(meta: &SessionMeta, stored: &StoredRecording) -> A
     event
 }
 
-/// Log [`command_event`].
+/// Emit [`command_event`].
 pub fn emit_command(scope: &Scope, line: &str, exact: bool) {
-    emit(&command_event(scope, line, exact));
+    scope.log.emit_detached(command_event(scope, line, exact));
 }
 
-/// Log [`file_operation_event`] (when `op` is an operation).
+/// Emit [`file_operation_event`] (when `op` is an operation).
 pub fn emit_file_operation(scope: &Scope, op: &sftp::AuditEvent) {
     if let Some(event) = file_operation_event(scope, op) {
-        emit(&event);
+        scope.log.emit_detached(event);
     }
 }
 
-/// Log [`forward_opened_event`].
+/// Emit [`forward_opened_event`].
 pub fn emit_forward_opened(scope: &Scope, host: &str, port: u32) {
-    emit(&forward_opened_event(scope, host, port));
+    scope.log.emit_detached(forward_opened_event(scope, host, port));
 }
 
-/// Log [`forward_closed_event`].
+/// Emit [`forward_closed_event`].
 pub fn emit_forward_closed(
     scope: &Scope,
     host: &str,
@@ -235,7 +244,9 @@ pub fn emit_forward_closed(
     bytes: (u64, u64),
     ended_by: &str,
 ) {
-    emit(&forward_closed_event(scope, host, port, bytes, ended_by));
+    scope
+        .log
+        .emit_detached(forward_closed_event(scope, host, port, bytes, ended_by));
 }
 
 /// The `command` events of one session's typed input: lines rebuilt by a [`LineRebuilder`],
@@ -270,9 +281,9 @@ impl TypedCommands {
     }
 }
 
-/// Log [`recording_stored_event`].
-pub fn emit_recording_stored(meta: &SessionMeta, stored: &StoredRecording) {
-    emit(&recording_stored_event(meta, stored));
+/// Emit [`recording_stored_event`].
+pub fn emit_recording_stored(log: &AuditLog, meta: &SessionMeta, stored: &StoredRecording) {
+    log.emit_detached(recording_stored_event(meta, stored));
 }
 
 #[cfg(test)]
