@@ -2,5 +2,18 @@
 //! the audit events, read from the recording store (audit batches and casts written by the
 //! operator and the proxy) and served through the Kubernetes aggregation layer, so the API
 //! server authenticates every caller and RBAC (a SubjectAccessReview per call) decides.
+//!
+//! Data flows: store (`audit/` batches) → [`index`] (pure) → [`resources`] (JSON) → the
+//! handlers in [`server`], which first check the front proxy ([`authn`]), then the route and
+//! the caller's rights ([`authz`]); list filters are parsed by [`query`].
 
+pub mod authn;
+pub mod authz;
+pub mod error;
+pub mod index;
 pub mod player;
+pub mod query;
+pub mod resources;
+pub mod server;
+
+pub use error::{Error, Result};

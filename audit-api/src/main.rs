@@ -1,5 +1,189 @@
 //! `gatehouse-audit-api`: serves `audit.gatehouse.dev` behind the aggregation layer.
+//!
+//! Reads the requestheader settings from ConfigMap `kube-system/extension-apiserver-
+//! authentication` (kubeconfig from `KUBECONFIG` or in-cluster), the audit batches and casts
+//! from the recording store (a directory or S3, flags as the proxy's), serves HTTPS on
+//! `--listen` with `--tls-cert-file`/`--tls-private-key-file`, and `/metrics`, `/healthz`,
+//! `/readyz` on `--metrics-addr`.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("gatehouse-audit-api: not built yet")
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use gatehouse_audit_api::{
+    authn,
+    authz::SubjectAccessReviewer,
+    index::DEFAULT_MAX_EVENTS,
+    server::{self, Metrics, State},
+};
+use gatehouse_runtime::{
+    health::{Readiness, serve_health},
+    http, logging, signals,
+};
+use gatehouse_store::{LocalStore, S3Config, S3Store, Store};
+use kube::Client;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StorageKind {
+    /// A local directory (`--recordings-dir`).
+    Local,
+    /// An S3-compatible bucket.
+    S3,
+}
+
+/// Gatehouse audit API (audit.gatehouse.dev), served behind the Kubernetes aggregation layer.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// HTTPS address the aggregator connects to.
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Serving certificate (PEM, chain).
+    #[arg(long, env = "GATEHOUSE_TLS_CERT_FILE")]
+    tls_cert_file: PathBuf,
+    /// Serving key (PEM).
+    #[arg(long, env = "GATEHOUSE_TLS_PRIVATE_KEY_FILE")]
+    tls_private_key_file: PathBuf,
+    /// Address of /metrics, /healthz and /readyz (plain HTTP).
+    #[arg(long, env = "GATEHOUSE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Recording store (audit batches under `audit/`, casts by the key their events name).
+    #[arg(long, env = "GATEHOUSE_STORAGE", value_enum, default_value = "local")]
+    storage: StorageKind,
+    /// Directory of the local recording store.
+    #[arg(
+        long,
+        alias = "storage-dir",
+        env = "GATEHOUSE_STORAGE_DIR",
+        default_value = "/var/lib/gatehouse/recordings"
+    )]
+    recordings_dir: PathBuf,
+    /// S3 endpoint URL (empty: AWS's regional endpoint).
+    #[arg(long, env = "GATEHOUSE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 bucket.
+    #[arg(long, env = "GATEHOUSE_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "GATEHOUSE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Path-style S3 URLs (MinIO and most self-hosted servers).
+    #[arg(long, env = "GATEHOUSE_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// Prefix for object keys.
+    #[arg(long, env = "GATEHOUSE_S3_PREFIX", default_value = "")]
+    s3_prefix: String,
+    /// S3 access key id (read-only credentials suffice).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// How often the store's `audit/` is re-listed for new batches (a lookup that misses
+    /// re-lists at once, at most once a second).
+    #[arg(long, env = "GATEHOUSE_AUDIT_REFRESH", default_value = "5s", value_parser = parse_duration)]
+    refresh: Duration,
+    /// Most audit events kept in memory (and most sessions); past it the oldest are dropped
+    /// (counted in gatehouse_audit_api_events_dropped_total).
+    #[arg(long, env = "GATEHOUSE_AUDIT_MAX_EVENTS", default_value_t = DEFAULT_MAX_EVENTS)]
+    max_events: usize,
+    /// Log format.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = gatehouse_crds::duration::parse(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than 0s".to_owned());
+    }
+    Ok(duration)
+}
+
+fn store(args: &Args) -> anyhow::Result<Store> {
+    Ok(match args.storage {
+        StorageKind::Local => Store::Local(LocalStore::new(args.recordings_dir.clone())),
+        StorageKind::S3 => {
+            let Some(bucket) = args.s3_bucket.clone().filter(|b| !b.is_empty()) else {
+                bail!("--storage s3 needs --s3-bucket (GATEHOUSE_S3_BUCKET)");
+            };
+            let (Some(access_key_id), Some(secret_access_key)) = (
+                args.s3_access_key_id.clone(),
+                args.s3_secret_access_key.clone(),
+            ) else {
+                bail!(
+                    "--storage s3 needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                );
+            };
+            Store::S3(S3Store::new(S3Config {
+                endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
+                bucket,
+                region: args.s3_region.clone(),
+                access_key_id,
+                secret_access_key,
+                path_style: args.s3_path_style,
+                prefix: args.s3_prefix.clone(),
+            }))
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    logging::init_logging(&args.log_format, "info");
+    // kube, aws-sdk-s3 and the server all use rustls; they must agree on one provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let store = store(&args)?;
+    let cert = std::fs::read(&args.tls_cert_file)
+        .with_context(|| format!("reading {}", args.tls_cert_file.display()))?;
+    let key = std::fs::read(&args.tls_private_key_file)
+        .with_context(|| format!("reading {}", args.tls_private_key_file.display()))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(authn::server_config(&cert, &key)?));
+
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let health = http::bind(args.metrics_addr).await?;
+    let render = {
+        let metrics = metrics.clone();
+        move || metrics.render()
+    };
+    tokio::spawn(serve_health(health, render, readiness.clone()));
+
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let front_proxy = server::read_front_proxy(&client)
+        .await
+        .context("reading kube-system/extension-apiserver-authentication")?;
+    let state = State::new(
+        store,
+        front_proxy,
+        SubjectAccessReviewer::new(client.clone()),
+        metrics,
+        args.max_events,
+    );
+    // The first index load: retried until the store answers, so /readyz tells the truth.
+    loop {
+        match state.refresh().await {
+            Ok(added) => {
+                tracing::info!(batches = added, "index loaded");
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "loading the index failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    tokio::spawn(server::keep_index_fresh(Arc::clone(&state), args.refresh));
+    tokio::spawn(server::keep_front_proxy_fresh(client, Arc::clone(&state)));
+    let listener = http::bind(args.listen).await?;
+    tracing::info!(listen = %args.listen, "audit API ready");
+    readiness.set_ready();
+    tokio::select! {
+        () = server::serve(listener, acceptor, state) => {}
+        signal = signals::termination() => tracing::info!("{signal}: stopping"),
+    }
+    Ok(())
 }
