@@ -1,8 +1,10 @@
 //! The proxy's audit events (issue 15): login accepted or refused (with the rule), session
 //! started and ended (bytes each way, exit status), written as one log line each under the
 //! `tracing` target [`gatehouse_crds::audit::LOG_TARGET`] with the event's JSON in the field
-//! `event`. Data comes from the SSH handler ([`crate::server`]) and the session tasks
-//! ([`crate::session`]); the events are built by pure functions.
+//! `event`, and durably to the store through the [`AuditWriter`] (spooled, batched, chained;
+//! see [`gatehouse_store::audit`]). Data comes from the SSH handler ([`crate::server`]) and the
+//! session tasks ([`crate::session`]); the events are built by pure functions. A login and a
+//! session start fail closed: when their event cannot be made durable they are refused.
 
 use std::{
     net::SocketAddr,
@@ -15,14 +17,107 @@ use std::{
 use gatehouse_crds::audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
-use crate::access::Grant;
+use gatehouse_store::audit::AuditWriter;
+
+use crate::{access::Grant, error::Error};
 
 fn now() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
 
-fn emit(event: &AuditEvent) {
-    tracing::info!(target: LOG_TARGET, event = %event.to_line(), "audit");
+/// Where the proxy's audit events go: the log always, and the durable writer when there is
+/// one (none only in tests and tools that build a proxy without a spool).
+#[derive(Debug, Clone, Default)]
+pub struct AuditLog {
+    writer: Option<AuditWriter>,
+}
+
+impl AuditLog {
+    /// Events go to the log and to `writer`.
+    pub fn new(writer: Option<AuditWriter>) -> Self {
+        Self { writer }
+    }
+
+    /// Log `event` and append it durably. Err: it is not durable (the caller fails closed
+    /// where the event is about an access).
+    pub async fn emit(&self, event: &AuditEvent) -> crate::Result<()> {
+        tracing::info!(target: LOG_TARGET, event = %event.to_line(), "audit");
+        if let Some(writer) = &self.writer {
+            writer.record(event).await.map_err(Error::RecordAudit)?;
+        }
+        Ok(())
+    }
+
+    /// [`emit`](Self::emit) without waiting: for events the proxy does not refuse anything
+    /// on (refused logins, ended sessions); a failure is logged.
+    pub fn emit_detached(&self, event: AuditEvent) {
+        let log = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = log.emit(&event).await {
+                tracing::error!(%error, "an audit event was not made durable (logged only)");
+            }
+        });
+    }
+
+    /// [`login_accepted_event`]; Err: refuse the login.
+    pub async fn login_accepted(
+        &self,
+        peer: SocketAddr,
+        connection: &str,
+        fingerprint: &str,
+        grant: &Grant,
+    ) -> crate::Result<()> {
+        self.emit(&login_accepted_event(peer, connection, fingerprint, grant))
+            .await
+    }
+
+    /// [`login_refused_event`], not waited for.
+    pub fn login_refused(
+        &self,
+        peer: SocketAddr,
+        connection: &str,
+        user: &str,
+        fingerprint: Option<&str>,
+        reason: &str,
+        message: &str,
+    ) {
+        self.emit_detached(login_refused_event(
+            peer,
+            connection,
+            user,
+            fingerprint,
+            reason,
+            message,
+        ));
+    }
+
+    /// [`session_started_event`]; Err: refuse the session.
+    pub async fn session_started(
+        &self,
+        grant: &Grant,
+        connection: &str,
+        session_id: &str,
+        kind: &str,
+    ) -> crate::Result<()> {
+        self.emit(&session_started_event(grant, connection, session_id, kind))
+            .await
+    }
+
+    /// [`session_ended_event`]; a failure is logged (the session is over either way).
+    pub async fn session_ended(
+        &self,
+        grant: &Grant,
+        session_id: &str,
+        exit_status: Option<u32>,
+        ended_by: &str,
+        bytes: &SessionBytes,
+        seconds: f64,
+    ) {
+        let event = session_ended_event(grant, session_id, exit_status, ended_by, bytes, seconds);
+        if let Err(error) = self.emit(&event).await {
+            tracing::error!(%error, session = session_id, "the sessionEnded audit event was not made durable (logged only)");
+        }
+    }
 }
 
 /// The bytes one session carried each way, counted by its pumps.
@@ -97,30 +192,6 @@ pub fn login_refused_event(
     event
 }
 
-/// Log [`login_accepted_event`].
-pub fn login_accepted(peer: SocketAddr, connection: &str, fingerprint: &str, grant: &Grant) {
-    emit(&login_accepted_event(peer, connection, fingerprint, grant));
-}
-
-/// Log [`login_refused_event`].
-pub fn login_refused(
-    peer: SocketAddr,
-    connection: &str,
-    user: &str,
-    fingerprint: Option<&str>,
-    reason: &str,
-    message: &str,
-) {
-    emit(&login_refused_event(
-        peer,
-        connection,
-        user,
-        fingerprint,
-        reason,
-        message,
-    ));
-}
-
 /// `sessionStarted`: session `session_id` (`kind`: shell, exec or subsystem) of `grant`.
 pub fn session_started_event(
     grant: &Grant,
@@ -156,30 +227,6 @@ pub fn session_ended_event(
         "ended by {ended_by} after {seconds:.1}s; {to_target} bytes to the target, {to_client} bytes to the client"
     ));
     event
-}
-
-/// Log [`session_started_event`].
-pub fn session_started(grant: &Grant, connection: &str, session_id: &str, kind: &str) {
-    emit(&session_started_event(grant, connection, session_id, kind));
-}
-
-/// Log [`session_ended_event`].
-pub fn session_ended(
-    grant: &Grant,
-    session_id: &str,
-    exit_status: Option<u32>,
-    ended_by: &str,
-    bytes: &SessionBytes,
-    seconds: f64,
-) {
-    emit(&session_ended_event(
-        grant,
-        session_id,
-        exit_status,
-        ended_by,
-        bytes,
-        seconds,
-    ));
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What every engineer connection and session shares: the live objects, the CA keys, the
-//! limiter, metrics, the recording spool and upload queue, the session history writer and the
-//! shutdown signal. Built once in `main`; read by [`crate::server`] and [`crate::session`].
+//! limiter, metrics, the recording spool and upload queue, the session history writer, the
+//! audit log and the shutdown signal. Built once in `main`; read by [`crate::server`] and
+//! [`crate::session`].
 
 use std::sync::Mutex;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     pub recording: RecordingSettings,
     /// Session records in AccessRequest status.
     pub status: SessionStatus,
+    /// Audit events: to the log and durably to the store.
+    pub audit: crate::audit_log::AuditLog,
     /// Open sessions per request, for the policies' `session.maxSessions`.
     pub request_sessions: crate::session_limits::RequestSessions,
     /// Becomes true when the proxy shuts down: every connection ends with a message.

@@ -72,6 +72,9 @@ pub enum Error {
         /// API error.
         source: kube::Error,
     },
+    /// Recording an audit event durably failed (what it is about is refused).
+    #[error("recording an audit event: {0}")]
+    RecordAudit(gatehouse_store::Error),
     /// Registering metrics failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

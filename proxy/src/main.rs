@@ -3,8 +3,9 @@
 //! Reads its keys from the Gatehouse namespace (the user CA's public key from ConfigMap
 //! `gatehouse-ssh`, the upstream CA and its own host key from Secrets the operator creates),
 //! watches AccessRequests, HostGroups and AccessPolicies, accepts engineers' certificate
-//! logins on `--listen`, bridges them to targets and uploads recordings to the configured
-//! store. Metrics and health on `--metrics-addr`.
+//! logins on `--listen`, bridges them to targets and uploads recordings and audit batches
+//! (spooled in `--audit-spool-dir`) to the configured store. Metrics and health on
+//! `--metrics-addr`.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -15,6 +16,7 @@ use gatehouse_crds::contract::{
     secrets::{CA_PRIVATE_KEY, HOST_PRIVATE_KEY, PROXY_HOST_KEY, UPSTREAM_CA},
 };
 use gatehouse_proxy::{
+    audit_log::AuditLog,
     context::{RecordingSettings, Shared},
     inventory::Inventory,
     listener,
@@ -37,6 +39,7 @@ use gatehouse_runtime::{
     http, logging, signals,
 };
 use gatehouse_ssh_ca::CaKey;
+use gatehouse_store::audit::AuditWriter;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 use russh::{
@@ -76,6 +79,11 @@ struct Args {
         default_value = "/var/lib/gatehouse/spool"
     )]
     spool_dir: PathBuf,
+    /// Where audit events are spooled (fsynced before a login or session goes on) until their
+    /// batches are in the store (default: `audit-spool` next to `--spool-dir`, never inside
+    /// it). Keep it on a volume that survives a container restart (the pod's emptyDir).
+    #[arg(long, env = "GATEHOUSE_AUDIT_SPOOL_DIR")]
+    audit_spool_dir: Option<PathBuf>,
     /// The most the spool may hold (live sessions and recordings waiting for the store): a
     /// session that would spool more ends (under `recording.required`) with its recording kept
     /// up to that point, and new ones are refused. Keep it below the spool volume's size.
@@ -142,8 +150,14 @@ struct Args {
     /// Empty: anywhere.
     #[arg(long, env = "GATEHOUSE_ALLOWED_TARGETS", value_delimiter = ',')]
     allowed_targets: Vec<String>,
-    /// This replica's name in Events (default: the pod name).
-    #[arg(long, env = "POD_NAME", default_value = "gatehouse-proxy")]
+    /// This replica's name in Events and the writer of its audit batches (default: the pod
+    /// name).
+    #[arg(
+        long,
+        alias = "pod-name",
+        env = "POD_NAME",
+        default_value = "gatehouse-proxy"
+    )]
     identity: String,
     /// Log format.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
@@ -200,6 +214,26 @@ async fn secret_text(api: &Api<Secret>, name: &str, key: &str) -> anyhow::Result
     })?))
 }
 
+/// `--audit-spool-dir`, or `audit-spool` next to the recording spool; never inside it (the
+/// recording spool's start-up clean-up and budget are for recordings only).
+fn audit_spool_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    let dir = match &args.audit_spool_dir {
+        Some(dir) => dir.clone(),
+        None => match args.spool_dir.parent() {
+            Some(parent) => parent.join("audit-spool"),
+            None => PathBuf::from("audit-spool"),
+        },
+    };
+    if dir.starts_with(&args.spool_dir) {
+        bail!(
+            "--audit-spool-dir {} must not be inside --spool-dir {}",
+            dir.display(),
+            args.spool_dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 fn store(args: &Args) -> anyhow::Result<Store> {
     Ok(match args.storage {
         StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
@@ -241,6 +275,12 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating spool directory {}", args.spool_dir.display()))?;
     // No session runs yet, so every partial file is an earlier run's.
     gatehouse_proxy::recording::spool::remove_leftovers(&args.spool_dir)?;
+    // Before anything can log in: what an earlier run left is sealed and uploaded first.
+    let audit_dir = audit_spool_dir(&args)?;
+    let (audit_writer, audit_task) =
+        AuditWriter::open(&audit_dir, &args.identity, store.clone())
+            .with_context(|| format!("opening the audit spool {}", audit_dir.display()))?;
+    let audit_task = tokio::spawn(audit_task);
     let budget = SpoolBudget::new(
         args.spool_max_bytes,
         args.spool_max_session_bytes,
@@ -333,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
             live,
         },
         status,
+        audit: AuditLog::new(Some(audit_writer.clone())),
         request_sessions: Default::default(),
         shutdown,
     });
@@ -389,11 +430,20 @@ async fn main() -> anyhow::Result<()> {
         Ok(()) => tokio::time::timeout_at(deadline, uploads).await.map(|_| ()),
         Err(elapsed) => Err(elapsed),
     };
+    // Every session has ended (and written its event): seal the last batch and store it.
+    audit_writer.shutdown().await;
+    let drained = match drained {
+        Ok(()) => tokio::time::timeout_at(deadline, audit_task)
+            .await
+            .map(|_| ()),
+        Err(elapsed) => Err(elapsed),
+    };
     match drained {
-        Ok(()) => tracing::info!("sessions closed and recordings stored; stopped"),
+        Ok(()) => tracing::info!("sessions closed, recordings and audit events stored; stopped"),
         Err(_) => tracing::warn!(
             connections = connections.strong_count(),
             pending = metrics.recordings_pending.get(),
+            audit_batches_pending = audit_writer.pending_batches(),
             "shutdown grace ran out; what is left in the spool is uploaded by the next start"
         ),
     }

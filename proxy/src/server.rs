@@ -122,7 +122,7 @@ impl Connection {
                     address_blocked = matches!(verdict, Verdict::AddressBlocked(_)),
                     "login refused: too many failed logins"
                 );
-                crate::audit_log::login_refused(
+                self.shared.audit.login_refused(
                     self.peer,
                     &self.id,
                     user,
@@ -142,7 +142,9 @@ impl Connection {
             .with_label_values(&[reason])
             .inc();
         tracing::warn!(peer = %self.peer, user, key, connection = %self.id, reason, "login refused: {message}");
-        crate::audit_log::login_refused(self.peer, &self.id, user, key, reason, message);
+        self.shared
+            .audit
+            .login_refused(self.peer, &self.id, user, key, reason, message);
         let blocks = match self.shared.limiter.lock() {
             Ok(mut limiter) => limiter.fail(self.ip(), key, Instant::now()),
             Err(_) => return,
@@ -169,7 +171,7 @@ impl Connection {
             .inc();
         tracing::warn!(peer = %self.peer, connection = %self.id, bytes = user.len(), "login refused: user name longer than {} bytes", user_name::MAX_LEN);
         let message = format!("user name longer than {} bytes", user_name::MAX_LEN);
-        crate::audit_log::login_refused(
+        self.shared.audit.login_refused(
             self.peer,
             &self.id,
             "",
@@ -285,7 +287,24 @@ impl server::Handler for Connection {
                     host = %grant.host.name, login = %grant.login, serial = grant.serial,
                     "login accepted"
                 );
-                crate::audit_log::login_accepted(self.peer, &self.id, &key, &grant);
+                // Fail closed: a login the audit trail cannot hold is not accepted.
+                let durable = self
+                    .shared
+                    .audit
+                    .login_accepted(self.peer, &self.id, &key, &grant)
+                    .await;
+                if let Err(error) = durable {
+                    self.shared
+                        .metrics
+                        .auth_failures_total
+                        .with_label_values(&["audit_unavailable"])
+                        .inc();
+                    tracing::error!(
+                        peer = %self.peer, user, connection = %self.id, %error,
+                        "login refused: its audit event could not be made durable"
+                    );
+                    return Ok(Auth::reject());
+                }
                 self.grant = Some(Arc::new(grant));
                 Ok(Auth::Accept)
             }

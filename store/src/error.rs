@@ -21,6 +21,36 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// Reading or writing the audit spool failed.
+    #[error("audit spool {path}: {source}")]
+    AuditSpool {
+        /// The file or directory.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// Opening an audit writer with a name that cannot be a pod name.
+    #[error("audit writer name {0:?} is not 1-253 characters of [a-z0-9.-]")]
+    AuditWriterName(String),
+    /// Recording an audit event: too many appends are waiting.
+    #[error("audit event not recorded: {0} appends are already waiting")]
+    AuditQueueFull(usize),
+    /// Recording an audit event: the open segment is full and cannot be sealed yet (the
+    /// writer's last batch in the store is not known: the store is unreachable).
+    #[error(
+        "audit event not recorded: the open segment is full and the writer's chain in the store is not known yet"
+    )]
+    AuditSegmentFull,
+    /// Recording an audit event: an earlier spool write could not be undone; the writer
+    /// refuses every append until it is reopened.
+    #[error("audit event not recorded: the audit spool is broken by an earlier write error")]
+    AuditBroken,
+    /// Recording an audit event: appending to the spool failed (the error, as text).
+    #[error("audit event not recorded: {0}")]
+    AuditAppend(String),
+    /// Recording an audit event: the writer has stopped.
+    #[error("audit event not recorded: the audit writer has stopped")]
+    AuditStopped,
 }
 
 /// Result with the store's [`Error`].

@@ -1,8 +1,10 @@
 //! Gatehouse's object store: recordings and audit batches in an S3 bucket (any S3-compatible
 //! server) or a local directory. Data comes from the proxy's spool files and the audit writers'
 //! batches; it goes to the bucket, and back out to readers (the audit API) by key and prefix.
-//! No Kubernetes here: callers decide keys and what the objects mean.
+//! No Kubernetes here: callers decide keys and what the objects mean, except for [`audit`],
+//! the durable writer of audit batches (`audit/<writer>/<sequence>.jsonl`).
 
+pub mod audit;
 mod error;
 mod objects;
 mod pieces;

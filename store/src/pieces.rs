@@ -1,9 +1,11 @@
 //! Small whole objects: put bytes, list keys under a prefix, delete. The proxy's live upload
-//! stores pieces of running recordings this way; audit batches go the same way.
+//! stores pieces of running recordings this way; audit batches go the same way (a local
+//! put is fsynced, file and directory, before it returns).
 
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::primitives::ByteStream;
+use tokio::io::AsyncWriteExt;
 
 use crate::error::Result;
 use crate::objects::{LocalStore, S3Store, Store, sdk_error, store_error, write_store};
@@ -99,12 +101,23 @@ impl LocalStore {
             .map_err(write_store(key, &parent))?;
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let tmp = parent.join(format!(".{name}.tmp"));
-        tokio::fs::write(&tmp, data)
+        // Durable before it returns: callers (the audit writer) delete their copy after.
+        let mut file = tokio::fs::File::create(&tmp)
             .await
             .map_err(write_store(key, &tmp))?;
+        file.write_all(&data)
+            .await
+            .map_err(write_store(key, &tmp))?;
+        file.sync_all().await.map_err(write_store(key, &tmp))?;
         tokio::fs::rename(&tmp, &dest)
             .await
-            .map_err(write_store(key, &dest))
+            .map_err(write_store(key, &dest))?;
+        tokio::fs::File::open(&parent)
+            .await
+            .map_err(write_store(key, &parent))?
+            .sync_all()
+            .await
+            .map_err(write_store(key, &parent))
     }
 
     /// Keys under the folder `prefix` (its part up to the last `/`), recursively, without

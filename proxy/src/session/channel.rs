@@ -247,14 +247,17 @@ pub(super) async fn run_session(
     );
     let ended_by = termination.as_ref().map(|t| t.0).unwrap_or("peer");
     let seconds = started.elapsed().as_secs_f64();
-    crate::audit_log::session_ended(
-        &ctx.grant,
-        &session_id,
-        status,
-        ended_by,
-        &ctx.audit_bytes,
-        seconds,
-    );
+    ctx.shared
+        .audit
+        .session_ended(
+            &ctx.grant,
+            &session_id,
+            status,
+            ended_by,
+            &ctx.audit_bytes,
+            seconds,
+        )
+        .await;
 }
 
 fn session_meta(
@@ -288,7 +291,7 @@ fn session_meta(
 }
 
 /// Start recording at the session's shell/exec/subsystem request. Err: refuse the session.
-fn start_recording(
+async fn start_recording(
     ctx: &SessionContext,
     recording: &SharedRecording,
     meta: SessionMeta,
@@ -309,7 +312,12 @@ fn start_recording(
         requester = %meta.requester, host = %meta.host, login = %meta.login, kind,
         key = %meta.object_key(), "session started"
     );
-    crate::audit_log::session_started(&ctx.grant, &ctx.connection, &meta.session_id, kind);
+    // Fail closed: a session the audit trail cannot hold does not start.
+    ctx.shared
+        .audit
+        .session_started(&ctx.grant, &ctx.connection, &meta.session_id, kind)
+        .await
+        .map_err(|error| format!("cannot write the audit trail ({error}); session refused"))?;
     let status = ctx.shared.status.clone();
     let for_status = meta.clone();
     tokio::spawn(async move {
@@ -417,7 +425,7 @@ async fn to_target(
                     _ => SessionKind::Shell,
                 };
                 let meta = session_meta(&ctx, &session_id, kind, pty.as_ref());
-                if let Err(message) = start_recording(&ctx, &recording, meta) {
+                if let Err(message) = start_recording(&ctx, &recording, meta).await {
                     refuse_unrecorded(&fail, message).await;
                     break;
                 }

@@ -1,0 +1,141 @@
+//! The durable audit writer (issue 15). Data comes from the operator's and the proxy's audit
+//! events ([`AuditWriter::record`]); each is appended to a segment file in a local spool
+//! directory and fsynced before `record` returns, so a caller can fail closed. Every second
+//! (or 1000 events) the segment is sealed into a batch ([`gatehouse_crds::audit::render_batch`],
+//! its header holding the SHA-256 of the writer's previous batch), which is uploaded to
+//! `audit/<writer>/<sequence:020>.jsonl` in the store and then deleted from the spool. An
+//! outage of the store only delays uploads (retried with backoff, nothing dropped); a killed
+//! process loses nothing acknowledged: [`AuditWriter::open`] seals and uploads what it finds.
+//!
+//! - [`decide`]: the pure decisions (sealing, sequence, backoff, torn lines, names);
+//! - [`spool`]: the spool files (synchronous, run on the blocking pool);
+//! - `task`: the appender and uploader loops.
+
+pub mod decide;
+pub mod spool;
+mod task;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gatehouse_crds::audit::AuditEvent;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::objects::Store;
+use task::Command;
+
+/// At most this many appends wait for the appender; more are refused at once.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// A handle to one writer's durable audit log; clones share it.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<Command>,
+    writer: Arc<str>,
+    pending: Arc<AtomicU64>,
+}
+
+impl AuditWriter {
+    /// Open the spool in `spool_dir` for `writer_name` (a pod name) and recover what an
+    /// earlier run left (see [`spool::Spool::open`]). Returns the handle and the task to
+    /// spawn: it appends, seals and uploads to `store`, and ends after
+    /// [`shutdown`](Self::shutdown) (or once every handle is dropped) when everything sealed
+    /// is stored.
+    pub fn open(
+        spool_dir: &Path,
+        writer_name: &str,
+        store: Store,
+    ) -> Result<(AuditWriter, impl Future<Output = ()> + Send + 'static)> {
+        if !decide::valid_writer(writer_name) {
+            return Err(Error::AuditWriterName(writer_name.to_owned()));
+        }
+        let (spool, recovered) = spool::Spool::open(spool_dir, writer_name)?;
+        if recovered.torn_bytes > 0 || recovered.invalid_lines > 0 {
+            tracing::warn!(
+                dir = %spool_dir.display(),
+                torn_bytes = recovered.torn_bytes,
+                invalid_lines = recovered.invalid_lines,
+                "the audit segment left by an earlier run ended in a torn line (never acknowledged) or held lines that are not events: dropped them"
+            );
+        }
+        if recovered.events > 0 || recovered.sealed > 0 || recovered.already_sealed {
+            tracing::info!(
+                dir = %spool_dir.display(),
+                events = recovered.events,
+                sealed_batches = recovered.sealed,
+                already_sealed = recovered.already_sealed,
+                "recovered audit events left by an earlier run; sealing and uploading them"
+            );
+        }
+        let newest_sealed = spool::sealed(spool_dir)?.last().map(|(s, _)| *s);
+        let (resolve, resolved) = match spool.chain_known() {
+            true => (None, None),
+            false => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
+        let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
+        let (sealed_tx, sealed_rx) = watch::channel(newest_sealed);
+        let pending = Arc::new(AtomicU64::new(recovered.sealed as u64));
+        let appender = task::append_loop(spool, commands, resolved, sealed_tx, pending.clone());
+        let uploader = task::upload_loop(
+            spool_dir.to_owned(),
+            writer_name.to_owned(),
+            store,
+            resolve,
+            sealed_rx,
+            pending.clone(),
+        );
+        let run = async move {
+            tokio::join!(appender, uploader);
+        };
+        let handle = AuditWriter {
+            queue,
+            writer: writer_name.into(),
+            pending,
+        };
+        Ok((handle, run))
+    }
+
+    /// Append `event` durably: Ok once its line is fsynced in the spool. Err (refuse what the
+    /// event is about, where that matters): the queue is full, the spool failed, or the
+    /// writer stopped.
+    pub async fn record(&self, event: &AuditEvent) -> Result<()> {
+        let (done, answer) = oneshot::channel();
+        let command = Command::Append {
+            line: event.to_line(),
+            done,
+        };
+        self.queue.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::AuditQueueFull(QUEUE_CAPACITY),
+            mpsc::error::TrySendError::Closed(_) => Error::AuditStopped,
+        })?;
+        answer.await.map_err(|_| Error::AuditStopped)?
+    }
+
+    /// Seal what is open and stop taking events; returns once sealed. The task then ends as
+    /// soon as every sealed batch is stored.
+    pub async fn shutdown(&self) {
+        let (done, sealed) = oneshot::channel();
+        if self.queue.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = sealed.await;
+        }
+    }
+
+    /// The writer's name (the chain's, in every batch header).
+    pub fn name(&self) -> &str {
+        &self.writer
+    }
+
+    /// Sealed batches waiting for the store.
+    pub fn pending_batches(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
