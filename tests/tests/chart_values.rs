@@ -456,6 +456,15 @@ async fn the_audit_api_renders_only_when_enabled_with_its_certificate_and_least_
         ])
         .ok(),
     );
+    let policies = documents(
+        template(&[
+            "auditApi.enabled=true",
+            "networkPolicy.enabled=true",
+            "recording.storage.volume.existingClaim=recordings",
+        ])
+        .ok(),
+    );
+    find(&policies, "NetworkPolicy", "gatehouse-audit-api");
     assert_eq!(
         find(&view, "ClusterRole", "gatehouse-auditor")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
         "true"
