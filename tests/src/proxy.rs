@@ -22,7 +22,7 @@ use crate::{
     net::{LOOPBACK, http_get},
     process::{Process, Ready, Spec},
     ssh_client::{Client, Server, SshCommand},
-    wait_for,
+    unique_name, wait_for,
 };
 
 /// An S3 bucket (and prefix) recordings go to, with the credentials to write there.
@@ -99,7 +99,9 @@ pub struct ProxyConfig {
     pub args: Vec<String>,
     /// Log format.
     pub logs: Logs,
-    /// `POD_NAME`: its identity in `status.sessions` and logs.
+    /// `POD_NAME`: its identity in `status.sessions` and logs, and the writer of its audit
+    /// batches (`audit/<writer>/…`): unique per proxy, so proxies sharing a store never write
+    /// each other's batch keys.
     pub pod_name: String,
 }
 
@@ -111,7 +113,7 @@ impl ProxyConfig {
             storage,
             args: Vec::new(),
             logs: Logs::Json,
-            pod_name: "proxy-under-test".to_owned(),
+            pod_name: unique_name("proxy-under-test"),
         }
     }
 }
