@@ -1,14 +1,16 @@
 //! The operator's audit events (issue 15): one per fact of a request's life (created,
 //! approved, denied, issued, revoked, expired, failed), written as one log line each under the
 //! `tracing` target [`gatehouse_crds::audit::LOG_TARGET`] with the event's JSON in the field
-//! `event`. Data comes from the controller at each status transition (the request, the status
-//! before and after, the transition's note, and the verified decision records naming who
-//! denied or revoked); [`events`] is pure.
+//! `event`, and durably through the [`AuditWriter`] when `--audit-store` names a store
+//! (spooled, batched, chained: see [`gatehouse_store::audit`]). Data comes from the controller
+//! at each status transition (the request, the status before and after, the transition's note,
+//! and the verified decision records naming who denied or revoked); [`events`] is pure.
 
 use gatehouse_crds::{
     AccessRequest, AccessRequestStatus, Phase,
     audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef},
 };
+use gatehouse_store::audit::AuditWriter;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::ResourceExt;
 
@@ -18,13 +20,16 @@ use crate::{
     seal_keys::SharedSealKeys,
 };
 
-/// Log the audit events of the transition from `previous` to `next` (see [`events`]).
-pub fn transition(
+/// Log the audit events of the transition from `previous` to `next` (see [`events`]) and,
+/// with a `writer`, append them durably. The transition is already in the status: a failed
+/// append cannot undo it, so it is logged as an error (the event stays in the log).
+pub async fn transition(
     request: &AccessRequest,
     previous: &AccessRequestStatus,
     next: &AccessRequestStatus,
     note: &Note,
     seal: &SharedSealKeys,
+    writer: Option<&AuditWriter>,
 ) {
     let verified = decisions::tally(
         &seal.get(),
@@ -38,6 +43,15 @@ pub fn transition(
     let now = MicroTime(jiff::Timestamp::now());
     for event in events(request, previous, next, note, &verified, now) {
         tracing::info!(target: LOG_TARGET, event = %event.to_line(), "audit");
+        if let Some(writer) = writer
+            && let Err(error) = writer.record(&event).await
+        {
+            tracing::error!(
+                %error,
+                request = %request.name_any(),
+                "an audit event was not made durable (logged only)"
+            );
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Context {
     pub revocations: Arc<Revocations>,
     /// RBAC, to name who may approve a pending request.
     pub rbac: crate::approvers::RbacCaches,
+    /// Where audit events are made durable (`--audit-store`); none: the log only.
+    pub audit: Option<gatehouse_store::audit::AuditWriter>,
 }
 
 impl std::fmt::Debug for Context {
@@ -266,7 +268,15 @@ async fn write(
         tracing::warn!(%error, request = %what, "publishing the revocation failed; the publisher retries");
     }
     if let Some(note) = transition.note {
-        crate::audit_log::transition(request, previous, &transition.status, &note, &ctx.seal);
+        crate::audit_log::transition(
+            request,
+            previous,
+            &transition.status,
+            &note,
+            &ctx.seal,
+            ctx.audit.as_ref(),
+        )
+        .await;
         tracing::info!(
             request = %what,
             from = ?previous.phase,

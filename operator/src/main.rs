@@ -5,7 +5,10 @@
 //! HostGroup status, Events, the CA Secrets it creates once, the ConfigMaps hosts and the proxy
 //! read, and admission verdicts. Every replica serves the webhook; one replica, elected through
 //! a Lease, runs the reconcilers. Logs are JSON lines on stderr; `/metrics`, `/healthz` and
-//! `/readyz` are on `--metrics-addr`.
+//! `/readyz` are on `--metrics-addr`. With `--audit-store`, audit events also go durably to
+//! the store (spooled in `--audit-spool-dir`).
+
+mod audit_flags;
 
 use std::{future::ready, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -126,6 +129,8 @@ struct Args {
     /// in ConfigMap `gatehouse-ssh` for `kubectl gatehouse` (chart value `proxy.publicAddress`).
     #[arg(long, env = "GATEHOUSE_PROXY_PUBLIC_ADDRESS")]
     proxy_public_address: Option<String>,
+    #[command(flatten)]
+    audit: audit_flags::AuditFlags,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -148,6 +153,13 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::spawn(serve_health(health, render, readiness.clone()));
 
+    // The writer is the pod (each keeps its own chain); what an earlier run left is sealed
+    // and uploaded first.
+    let writer = args.identity.as_deref().unwrap_or("gatehouse-operator");
+    let (audit, audit_task) = match args.audit.open(writer)? {
+        Some((audit, task)) => (Some(audit), Some(tokio::spawn(task))),
+        None => (None, None),
+    };
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
     let user_ca = Arc::new(secrets::ensure_ca(&secrets_api, USER_CA).await?);
     let upstream_ca = secrets::ensure_ca(&secrets_api, UPSTREAM_CA).await?;
@@ -271,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
                     pending_ttl: args.pending_ttl,
                     revocation_limit: args.max_revocations_per_namespace,
                     reporter: reporter.clone(),
+                    audit: audit.clone(),
                 };
                 running = Some(tokio::spawn(lead.run()));
             }
@@ -294,6 +307,18 @@ async fn main() -> anyhow::Result<()> {
     // Dropping the receiver makes the lease task release the Lease, so a standby takes over now.
     drop(leader);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    if let (Some(audit), Some(task)) = (audit, audit_task) {
+        audit.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = audit.pending_batches(),
+                "audit batches not stored yet stay in the spool for the next start"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -372,6 +397,8 @@ struct Lead {
     pending_ttl: Duration,
     revocation_limit: usize,
     reporter: Reporter,
+    /// Audit events made durable (`--audit-store`); none: the log only.
+    audit: Option<gatehouse_store::audit::AuditWriter>,
 }
 
 /// Run a watch cache of `K` in `tasks`, nudging `nudge` on every change.
@@ -515,6 +542,7 @@ impl Lead {
             host_groups,
             revocations,
             rbac,
+            audit: self.audit,
         });
         controller
             // Bounded: a burst of thousands of requests is worked through, not all at once.

@@ -29,7 +29,7 @@ use gatehouse_proxy::{
         budget::{SpoolBudget, spool_usage},
         live::LiveUploads,
         segments::LiveSettings,
-        store::{LocalStore, S3Config, S3Store},
+        store::{LocalStore, S3Options, S3Store},
     },
     server::Proxy,
     session_history::SessionStatus,
@@ -237,28 +237,19 @@ fn audit_spool_dir(args: &Args) -> anyhow::Result<PathBuf> {
 fn store(args: &Args) -> anyhow::Result<Store> {
     Ok(match args.storage {
         StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
-        StorageKind::S3 => {
-            let Some(bucket) = args.s3_bucket.clone().filter(|b| !b.is_empty()) else {
-                bail!("--storage s3 needs --s3-bucket (GATEHOUSE_S3_BUCKET)");
-            };
-            let (Some(access_key_id), Some(secret_access_key)) = (
-                args.s3_access_key_id.clone(),
-                args.s3_secret_access_key.clone(),
-            ) else {
-                bail!(
-                    "--storage s3 needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                );
-            };
-            Store::S3(S3Store::new(S3Config {
-                endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
-                bucket,
+        StorageKind::S3 => Store::S3(S3Store::new(
+            S3Options {
+                endpoint: args.s3_endpoint.clone(),
+                bucket: args.s3_bucket.clone(),
                 region: args.s3_region.clone(),
-                access_key_id,
-                secret_access_key,
+                access_key_id: args.s3_access_key_id.clone(),
+                secret_access_key: args.s3_secret_access_key.clone(),
                 path_style: args.s3_path_style,
                 prefix: args.s3_prefix.clone(),
-            }))
-        }
+            }
+            .config()
+            .context("--storage s3")?,
+        )),
     })
 }
 
@@ -292,7 +283,12 @@ async fn main() -> anyhow::Result<()> {
     let health = http::bind(args.metrics_addr).await?;
     let render = {
         let metrics = metrics.clone();
-        move || metrics.render()
+        let audit = audit_writer.clone();
+        move || {
+            let pending = i64::try_from(audit.pending_batches()).unwrap_or(i64::MAX);
+            metrics.audit_pending_batches.set(pending);
+            metrics.render()
+        }
     };
     tokio::spawn(serve_health(health, render, readiness.clone()));
 
@@ -439,7 +435,10 @@ async fn main() -> anyhow::Result<()> {
         Err(elapsed) => Err(elapsed),
     };
     match drained {
-        Ok(()) => tracing::info!("sessions closed, recordings and audit events stored; stopped"),
+        Ok(()) => tracing::info!(
+            audit_events = "stored",
+            "sessions closed and recordings stored; stopped"
+        ),
         Err(_) => tracing::warn!(
             connections = connections.strong_count(),
             pending = metrics.recordings_pending.get(),

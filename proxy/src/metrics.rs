@@ -1,6 +1,7 @@
 //! The proxy's metrics. Data comes from the SSH handler (logins, refusals), the session tasks
-//! (bytes, active sessions) and the uploader (failures, latency); it goes out as Prometheus
-//! text on the health listener's `/metrics`. Names are the contract with the chart's dashboard.
+//! (bytes, active sessions), the uploader (failures, latency) and the audit writer (batches
+//! waiting); it goes out as Prometheus text on the health listener's `/metrics`. Names are the
+//! contract with the chart's dashboard.
 
 use gatehouse_runtime::metrics::MetricSet;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
@@ -29,6 +30,8 @@ pub struct Metrics {
     pub upload_duration_seconds: Histogram,
     /// Recordings spooled on disk and not yet uploaded.
     pub recordings_pending: IntGauge,
+    /// Sealed audit batches in the audit spool, not yet in the store (set when rendered).
+    pub audit_pending_batches: IntGauge,
 }
 
 impl Metrics {
@@ -87,6 +90,10 @@ impl Metrics {
             "gatehouse_proxy_recordings_pending",
             "Recordings spooled on disk and not yet uploaded",
         )?;
+        let audit_pending_batches = IntGauge::new(
+            "gatehouse_audit_pending_batches",
+            "Sealed audit batches spooled on disk and not yet in the store",
+        )?;
         let set = MetricSet::new(vec![
             Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sessions_total.clone()),
@@ -97,6 +104,7 @@ impl Metrics {
             Box::new(upload_failures_total.clone()),
             Box::new(upload_duration_seconds.clone()),
             Box::new(recordings_pending.clone()),
+            Box::new(audit_pending_batches.clone()),
         ])?;
         Ok(Self {
             set,
@@ -109,6 +117,7 @@ impl Metrics {
             upload_failures_total,
             upload_duration_seconds,
             recordings_pending,
+            audit_pending_batches,
         })
     }
 
@@ -155,6 +164,7 @@ mod tests {
             "gatehouse_proxy_upload_failures_total",
             "gatehouse_proxy_upload_duration_seconds_bucket",
             "gatehouse_proxy_recordings_pending",
+            "gatehouse_audit_pending_batches",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -21,6 +21,9 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// Configuring the S3 store: a required setting is missing.
+    #[error("{0}")]
+    S3Options(String),
     /// Reading or writing the audit spool failed.
     #[error("audit spool {path}: {source}")]
     AuditSpool {

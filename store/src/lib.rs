@@ -10,4 +10,4 @@ mod objects;
 mod pieces;
 
 pub use error::{Error, Result};
-pub use objects::{LocalStore, S3Config, S3Store, Store, StoredRecording, hex};
+pub use objects::{LocalStore, S3Config, S3Options, S3Store, Store, StoredRecording, hex};

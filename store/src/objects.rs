@@ -107,6 +107,69 @@ impl fmt::Debug for S3Config {
     }
 }
 
+/// The S3 settings as a binary's flags give them, each maybe missing; [`S3Options::config`]
+/// checks they are enough. Shared by the proxy and the operator so both read the same flags
+/// the same way.
+#[derive(Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL; empty or none: AWS.
+    pub endpoint: Option<String>,
+    /// Bucket (required).
+    pub bucket: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Access key id (required).
+    pub access_key_id: Option<String>,
+    /// Secret access key (required); never printed.
+    pub secret_access_key: Option<String>,
+    /// Path-style URLs.
+    pub path_style: bool,
+    /// Key prefix.
+    pub prefix: String,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("path_style", &self.path_style)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl S3Options {
+    /// The configuration, or which required setting is missing.
+    pub fn config(self) -> Result<S3Config> {
+        let Some(bucket) = self.bucket.filter(|b| !b.is_empty()) else {
+            return Err(Error::S3Options(
+                "the S3 store needs a bucket (--s3-bucket, GATEHOUSE_S3_BUCKET)".to_owned(),
+            ));
+        };
+        let (Some(access_key_id), Some(secret_access_key)) =
+            (self.access_key_id, self.secret_access_key)
+        else {
+            return Err(Error::S3Options(
+                "the S3 store needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    .to_owned(),
+            ));
+        };
+        Ok(S3Config {
+            endpoint: self.endpoint.filter(|e| !e.is_empty()),
+            bucket,
+            region: self.region,
+            access_key_id,
+            secret_access_key,
+            path_style: self.path_style,
+            prefix: self.prefix,
+        })
+    }
+}
+
 /// An S3 bucket holding recordings.
 #[derive(Clone)]
 pub struct S3Store {

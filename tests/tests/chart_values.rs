@@ -144,7 +144,7 @@ fn documents(yaml: &str) -> Vec<Value> {
 }
 
 /// The rendered proxy container's arguments and environment, with Secret references read
-/// from the API server the way the kubelet would. Listen addresses and the spool path are
+/// from the API server the way the kubelet would. Listen addresses and the spool paths are
 /// the harness's (the pod's are fixed); everything about storage is the chart's.
 fn rendered_proxy(yaml: &str) -> (Vec<String>, Vec<(String, String)>) {
     let docs = documents(yaml);
@@ -159,9 +159,14 @@ fn rendered_proxy(yaml: &str) -> (Vec<String>, Vec<(String, String)>) {
         .flatten()
         .filter_map(Value::as_str)
         .filter(|a| {
-            !["--listen=", "--metrics-addr=", "--spool-dir="]
-                .iter()
-                .any(|p| a.starts_with(p))
+            ![
+                "--listen=",
+                "--metrics-addr=",
+                "--spool-dir=",
+                "--audit-spool-dir=",
+            ]
+            .iter()
+            .any(|p| a.starts_with(p))
         })
         .map(str::to_owned)
         .collect();

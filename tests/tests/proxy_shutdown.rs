@@ -53,4 +53,25 @@ async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains(r#""o", "started"#), "{text}");
     assert!(text.contains("the proxy is shutting down"), "{text}");
+    // The session's audit events are sealed and stored before the exit too.
+    let audit = w.local_store().join("audit").join("proxy-under-test");
+    let batches: String = std::fs::read_dir(&audit)
+        .unwrap_or_else(|e| panic!("{}: {e}", audit.display()))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    let ended = format!(
+        "\"sessionId\":\"{}\"",
+        recording
+            .key
+            .rsplit('_')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".cast")
+    );
+    assert!(
+        batches
+            .lines()
+            .any(|l| l.contains("\"sessionEnded\"") && l.contains(&ended)),
+        "{batches}"
+    );
 }

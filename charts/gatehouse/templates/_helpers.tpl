@@ -45,3 +45,29 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The S3 store's environment (the proxy's and the operator's flags read it). Arg: root. */}}
+{{- define "gatehouse.s3Env" -}}
+{{- $storage := .Values.recording.storage -}}
+{{- with $storage.s3.endpoint }}
+- {name: GATEHOUSE_S3_ENDPOINT, value: {{ . | quote }}}
+{{- end }}
+- {name: GATEHOUSE_S3_BUCKET, value: {{ $storage.s3.bucket | quote }}}
+- {name: GATEHOUSE_S3_REGION, value: {{ $storage.s3.region | quote }}}
+- {name: GATEHOUSE_S3_PATH_STYLE, value: {{ $storage.s3.pathStyle | quote }}}
+- {name: GATEHOUSE_S3_PREFIX, value: {{ $storage.s3.prefix | quote }}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ $storage.s3.credentialsSecret.name | quote }}, key: {{ $storage.s3.credentialsSecret.accessKeyIdKey | quote }}}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ $storage.s3.credentialsSecret.name | quote }}, key: {{ $storage.s3.credentialsSecret.secretAccessKeyKey | quote }}}}
+{{- end -}}
+
+{{/* Where the operator stores audit batches: s3, local (the recordings claim) or none. */}}
+{{- define "gatehouse.operatorAuditStore" -}}
+{{- $storage := .Values.recording.storage -}}
+{{- if not .Values.audit.operator.enabled -}}none
+{{- else if eq $storage.type "s3" -}}s3
+{{- else if $storage.volume.existingClaim -}}local
+{{- else -}}none
+{{- end -}}
+{{- end -}}
