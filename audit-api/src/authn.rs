@@ -18,7 +18,7 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
     client::danger::HandshakeSignatureValid,
     crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
-    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, UnixTime, pem::PemObject},
     server::{
         WebPkiClientVerifier,
         danger::{ClientCertVerified, ClientCertVerifier},
@@ -26,6 +26,7 @@ use rustls::{
 };
 
 use crate::error::{Error, Result};
+use crate::serving::ServingCert;
 
 /// The ConfigMap the API server publishes its front-proxy settings in.
 pub const CONFIGMAP_NAMESPACE: &str = "kube-system";
@@ -298,19 +299,9 @@ impl ClientCertVerifier for ProofOfKeyOnly {
     }
 }
 
-/// The TLS server configuration: `cert_pem` (chain) and `key_pem` serve; client certificates
-/// are asked for and checked for proof of key (see [`ProofOfKeyOnly`]).
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerConfig> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::ReadServingCert(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(Error::ReadServingCert(
-            "the certificate file holds no certificate".to_owned(),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| Error::ReadServingCert(format!("the key file: {e}")))?;
+/// The TLS server configuration: `serving` is the certificate; client certificates are asked
+/// for and checked for proof of key (see [`ProofOfKeyOnly`]).
+pub fn server_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig> {
     let provider = provider();
     let verifier = Arc::new(ProofOfKeyOnly {
         algorithms: provider.signature_verification_algorithms,
@@ -318,7 +309,7 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ServerCo
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -54,6 +54,14 @@ pub enum Route {
         /// The session id.
         name: String,
     },
+    /// The web player page of a session (authorized as its recording: the page shows nothing
+    /// else, and fetches the cast from the `recording` subresource).
+    Player {
+        /// The namespace.
+        namespace: String,
+        /// The session id.
+        name: String,
+    },
     /// A session's audit events.
     SessionEvents {
         /// The namespace.
@@ -146,6 +154,10 @@ fn route_path(path: &str) -> Option<Result<Route, ()>> {
             namespace: ns(n)?,
             name: name(s)?,
         },
+        ["namespaces", n, "sessions", s, "player"] => Route::Player {
+            namespace: ns(n)?,
+            name: name(s)?,
+        },
         ["namespaces", n, "sessions", s, "events"] => Route::SessionEvents {
             namespace: ns(n)?,
             name: name(s)?,
@@ -180,7 +192,7 @@ impl Route {
             Route::Session { namespace, name } => {
                 attrs("sessions", "", "get", Some(namespace), Some(name))
             }
-            Route::Recording { namespace, name } => {
+            Route::Recording { namespace, name } | Route::Player { namespace, name } => {
                 attrs("sessions", "recording", "get", Some(namespace), Some(name))
             }
             Route::SessionEvents { namespace, name } => {
@@ -191,6 +203,29 @@ impl Route {
             }
         })
     }
+}
+
+/// What a 403 says: who may not do what, where.
+pub fn forbidden_message(user: &UserInfo, attributes: &ResourceAttributes) -> String {
+    let field = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut resource = field(&attributes.resource);
+    if let Some(subresource) = &attributes.subresource {
+        resource = format!("{resource}/{subresource}");
+    }
+    let name = attributes
+        .name
+        .as_ref()
+        .map(|n| format!(" {n:?}"))
+        .unwrap_or_default();
+    let scope = match attributes.namespace.as_deref() {
+        Some("") | None => "at the cluster scope".to_owned(),
+        Some(ns) => format!("in the namespace {ns:?}"),
+    };
+    format!(
+        "User {:?} cannot {} {resource}{name} in API group {GROUP:?} {scope}",
+        user.name,
+        field(&attributes.verb),
+    )
 }
 
 /// Who decides whether a user may do what [`Route::attributes`] says.

@@ -72,6 +72,7 @@ fn paths_map_to_routes_and_nothing_else() {
         format!("{V}/namespaces/team/sessions/"),
         format!("{V}/namespaces/team/sessions/0a1b/"),
         format!("{V}/namespaces/team/sessions/0a1b/player2"),
+        format!("{V}/namespaces/team/sessions/0a1b/player/x"),
         format!("{V}/namespaces/team/sessions/0a1b/status"),
         format!("{V}/namespaces/team/sessions/0a1b/recording/x"),
         format!("{V}/namespaces//sessions"),
@@ -214,4 +215,26 @@ fn the_review_carries_the_user_groups_and_extra() {
     let review = serde_json::to_value(review_for(&plain, &attributes)).unwrap();
     assert_eq!(review["spec"].get("extra"), None);
     assert_eq!(review["spec"]["groups"], serde_json::json!([]));
+}
+
+#[test]
+fn forbidden_messages_name_the_user_the_verb_and_the_scope() {
+    let bob = UserInfo {
+        name: "bob".into(),
+        ..UserInfo::default()
+    };
+    let cases = [
+        (
+            format!("{V}/namespaces/team/sessions/s1/recording"),
+            r#"User "bob" cannot get sessions/recording "s1" in API group "audit.gatehouse.dev" in the namespace "team""#,
+        ),
+        (
+            format!("{V}/sessions"),
+            r#"User "bob" cannot list sessions in API group "audit.gatehouse.dev" at the cluster scope"#,
+        ),
+    ];
+    for (path, want) in cases {
+        let attributes = get(&path).unwrap().attributes().unwrap();
+        assert_eq!(forbidden_message(&bob, &attributes), want);
+    }
 }

@@ -7,12 +7,15 @@
 //! is skipped and reported ([`BatchProblem`]); the others still count. Memory is bounded: at
 //! most `max_events` events are kept, the oldest go first ([`Index::dropped_events`] counts
 //! them, exported as a metric), and at most as many sessions (again the oldest go first).
+//! Consecutive batches of a writer are checked against each other's SHA-256 as they arrive; a
+//! break is reported ([`Index::take_chain_breaks`]) while the events stay served.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use gatehouse_crds::audit::{
-    AuditEvent, BatchHeader, EventType, RecordingDetail, RequestRef, verify_chain,
+    AuditEvent, BatchHeader, EventType, RecordingDetail, RequestRef, batch_sha256, verify_chain,
 };
 use jiff::Timestamp;
 
@@ -69,6 +72,34 @@ impl EventKey {
     /// The event's name in the API: `<writer>.<sequence>.<index>`.
     pub fn name(&self) -> String {
         format!("{}.{}.{}", self.writer, self.sequence, self.index)
+    }
+
+    /// The `continue` token of a list page ending at this event.
+    pub fn token(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.time, self.writer, self.sequence, self.index
+        )
+    }
+
+    /// The event a `continue` token names (client-written: checked as strictly as a key).
+    pub fn from_token(token: &str) -> Option<Self> {
+        let mut parts = token.split('|');
+        let time = parts.next()?.parse().ok()?;
+        let writer = parts.next()?;
+        let sequence = parts.next()?.parse().ok()?;
+        let index = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        // The same rule as a batch key's writer.
+        parse_batch_key(&batch_key(writer, sequence))?;
+        Some(Self {
+            time,
+            writer: Arc::from(writer),
+            sequence,
+            index,
+        })
     }
 }
 
@@ -246,6 +277,8 @@ pub struct EventQuery {
     pub from: Option<Timestamp>,
     /// Before this time (exclusive).
     pub to: Option<Timestamp>,
+    /// Only events after this one (a list's `continue` token).
+    pub after: Option<EventKey>,
 }
 
 impl EventQuery {
@@ -276,6 +309,9 @@ pub struct Index {
     /// (first seen, namespace, id) of every session: the oldest is evicted first.
     session_ages: BTreeSet<(Timestamp, String, String)>,
     batches: BTreeSet<(Arc<str>, u64)>,
+    /// (SHA-256, recorded previous SHA-256) of every whole batch, to check the chain links.
+    links: BTreeMap<(Arc<str>, u64), (String, String)>,
+    chain_breaks: Vec<BatchProblem>,
     dropped_events: u64,
     dropped_sessions: u64,
 }
@@ -289,6 +325,8 @@ impl Index {
             sessions: BTreeMap::new(),
             session_ages: BTreeSet::new(),
             batches: BTreeSet::new(),
+            links: BTreeMap::new(),
+            chain_breaks: Vec::new(),
             dropped_events: 0,
             dropped_sessions: 0,
         }
@@ -298,6 +336,14 @@ impl Index {
     pub fn has_batch(&self, key: &str) -> bool {
         parse_batch_key(key)
             .is_some_and(|(writer, sequence)| self.batches.contains(&(Arc::from(writer), sequence)))
+    }
+
+    /// Remember the batch under `key` as skipped (it could not be read as text), so it is not
+    /// fetched again.
+    pub fn skip_batch(&mut self, key: &str) {
+        if let Some((writer, sequence)) = parse_batch_key(key) {
+            self.batches.insert((Arc::from(writer), sequence));
+        }
     }
 
     /// Add the batch stored under `key`, returning how many events it held. A batch that is
@@ -332,6 +378,12 @@ impl Index {
                 serde_json::from_str(line).map_err(|e| problem(e.to_string()))?;
             events.push(event);
         }
+        self.link(
+            &writer,
+            sequence,
+            batch_sha256(text),
+            header.previous_batch_sha256,
+        );
         let count = events.len();
         for (index, event) in events.into_iter().enumerate() {
             let key = EventKey {
@@ -348,6 +400,45 @@ impl Index {
             self.dropped_events += 1;
         }
         Ok(count)
+    }
+
+    /// Record batch `sequence`'s hashes and check its links to the neighbours already known:
+    /// a mismatch means a batch was edited or replaced (its events are still served; the
+    /// break is reported, see [`take_chain_breaks`](Self::take_chain_breaks)).
+    fn link(&mut self, writer: &Arc<str>, sequence: u64, sha256: String, previous: String) {
+        let broken = |earlier: u64, actual: &str, recorded: &str| BatchProblem {
+            key: batch_key(writer, earlier.saturating_add(1)),
+            problem: format!(
+                "the chain is broken: batch {earlier} has SHA-256 {actual}, the next batch records {recorded}"
+            ),
+        };
+        if sequence == 0 && !previous.is_empty() {
+            self.chain_breaks.push(BatchProblem {
+                key: batch_key(writer, 0),
+                problem: "the first batch records a previous batch".to_owned(),
+            });
+        }
+        if let Some(before) = sequence.checked_sub(1)
+            && let Some((actual, _)) = self.links.get(&(Arc::clone(writer), before))
+            && *actual != previous
+        {
+            let problem = broken(before, actual, &previous);
+            self.chain_breaks.push(problem);
+        }
+        if let Some(after) = sequence.checked_add(1)
+            && let Some((_, recorded)) = self.links.get(&(Arc::clone(writer), after))
+            && *recorded != sha256
+        {
+            let problem = broken(sequence, &sha256, recorded);
+            self.chain_breaks.push(problem);
+        }
+        self.links
+            .insert((Arc::clone(writer), sequence), (sha256, previous));
+    }
+
+    /// The chain breaks found since the last call (for logs and a metric).
+    pub fn take_chain_breaks(&mut self) -> Vec<BatchProblem> {
+        std::mem::take(&mut self.chain_breaks)
     }
 
     fn fold_session(&mut self, event: &AuditEvent) {
@@ -428,18 +519,23 @@ impl Index {
             .collect()
     }
 
-    /// The events `query` selects, in order.
-    pub fn events(&self, query: &EventQuery) -> Vec<(&EventKey, &AuditEvent)> {
-        let start = EventKey {
+    /// The first `max` events `query` selects, in order.
+    pub fn events(&self, query: &EventQuery, max: usize) -> Vec<(&EventKey, &AuditEvent)> {
+        let from = EventKey {
             time: query.from.unwrap_or(Timestamp::MIN),
             writer: Arc::from(""),
             sequence: 0,
             index: 0,
         };
+        let start = match &query.after {
+            Some(after) if *after >= from => Bound::Excluded(after.clone()),
+            _ => Bound::Included(from),
+        };
         self.events
-            .range(start..)
+            .range((start, Bound::Unbounded))
             .take_while(|(key, _)| query.to.is_none_or(|to| key.time < to))
             .filter(|(_, e)| query.matches(e))
+            .take(max)
             .collect()
     }
 }

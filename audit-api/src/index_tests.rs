@@ -86,7 +86,7 @@ fn events_are_ordered_by_time_writer_sequence_index_across_batches() {
     add(&mut index, batch("w2", 0, &[e(5), e(1)])).unwrap();
     add(&mut index, batch("w1", 7, &[e(5), e(3)])).unwrap();
     add(&mut index, batch("w1", 6, &[e(5)])).unwrap();
-    let all = index.events(&EventQuery::default());
+    let all = index.events(&EventQuery::default(), usize::MAX);
     assert_eq!(
         names(&all),
         ["w2.0.1", "w1.7.1", "w1.6.0", "w1.7.0", "w2.0.0"]
@@ -130,6 +130,9 @@ fn broken_batches_are_skipped_and_reported_and_not_fetched_again() {
     }
     assert_eq!(index.event_count(), 0);
     assert!(index.has_batch(&key));
+    let unreadable = batch_key("w", 4);
+    index.skip_batch(&unreadable);
+    assert!(index.has_batch(&unreadable));
     // A good batch after the broken ones still counts.
     assert_eq!(add(&mut index, batch("w", 3, &[good])), Ok(1));
     assert_eq!(index.event_count(), 1);
@@ -285,8 +288,9 @@ fn event_queries_filter_by_namespace_user_types_and_time() {
             types: types.to_vec(),
             from: from.map(|s| at(s).0),
             to: to.map(|s| at(s).0),
+            after: None,
         };
-        names(&index.events(&q))
+        names(&index.events(&q, usize::MAX))
     };
     let all = ["w.0.0", "w.0.1", "w.0.2", "w.0.3", "w.0.4"];
     assert_eq!(query(None, None, &[], None, None), all);
@@ -324,7 +328,7 @@ fn the_oldest_events_and_sessions_go_past_the_bound() {
     assert_eq!(index.event_count(), 3);
     assert_eq!(index.dropped_events(), 1);
     assert_eq!(
-        names(&index.events(&EventQuery::default())),
+        names(&index.events(&EventQuery::default(), usize::MAX)),
         ["w.1.0", "w.1.1", "w.0.0"]
     );
     assert_eq!(index.session_count(), 3);
@@ -336,4 +340,102 @@ fn the_oldest_events_and_sessions_go_past_the_bound() {
     assert_eq!(index.dropped_events(), 2);
     assert!(index.session("team", "s0").is_none());
     assert_eq!(index.event_count(), 3);
+}
+
+fn chained(writer: &str, sequence: u64, previous: &str, events: &[AuditEvent]) -> String {
+    let header = BatchHeader {
+        writer: writer.to_owned(),
+        sequence,
+        previous_batch_sha256: previous.to_owned(),
+        count: 0,
+    };
+    render_batch(&header, events)
+}
+
+#[test]
+fn chain_links_are_checked_in_any_order_and_breaks_reported() {
+    let e = |s| event(s, EventType::Approved, None);
+    let b0 = chained("w", 0, "", &[e(1)]);
+    let b1 = chained("w", 1, &batch_sha256(&b0), &[e(2)]);
+    let b2 = chained("w", 2, &batch_sha256(&b1), &[e(3)]);
+    // Whole chains, in either order: no break.
+    for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0]] {
+        let mut index = Index::new(100);
+        for i in order {
+            let text = [&b0, &b1, &b2][i];
+            index.add_batch(&batch_key("w", i as u64), text).unwrap();
+        }
+        assert_eq!(index.take_chain_breaks(), vec![], "{order:?}");
+    }
+    // Batch 1 edited (its own header intact): the link from 2 breaks, found either way.
+    let edited = chained("w", 1, &batch_sha256(&b0), &[e(9)]);
+    for order in [[0, 1, 2], [2, 1, 0]] {
+        let mut index = Index::new(100);
+        for i in order {
+            let text = [&b0, &edited, &b2][i];
+            index.add_batch(&batch_key("w", i as u64), text).unwrap();
+        }
+        let breaks = index.take_chain_breaks();
+        assert_eq!(breaks.len(), 1, "{order:?}: {breaks:?}");
+        assert_eq!(breaks[0].key, batch_key("w", 2));
+        assert!(
+            breaks[0].problem.contains("batch 1 has SHA-256"),
+            "{breaks:?}"
+        );
+        // The events are still served.
+        assert_eq!(index.event_count(), 3);
+        assert_eq!(index.take_chain_breaks(), vec![]);
+    }
+    // A first batch claiming a predecessor.
+    let mut index = Index::new(100);
+    index
+        .add_batch(&batch_key("x", 0), &chained("x", 0, "abc", &[e(1)]))
+        .unwrap();
+    assert_eq!(index.take_chain_breaks()[0].key, batch_key("x", 0));
+}
+
+#[test]
+fn lists_page_through_continue_tokens() {
+    let mut index = Index::new(100);
+    let e = |s| event(s, EventType::Approved, None);
+    add(&mut index, batch("w", 0, &[e(1), e(2), e(2), e(3), e(4)])).unwrap();
+    let mut query = EventQuery::default();
+    let mut pages = Vec::new();
+    loop {
+        let page = index.events(&query, 2);
+        if page.is_empty() {
+            break;
+        }
+        let token = page.last().unwrap().0.token();
+        pages.push(names(&page));
+        query.after = Some(EventKey::from_token(&token).unwrap());
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["w.0.0", "w.0.1"],
+            vec!["w.0.2", "w.0.3"],
+            vec!["w.0.4"]
+        ]
+    );
+    // A token before `from` does not widen the query.
+    query.after = index
+        .events(&EventQuery::default(), 1)
+        .first()
+        .map(|(k, _)| (*k).clone());
+    query.from = Some(at(3).0);
+    assert_eq!(names(&index.events(&query, 10)), ["w.0.3", "w.0.4"]);
+    let key = index.events(&EventQuery::default(), 1)[0].0.clone();
+    assert_eq!(EventKey::from_token(&key.token()), Some(key));
+    for bad in [
+        "",
+        "x|w|0|0",
+        "2026-12-03T10:00:00Z|w|0",
+        "2026-12-03T10:00:00Z|w|0|0|0",
+        "2026-12-03T10:00:00Z|../x|0|0",
+        "2026-12-03T10:00:00Z|W|0|0",
+        "2026-12-03T10:00:00Z|w|-1|0",
+    ] {
+        assert_eq!(EventKey::from_token(bad), None, "{bad}");
+    }
 }

@@ -10,10 +10,12 @@
 pub mod authn;
 pub mod authz;
 pub mod error;
+pub mod handlers;
 pub mod index;
 pub mod player;
 pub mod query;
 pub mod resources;
 pub mod server;
+pub mod serving;
 
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@
 //! authentication` (kubeconfig from `KUBECONFIG` or in-cluster), the audit batches and casts
 //! from the recording store (a directory or S3, flags as the proxy's), serves HTTPS on
 //! `--listen` with `--tls-cert-file`/`--tls-private-key-file`, and `/metrics`, `/healthz`,
-//! `/readyz` on `--metrics-addr`.
+//! `/readyz` on `--metrics-addr`. The serving certificate files are re-read every minute.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -15,6 +15,7 @@ use gatehouse_audit_api::{
     authz::SubjectAccessReviewer,
     index::DEFAULT_MAX_EVENTS,
     server::{self, Metrics, State},
+    serving::{self, ServingCert},
 };
 use gatehouse_runtime::{
     health::{Readiness, serve_health},
@@ -139,7 +140,14 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.tls_cert_file.display()))?;
     let key = std::fs::read(&args.tls_private_key_file)
         .with_context(|| format!("reading {}", args.tls_private_key_file.display()))?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(authn::server_config(&cert, &key)?));
+    let serving = Arc::new(ServingCert::from_pem(&cert, &key)?);
+    let config = authn::server_config(Arc::clone(&serving))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(serving::keep_fresh(
+        serving,
+        args.tls_cert_file.clone(),
+        args.tls_private_key_file.clone(),
+    ));
 
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
@@ -183,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
     readiness.set_ready();
     tokio::select! {
         () = server::serve(listener, acceptor, state) => {}
-        signal = signals::termination() => tracing::info!("{signal}: stopping"),
+        signal = signals::termination() => {
+            readiness.set_not_ready();
+            tracing::info!("{signal}: stopping");
+        }
     }
     Ok(())
 }

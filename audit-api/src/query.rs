@@ -5,10 +5,13 @@
 use gatehouse_crds::audit::EventType;
 use jiff::Timestamp;
 
-use crate::index::{EventQuery, SessionField};
+use crate::index::{EventKey, EventQuery, SessionField};
 
 /// Most requirements in one field selector, and most `type` values in one query.
 pub const MAX_TERMS: usize = 32;
+/// Most items in one page of an `auditevents` list (and what `limit` is capped at); a longer
+/// list ends with `metadata.continue`.
+pub const MAX_PAGE: usize = 10_000;
 
 /// Why a query was refused (a 400, or a 405 for `watch`): a decision, not an error of this
 /// server.
@@ -32,8 +35,6 @@ impl QueryError {
 
 /// Parameters every Kubernetes client may send on a list, which these lists ignore.
 const IGNORED: &[&str] = &[
-    "limit",
-    "continue",
     "resourceVersion",
     "resourceVersionMatch",
     "timeout",
@@ -50,7 +51,8 @@ fn pairs(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// The common checks: `watch` refused, label selectors refused (these objects carry no
-/// labels), known list parameters ignored, `allowed` returned, anything else refused.
+/// labels), known list parameters ignored (`limit` and `continue` too, except where a list
+/// allows them), `allowed` returned, anything else refused.
 fn common(query: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, QueryError> {
     let mut kept = Vec::new();
     for (key, value) in pairs(query) {
@@ -63,8 +65,8 @@ fn common(query: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>
                     "labelSelector: these objects have no labels".to_owned(),
                 ));
             }
-            k if IGNORED.contains(&k) => {}
             k if allowed.contains(&k) => kept.push((key, value)),
+            k if IGNORED.contains(&k) || k == "limit" || k == "continue" => {}
             k => {
                 return Err(QueryError::Invalid(format!(
                     "unknown query parameter {k:?}"
@@ -137,15 +139,45 @@ pub fn parse_field_selector(selector: &str) -> Result<Vec<SessionField>, QueryEr
 }
 
 /// The filters of an `auditevents` list: `user`, `type` (repeated or comma-separated),
-/// `from` (inclusive) and `to` (exclusive) in RFC 3339. `namespace` comes from the path.
-pub fn event_query(query: Option<&str>, namespace: Option<&str>) -> Result<EventQuery, QueryError> {
+/// `from` (inclusive) and `to` (exclusive) in RFC 3339, and the page: `limit` (at most
+/// [`MAX_PAGE`]) and `continue`. `namespace` comes from the path. Returns the filter and the
+/// page size.
+pub fn event_query(
+    query: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<(EventQuery, usize), QueryError> {
+    let mut page = MAX_PAGE;
     let mut out = EventQuery {
         namespace: namespace.map(str::to_owned),
         ..EventQuery::default()
     };
     let invalid = |m: String| QueryError::Invalid(m);
-    for (key, value) in common(query, &["user", "type", "from", "to", "fieldSelector"])? {
+    let allowed = [
+        "user",
+        "type",
+        "from",
+        "to",
+        "fieldSelector",
+        "limit",
+        "continue",
+    ];
+    for (key, value) in common(query, &allowed)? {
         match key.as_str() {
+            "limit" => {
+                let limit: usize = value
+                    .parse()
+                    .map_err(|_| invalid(format!("limit: {value:?} is not a number")))?;
+                if limit > 0 {
+                    page = limit.min(MAX_PAGE);
+                }
+            }
+            "continue" if value.is_empty() => {}
+            "continue" => {
+                let after = EventKey::from_token(&value).ok_or_else(|| {
+                    invalid("continue: not a token this server issued".to_owned())
+                })?;
+                out.after = Some(after);
+            }
             "fieldSelector" if value.is_empty() => {}
             "fieldSelector" => {
                 return Err(invalid(
@@ -183,7 +215,7 @@ pub fn event_query(query: Option<&str>, namespace: Option<&str>) -> Result<Event
             _ => {}
         }
     }
-    Ok(out)
+    Ok((out, page))
 }
 
 #[cfg(test)]

@@ -70,11 +70,12 @@ fn list_queries_refuse_watch_labels_and_unknown_parameters() {
 
 #[test]
 fn event_queries_parse_user_types_and_times() {
-    let q = event_query(
+    let (q, page) = event_query(
         Some("user=alice&type=approved,issued&type=sessionStarted&type=approved&from=2026-12-03T10:00:00Z&to=2026-12-03T11:00:00%2B01:00"),
         Some("team"),
     )
     .unwrap();
+    assert_eq!(page, MAX_PAGE);
     assert_eq!(q.namespace.as_deref(), Some("team"));
     assert_eq!(q.user.as_deref(), Some("alice"));
     assert_eq!(
@@ -87,7 +88,25 @@ fn event_queries_parse_user_types_and_times() {
     );
     assert_eq!(q.from, Some("2026-12-03T10:00:00Z".parse().unwrap()));
     assert_eq!(q.to, Some("2026-12-03T10:00:00Z".parse().unwrap()));
-    assert_eq!(event_query(None, None), Ok(EventQuery::default()));
+    assert_eq!(
+        event_query(None, None),
+        Ok((EventQuery::default(), MAX_PAGE))
+    );
+    assert_eq!(event_query(Some("limit=5"), None).unwrap().1, 5);
+    assert_eq!(event_query(Some("limit=0"), None).unwrap().1, MAX_PAGE);
+    assert_eq!(
+        event_query(Some("limit=99999999"), None).unwrap().1,
+        MAX_PAGE
+    );
+    let token = "2026-12-03T10:00:00Z|w|1|2";
+    let (q, _) = event_query(
+        Some(&format!("continue={}", token.replace('|', "%7C"))),
+        None,
+    )
+    .unwrap();
+    assert_eq!(q.after.unwrap().token(), token);
+    // Sessions ignore limit and continue, as kubectl sends them.
+    assert_eq!(session_fields(Some("limit=500&continue=")), Ok(vec![]));
     let bad: &[(&str, &str)] = &[
         ("type=approve", "unknown event type \"approve\""),
         (
@@ -105,6 +124,8 @@ fn event_queries_parse_user_types_and_times() {
             "fieldSelector is not supported",
         ),
         ("host=x", "unknown query parameter \"host\""),
+        ("limit=ten", "limit: \"ten\" is not a number"),
+        ("continue=abc", "continue: not a token"),
     ];
     for (query, want) in bad {
         let message = invalid(event_query(Some(query), None));

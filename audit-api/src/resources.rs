@@ -155,6 +155,10 @@ pub fn audit_event(key: &EventKey, event: &AuditEvent) -> Value {
     if let Value::Object(map) = &mut value {
         let mut metadata = Map::new();
         metadata.insert("name".to_owned(), key.name().into());
+        metadata.insert(
+            "creationTimestamp".to_owned(),
+            to_value(&Time(event.time.0)),
+        );
         if let Some(namespace) = &event.namespace {
             metadata.insert("namespace".to_owned(), namespace.clone().into());
         }
@@ -165,13 +169,120 @@ pub fn audit_event(key: &EventKey, event: &AuditEvent) -> Value {
     value
 }
 
-/// An AuditEventList.
-pub fn audit_event_list(events: &[(&EventKey, &AuditEvent)]) -> Value {
+/// An AuditEventList; `continue_token` when more follow.
+pub fn audit_event_list(
+    events: &[(&EventKey, &AuditEvent)],
+    continue_token: Option<&str>,
+) -> Value {
+    let metadata = match continue_token {
+        Some(token) => json!({"continue": token}),
+        None => json!({}),
+    };
     json!({
         "apiVersion": group_version(),
         "kind": "AuditEventList",
-        "metadata": {},
+        "metadata": metadata,
         "items": events.iter().map(|(k, e)| audit_event(k, e)).collect::<Vec<_>>(),
+    })
+}
+
+/// Whether an `Accept` header asks for a `meta.k8s.io` Table (as `kubectl get` does).
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+    })
+}
+
+/// Sessions as a `meta.k8s.io/v1` Table: NAME, USER, HOST, START (what `kubectl get` prints).
+pub fn session_table(sessions: &[&Session]) -> Value {
+    let column = |name: &str, format: &str, description: &str| {
+        json!({"name": name, "type": "string", "format": format,
+               "description": description, "priority": 0})
+    };
+    let rows: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            let object = session(s);
+            json!({
+                "cells": [
+                    s.id,
+                    s.user.clone().unwrap_or_default(),
+                    s.host.clone().unwrap_or_default(),
+                    object["status"].get("start").cloned().unwrap_or_default(),
+                ],
+                "object": {
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadata",
+                    "metadata": object["metadata"],
+                },
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "Table",
+        "metadata": {},
+        "columnDefinitions": [
+            column("Name", "name", "The proxy's session id."),
+            column("User", "", "Whose session it is."),
+            column("Host", "", "The target host."),
+            column("Start", "date-time", "When the session started."),
+        ],
+        "rows": rows,
+    })
+}
+
+/// Audit events as a `meta.k8s.io/v1` Table: NAME, TIME, TYPE, USER, HOST, OUTCOME.
+pub fn audit_event_table(
+    events: &[(&EventKey, &AuditEvent)],
+    continue_token: Option<&str>,
+) -> Value {
+    let column = |name: &str, format: &str, description: &str| {
+        json!({"name": name, "type": "string", "format": format,
+               "description": description, "priority": 0})
+    };
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|(key, event)| {
+            let object = audit_event(key, event);
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            json!({
+                "cells": [
+                    key.name(),
+                    text(&object["time"]),
+                    text(&object["type"]),
+                    event.actor.as_ref().and_then(|a| a.user.clone()).unwrap_or_default(),
+                    event.host.clone().unwrap_or_default(),
+                    event.outcome.clone().unwrap_or_default(),
+                ],
+                "object": {
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadata",
+                    "metadata": object["metadata"],
+                },
+            })
+        })
+        .collect();
+    let metadata = match continue_token {
+        Some(token) => json!({"continue": token}),
+        None => json!({}),
+    };
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "Table",
+        "metadata": metadata,
+        "columnDefinitions": [
+            column("Name", "name", "writer.sequence.index of the stored event."),
+            column("Time", "date-time", "When it happened."),
+            column("Type", "", "What happened."),
+            column("User", "", "Who did it."),
+            column("Host", "", "The target host."),
+            column("Outcome", "", "The rule or reason."),
+        ],
+        "rows": rows,
     })
 }
 

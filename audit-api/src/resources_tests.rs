@@ -105,7 +105,7 @@ fn audit_events_carry_their_fields_kind_and_name() {
         sequence: 7,
         index: 2,
     };
-    let list = audit_event_list(&[(&key, &event)]);
+    let list = audit_event_list(&[(&key, &event)], None);
     assert_eq!(
         list,
         json!({
@@ -115,7 +115,11 @@ fn audit_events_carry_their_fields_kind_and_name() {
             "items": [{
                 "apiVersion": "audit.gatehouse.dev/v1alpha1",
                 "kind": "AuditEvent",
-                "metadata": {"name": "gatehouse-operator-1.7.2", "namespace": "team"},
+                "metadata": {
+                    "name": "gatehouse-operator-1.7.2",
+                    "namespace": "team",
+                    "creationTimestamp": "2026-12-03T10:00:00Z",
+                },
                 "time": "2026-12-03T10:00:00.000000Z",
                 "type": "approved",
                 "actor": {"kind": "kubernetes", "user": "bob", "groups": ["approvers"]},
@@ -123,13 +127,31 @@ fn audit_events_carry_their_fields_kind_and_name() {
             }],
         })
     );
+    assert_eq!(
+        audit_event_list(&[], Some("t"))["metadata"],
+        json!({"continue": "t"})
+    );
     let refused = AuditEvent::new(
         MicroTime(ts("2026-12-03T10:00:00Z")),
         EventType::LoginRefused,
     );
     assert_eq!(
         audit_event(&key, &refused)["metadata"],
-        json!({"name": "gatehouse-operator-1.7.2"})
+        json!({"name": "gatehouse-operator-1.7.2", "creationTimestamp": "2026-12-03T10:00:00Z"})
+    );
+    let table = audit_event_table(&[(&key, &event)], Some("t"));
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["metadata"]["continue"], "t");
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!([
+            "gatehouse-operator-1.7.2",
+            "2026-12-03T10:00:00.000000Z",
+            "approved",
+            "bob",
+            "",
+            ""
+        ])
     );
 }
 
@@ -172,5 +194,41 @@ fn errors_are_metav1_statuses() {
             "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
             "message": "no", "reason": "Forbidden", "code": 403,
         })
+    );
+}
+
+#[test]
+fn kubectl_gets_a_table_of_sessions() {
+    let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    assert!(wants_table(kubectl));
+    assert!(wants_table(
+        "application/json; as=Table; g=meta.k8s.io; v=v1"
+    ));
+    assert!(!wants_table("application/json"));
+    assert!(!wants_table("application/json;as=Table;v=v2;g=meta.k8s.io"));
+    assert!(!wants_table(
+        "application/json;as=Tablex;v=v1;g=meta.k8s.io"
+    ));
+    let table = session_table(&[&sample()]);
+    assert_eq!(table["kind"], "Table");
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Name", "User", "Host", "Start"]);
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!([
+            "0a1b2c3d4e5f6071",
+            "alice",
+            "prod-db-01",
+            "2026-12-03T10:00:00.123456Z"
+        ])
+    );
+    assert_eq!(
+        table["rows"][0]["object"]["metadata"],
+        session(&sample())["metadata"]
     );
 }

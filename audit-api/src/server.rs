@@ -1,42 +1,47 @@
 //! The HTTPS server and the index refresh. Data comes from the store (audit batches listed
-//! under `audit/` every `--refresh` and on a miss, fetched once each; casts fetched by the key
-//! a `recordingStored` event named), from ConfigMap `kube-system/extension-apiserver-
-//! authentication` (re-read every minute) and from requests the aggregator forwards; it goes
-//! out as JSON (or the cast's bytes) after the front-proxy check ([`crate::authn`]) and a
-//! SubjectAccessReview ([`crate::authz`]).
+//! under `audit/` every `--refresh` and on a miss, each fetched once, [`PARALLEL_FETCHES`] at
+//! a time; casts fetched by the key a `recordingStored` event named), from ConfigMap
+//! `kube-system/extension-apiserver-authentication` (re-read every minute) and from requests
+//! the aggregator forwards; it goes out as JSON (or the cast's bytes) after the front-proxy
+//! check ([`crate::authn`]) and a SubjectAccessReview ([`crate::authz`]).
 //!
-//! Bounds: at most [`MAX_CONNECTIONS`] connections (more are closed at once), a TLS handshake
+//! Bounds: at most [`MAX_CONNECTIONS`] connections (more are closed at once; one that is not
+//! the front proxy's closes after its first answer), a TLS handshake
 //! and a request head must arrive within [`HANDSHAKE_TIMEOUT`], request bodies are never read
-//! (only GET is served), and a miss re-lists the store at most once per [`MISS_INTERVAL`].
+//! (only GET is served), a miss re-lists the store at most once per [`MISS_INTERVAL`], and
+//! at most [`MAX_RECORDING_READS`] casts are read from the store at once.
 
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use gatehouse_store::Store;
-use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::authn::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, FrontProxy, RequestHeaderConfig};
-use crate::authz::{Authorizer, Refusal, Route, route};
+use crate::authz::Authorizer;
 use crate::error::Result;
 use crate::index::{AUDIT_PREFIX, Index, parse_batch_key};
-use crate::{query, resources};
-use gatehouse_runtime::{http::Full, metrics::MetricSet};
+use gatehouse_runtime::metrics::MetricSet;
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 512;
 /// Time for the TLS handshake, and for each request head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches fetched from the store at once while the index catches up.
+pub const PARALLEL_FETCHES: usize = 8;
 /// A lookup that misses re-lists the store at most this often.
 pub const MISS_INTERVAL: Duration = Duration::from_secs(1);
+/// Recordings read from the store at once (the store reads whole objects); more
+/// wait their turn.
+pub const MAX_RECORDING_READS: usize = 4;
 /// How often the requestheader ConfigMap is re-read.
 pub const FRONT_PROXY_REFRESH: Duration = Duration::from_secs(60);
 
@@ -56,6 +61,8 @@ pub struct Metrics {
     pub batches_broken: IntCounter,
     /// Failed store lists or reads.
     pub store_errors: IntCounter,
+    /// Links between consecutive batches whose SHA-256 does not match.
+    pub chain_breaks: IntCounter,
 }
 
 impl Metrics {
@@ -82,7 +89,12 @@ impl Metrics {
             "gatehouse_audit_api_store_errors_total",
             "Failed store lists or reads.",
         )?;
+        let chain_breaks = IntCounter::new(
+            "gatehouse_audit_api_chain_breaks_total",
+            "Consecutive audit batches of a writer whose recorded SHA-256 does not match.",
+        )?;
         let set = MetricSet::new(vec![
+            Box::new(chain_breaks.clone()),
             Box::new(requests.clone()),
             Box::new(events.clone()),
             Box::new(sessions.clone()),
@@ -98,6 +110,7 @@ impl Metrics {
             events_dropped,
             batches_broken,
             store_errors,
+            chain_breaks,
         })
     }
 
@@ -109,12 +122,13 @@ impl Metrics {
 
 /// What the handlers share.
 pub struct State<A> {
-    index: RwLock<Index>,
-    store: Store,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) store: Store,
     front_proxy: RwLock<Arc<FrontProxy>>,
-    authorizer: A,
-    metrics: Metrics,
+    pub(crate) authorizer: A,
+    pub(crate) metrics: Metrics,
     refreshing: tokio::sync::Mutex<Option<Instant>>,
+    pub(crate) recording_reads: Semaphore,
 }
 
 impl<A> std::fmt::Debug for State<A> {
@@ -139,6 +153,7 @@ impl<A: Authorizer> State<A> {
             authorizer,
             metrics,
             refreshing: tokio::sync::Mutex::new(None),
+            recording_reads: Semaphore::new(MAX_RECORDING_READS),
         })
     }
 
@@ -168,8 +183,15 @@ impl<A: Authorizer> State<A> {
             Err(_) => Vec::new(),
         };
         let mut added = 0;
-        for key in fresh {
-            let bytes = match self.store.get(&key).await {
+        let store = &self.store;
+        let mut fetches = futures::stream::iter(fresh)
+            .map(|key| async move {
+                let got = store.get(&key).await;
+                (key, got)
+            })
+            .buffer_unordered(PARALLEL_FETCHES);
+        while let Some((key, got)) = fetches.next().await {
+            let bytes = match got {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     // Tried again at the next refresh.
@@ -178,9 +200,15 @@ impl<A: Authorizer> State<A> {
                     continue;
                 }
             };
-            let text = String::from_utf8_lossy(&bytes);
             let Ok(mut index) = self.index.write() else {
                 break;
+            };
+            // Hashes are over the stored bytes: a batch that is not UTF-8 is not one.
+            let Ok(text) = String::from_utf8(bytes) else {
+                index.skip_batch(&key);
+                self.metrics.batches_broken.inc();
+                tracing::warn!(%key, "audit batch skipped: not UTF-8");
+                continue;
             };
             match index.add_batch(&key, &text) {
                 Ok(_) => added += 1,
@@ -191,7 +219,12 @@ impl<A: Authorizer> State<A> {
                 }
             }
         }
-        if let Ok(index) = self.index.read() {
+        if let Ok(mut index) = self.index.write() {
+            for problem in index.take_chain_breaks() {
+                self.metrics.chain_breaks.inc();
+                tracing::warn!(key = %problem.key, problem = %problem.problem,
+                    "audit chain break");
+            }
             self.metrics.events.set(gauge(index.event_count()));
             self.metrics.sessions.set(gauge(index.session_count()));
             let dropped = index.dropped_events();
@@ -204,7 +237,7 @@ impl<A: Authorizer> State<A> {
     }
 
     /// Refresh after a lookup missed, unless one ran within [`MISS_INTERVAL`].
-    async fn refresh_on_miss(&self) {
+    pub(crate) async fn refresh_on_miss(&self) {
         let recent = {
             let last = self.refreshing.lock().await;
             last.is_some_and(|t| t.elapsed() < MISS_INTERVAL)
@@ -292,14 +325,20 @@ pub async fn serve<A: Authorizer>(
             if let Err(reason) = &front_proxy {
                 tracing::debug!(%peer, %reason, "not the front proxy");
             }
+            // Only the front proxy keeps a connection open: anyone else gets one 401 and the
+            // connection closes, so strangers cannot hold the connection slots.
+            let keep_alive = front_proxy.is_ok();
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
                 let front_proxy = front_proxy.clone();
-                async move { Ok::<_, Infallible>(handle(&state, front_proxy, request).await) }
+                async move {
+                    Ok::<_, Infallible>(crate::handlers::handle(&state, front_proxy, request).await)
+                }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .keep_alive(keep_alive)
                 .serve_connection(TokioIo::new(tls), service)
                 .await;
             if let Err(error) = served {
@@ -307,270 +346,4 @@ pub async fn serve<A: Authorizer>(
             }
         });
     }
-}
-
-fn json(code: StatusCode, value: &serde_json::Value) -> Response<Full> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::from(body));
-    *response.status_mut() = code;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn failure(code: StatusCode, message: &str) -> Response<Full> {
-    let reason = match code {
-        StatusCode::UNAUTHORIZED => "Unauthorized",
-        StatusCode::FORBIDDEN => "Forbidden",
-        StatusCode::NOT_FOUND => "NotFound",
-        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-        StatusCode::BAD_REQUEST => "BadRequest",
-        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-        _ => "InternalError",
-    };
-    json(code, &resources::status(code.as_u16(), reason, message))
-}
-
-fn route_label(route: &Route) -> &'static str {
-    match route {
-        Route::Groups | Route::Group | Route::Resources => "discovery",
-        Route::Sessions { .. } => "sessions",
-        Route::Session { .. } => "session",
-        Route::Recording { .. } => "recording",
-        Route::SessionEvents { .. } => "session_events",
-        Route::AuditEvents { .. } => "auditevents",
-    }
-}
-
-/// Answer one request from a connection whose front-proxy check came out as `front_proxy`.
-pub async fn handle<A: Authorizer, B>(
-    state: &State<A>,
-    front_proxy: Result<Arc<FrontProxy>, String>,
-    request: Request<B>,
-) -> Response<Full> {
-    let (label, response) = answer(state, front_proxy, &request).await;
-    state
-        .metrics
-        .requests
-        .with_label_values(&[label, response.status().as_str()])
-        .inc();
-    response
-}
-
-async fn answer<A: Authorizer, B>(
-    state: &State<A>,
-    front_proxy: Result<Arc<FrontProxy>, String>,
-    request: &Request<B>,
-) -> (&'static str, Response<Full>) {
-    // Nothing of the request is read before the caller is known to be the front proxy.
-    let front_proxy = match front_proxy {
-        Ok(f) => f,
-        Err(reason) => {
-            return (
-                "unauthenticated",
-                failure(StatusCode::UNAUTHORIZED, &reason),
-            );
-        }
-    };
-    let route = match route(request.method(), request.uri().path()) {
-        Ok(route) => route,
-        Err(Refusal::NotFound) => {
-            return (
-                "unknown",
-                failure(
-                    StatusCode::NOT_FOUND,
-                    "the server could not find the requested resource",
-                ),
-            );
-        }
-        Err(Refusal::MethodNotAllowed) => {
-            return (
-                "unknown",
-                failure(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "only get and list are served",
-                ),
-            );
-        }
-    };
-    let label = route_label(&route);
-    let Some(attributes) = route.attributes() else {
-        let body = match route {
-            Route::Groups => resources::api_group_list(),
-            Route::Group => resources::api_group_value(),
-            _ => resources::api_resource_list(),
-        };
-        return (label, json(StatusCode::OK, &body));
-    };
-    let user = match front_proxy.user(request.headers()) {
-        Ok(user) => user,
-        Err(refusal) => return (label, failure(StatusCode::UNAUTHORIZED, &refusal.0)),
-    };
-    match state.authorizer.allowed(&user, &attributes).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let what = format!(
-                "{}{} in namespace {:?}",
-                attributes.resource.as_deref().unwrap_or(""),
-                attributes
-                    .subresource
-                    .as_deref()
-                    .map(|s| format!("/{s}"))
-                    .unwrap_or_default(),
-                attributes.namespace.as_deref().unwrap_or(""),
-            );
-            let message = format!(
-                "{} \"{}\" is forbidden: User {:?} cannot {} resource {what} of API group {:?}",
-                attributes.resource.as_deref().unwrap_or(""),
-                attributes.name.as_deref().unwrap_or(""),
-                user.name,
-                attributes.verb.as_deref().unwrap_or(""),
-                crate::authz::GROUP,
-            );
-            return (label, failure(StatusCode::FORBIDDEN, &message));
-        }
-        Err(error) => {
-            tracing::warn!(%error, user = %user.name, "SubjectAccessReview failed; refusing");
-            return (
-                label,
-                failure(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "authorization is unavailable; try again",
-                ),
-            );
-        }
-    }
-    (label, resource(state, route, request.uri().query()).await)
-}
-
-fn bad_query(error: &query::QueryError) -> Response<Full> {
-    match error {
-        query::QueryError::Watch => failure(StatusCode::METHOD_NOT_ALLOWED, &error.message()),
-        query::QueryError::Invalid(_) => failure(StatusCode::BAD_REQUEST, &error.message()),
-    }
-}
-
-fn not_found(namespace: &str, name: &str) -> Response<Full> {
-    failure(
-        StatusCode::NOT_FOUND,
-        &format!("sessions.audit.gatehouse.dev \"{name}\" not found in namespace {namespace:?}"),
-    )
-}
-
-async fn resource<A: Authorizer>(
-    state: &State<A>,
-    route: Route,
-    raw_query: Option<&str>,
-) -> Response<Full> {
-    let read = |f: &dyn Fn(&Index) -> Option<Response<Full>>| -> Option<Response<Full>> {
-        state.index.read().ok().and_then(|index| f(&index))
-    };
-    let get = matches!(
-        route,
-        Route::Session { .. } | Route::Recording { .. } | Route::SessionEvents { .. }
-    );
-    if get && let Err(error) = query::get_query(raw_query) {
-        return bad_query(&error);
-    }
-    match route {
-        Route::Sessions { namespace } => {
-            let fields = match query::session_fields(raw_query) {
-                Ok(fields) => fields,
-                Err(error) => return bad_query(&error),
-            };
-            read(&|index| {
-                let sessions = index.sessions(namespace.as_deref(), &fields);
-                Some(json(StatusCode::OK, &resources::session_list(&sessions)))
-            })
-            .unwrap_or_else(|| failure(StatusCode::INTERNAL_SERVER_ERROR, "index unavailable"))
-        }
-        Route::AuditEvents { namespace } => {
-            let filter = match query::event_query(raw_query, namespace.as_deref()) {
-                Ok(filter) => filter,
-                Err(error) => return bad_query(&error),
-            };
-            read(&|index| {
-                let events = index.events(&filter);
-                Some(json(StatusCode::OK, &resources::audit_event_list(&events)))
-            })
-            .unwrap_or_else(|| failure(StatusCode::INTERNAL_SERVER_ERROR, "index unavailable"))
-        }
-        Route::Session { namespace, name } => {
-            let get = |index: &Index| {
-                index
-                    .session(&namespace, &name)
-                    .map(|s| json(StatusCode::OK, &resources::session(s)))
-            };
-            if let Some(found) = read(&get) {
-                return found;
-            }
-            state.refresh_on_miss().await;
-            read(&get).unwrap_or_else(|| not_found(&namespace, &name))
-        }
-        Route::SessionEvents { namespace, name } => {
-            let get = |index: &Index| {
-                index.session(&namespace, &name)?;
-                let events = index.session_events(&namespace, &name);
-                Some(json(StatusCode::OK, &resources::audit_event_list(&events)))
-            };
-            if let Some(found) = read(&get) {
-                return found;
-            }
-            state.refresh_on_miss().await;
-            read(&get).unwrap_or_else(|| not_found(&namespace, &name))
-        }
-        Route::Recording { namespace, name } => recording(state, &namespace, &name).await,
-        Route::Groups | Route::Group | Route::Resources => {
-            failure(StatusCode::NOT_FOUND, "not a resource")
-        }
-    }
-}
-
-/// The cast of a session: only ever the key a `recordingStored` event named.
-async fn recording<A: Authorizer>(state: &State<A>, namespace: &str, name: &str) -> Response<Full> {
-    let key_of = |state: &State<A>| -> Option<Option<String>> {
-        let index = state.index.read().ok()?;
-        let session = index.session(namespace, name)?;
-        Some(session.recording.as_ref().map(|r| r.key.clone()))
-    };
-    let key = match key_of(state) {
-        Some(key) => key,
-        None => {
-            state.refresh_on_miss().await;
-            match key_of(state) {
-                Some(key) => key,
-                None => return not_found(namespace, name),
-            }
-        }
-    };
-    let Some(key) = key else {
-        return failure(
-            StatusCode::NOT_FOUND,
-            &format!("session {name:?} has no stored recording (yet)"),
-        );
-    };
-    let bytes = match state.store.get(&key).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            state.metrics.store_errors.inc();
-            tracing::warn!(%key, %error, "reading a recording failed");
-            return failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the recording store is unavailable; try again",
-            );
-        }
-    };
-    let sha256 = gatehouse_store::hex(&Sha256::digest(&bytes));
-    let mut response = Response::new(Full::from(bytes));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-asciicast"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&sha256) {
-        headers.insert("x-gatehouse-sha256", value);
-    }
-    response
 }

@@ -12,6 +12,7 @@ use gatehouse_audit_api::{
     authz::Authorizer,
     index::batch_key,
     server::{Metrics, State, serve},
+    serving::ServingCert,
 };
 use gatehouse_crds::audit::{
     Actor, AuditEvent, BatchHeader, EventType, RecordingDetail, RequestRef, render_batch,
@@ -134,6 +135,7 @@ struct World {
     other: Ca,
     stub: Stub,
     cast: Vec<u8>,
+    metrics: Metrics,
 }
 
 async fn world() -> World {
@@ -201,17 +203,19 @@ async fn world() -> World {
     .collect();
     let front_proxy = FrontProxy::new(RequestHeaderConfig::from_data(&data).unwrap()).unwrap();
     let stub = Stub::default();
+    let metrics = Metrics::new().unwrap();
     let state = State::new(
         Store::Local(LocalStore::new(&dir)),
         front_proxy,
         stub.clone(),
-        Metrics::new().unwrap(),
+        metrics.clone(),
         1000,
     );
     assert_eq!(state.refresh().await.unwrap(), 1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = server_config(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let serving = Arc::new(ServingCert::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap());
+    let config = server_config(serving).unwrap();
     tokio::spawn(serve(
         listener,
         tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -226,6 +230,7 @@ async fn world() -> World {
         other,
         stub,
         cast,
+        metrics,
     }
 }
 
@@ -242,14 +247,11 @@ impl Answer {
 }
 
 impl World {
-    /// `method path` with `headers`, presenting a certificate for `cn` from `ca` (or none).
-    async fn call(
+    /// A TLS connection presenting a certificate for `cn` from `ca` (or none).
+    async fn connect(
         &self,
         client: Option<(&Ca, &str)>,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Answer {
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.serving_ca.cert.der().clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -267,10 +269,21 @@ impl World {
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut tls = connector
+        connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `method path` with `headers`, presenting a certificate for `cn` from `ca` (or none).
+    async fn call(
+        &self,
+        client: Option<(&Ca, &str)>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut tls = self.connect(client).await;
         let mut head =
             format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for (name, value) in headers {
@@ -437,6 +450,20 @@ async fn without_the_front_proxy_certificate_the_headers_count_for_nothing() {
     }
     // The authorizer was never asked: nothing of the request was believed.
     assert!(w.stub.seen.lock().unwrap().is_empty());
+    let text = w.metrics.render().unwrap();
+    assert!(
+        text.contains(
+            r#"gatehouse_audit_api_requests_total{code="401",route="unauthenticated"} 9"#
+        ),
+        "{text}"
+    );
+    // The world's store holds one broken batch beside the good one.
+    assert!(
+        text.contains("gatehouse_audit_api_batches_broken_total 1"),
+        "{text}"
+    );
+    assert!(text.contains("gatehouse_audit_api_events 4"), "{text}");
+    assert!(text.contains("gatehouse_audit_api_sessions 1"), "{text}");
 }
 
 #[tokio::test]
@@ -448,6 +475,18 @@ async fn refusals_are_statuses_and_fail_closed() {
     assert_eq!(w.call(front, "GET", &sessions, &[]).await.code, 401);
     let bob = w.as_user(&sessions, "bob").await;
     assert_eq!(bob.code, 403);
+    assert_eq!(
+        w.as_user(&format!("{sessions}/s1/player"), "bob")
+            .await
+            .code,
+        403
+    );
+    assert_eq!(
+        w.as_user(&format!("{sessions}/s1/recording"), "bob")
+            .await
+            .code,
+        403
+    );
     assert_eq!(bob.json()["reason"], "Forbidden");
     let broken = w.as_user(&sessions, "broken").await;
     assert_eq!(broken.code, 503, "no SubjectAccessReview answer: refused");
@@ -514,4 +553,31 @@ async fn a_session_written_after_the_last_refresh_is_found_on_a_miss() {
         )
         .await;
     assert_eq!(cast.code, 404);
+}
+
+#[tokio::test]
+async fn a_stranger_gets_one_answer_and_the_connection_closes() {
+    let w = world().await;
+    let request = "GET /apis HTTP/1.1\r\nHost: localhost\r\nX-Remote-User: alice\r\n\r\n";
+    // Keep-alive asked for, two requests pipelined: a stranger gets one 401, then EOF.
+    let mut tls = w.connect(None).await;
+    tls.write_all(format!("{request}{request}").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut raw))
+        .await
+        .expect("the server closes a stranger's connection")
+        .ok();
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 401").count(), 1, "{text}");
+    // The front proxy's connection stays open for the next request.
+    let mut tls = w.connect(Some((&w.front, "front-proxy-client"))).await;
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let open =
+        tokio::time::timeout(std::time::Duration::from_millis(500), tls.read(&mut buf)).await;
+    assert!(open.is_err(), "still open, waiting for the next request");
 }
