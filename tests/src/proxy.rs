@@ -22,7 +22,7 @@ use crate::{
     net::{LOOPBACK, http_get},
     process::{Process, Ready, Spec},
     ssh_client::{Client, Server, SshCommand},
-    unique_name, wait_for,
+    wait_for,
 };
 
 /// An S3 bucket (and prefix) recordings go to, with the credentials to write there.
@@ -100,8 +100,7 @@ pub struct ProxyConfig {
     /// Log format.
     pub logs: Logs,
     /// `POD_NAME`: its identity in `status.sessions` and logs, and the writer of its audit
-    /// batches (`audit/<writer>/…`): unique per proxy, so proxies sharing a store never write
-    /// each other's batch keys.
+    /// batches (`audit/<writer>/…`): proxies sharing a store need different ones.
     pub pod_name: String,
 }
 
@@ -113,7 +112,7 @@ impl ProxyConfig {
             storage,
             args: Vec::new(),
             logs: Logs::Json,
-            pod_name: unique_name("proxy-under-test"),
+            pod_name: "proxy-under-test".to_owned(),
         }
     }
 }

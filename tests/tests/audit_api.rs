@@ -27,7 +27,7 @@ use gatehouse_tests::{
     control_plane,
     proxied_world::ProxiedWorld,
     proxy::Storage,
-    sha256_hex, wait_for,
+    sha256_hex, unique_name, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -456,10 +456,12 @@ async fn the_charts_roles_grant_what_they_say_and_no_more() {
 async fn audited_story() -> (ProxiedWorld, SessionRecord, Value) {
     let cp = control_plane();
     cp.audit_api();
-    let w = ProxiedWorld::start(
+    // Every story's proxy writes its own audit/<writer>/ batches into the one store.
+    let w = ProxiedWorld::start_as_writer(
         "audit-api",
         |_| Storage::Local(cp.audit_store()),
         json!({"approval": {"required": 1}}),
+        &unique_name("proxy-audited"),
     )
     .await;
     let ns = w.s.ns.clone();
