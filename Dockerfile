@@ -3,6 +3,7 @@
 #   docker build --target operator -t gatehouse-operator:dev .
 #   docker build --target proxy    -t gatehouse-proxy:dev .
 #   docker build --target bridge   -t gatehouse-bridge:dev .   (compiled here: BINARIES does not apply)
+#   docker build --target audit-api -t gatehouse-audit-api:dev . (likewise)
 # Runtime images are distroless (glibc, CA certificates, no shell) and run as uid 65532, the
 # user the chart's securityContext expects.
 #
@@ -29,9 +30,11 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge \
+      -p gatehouse-audit-api \
  && install -D -m 0755 target/release/gatehouse-operator /out/gatehouse-operator \
  && install -D -m 0755 target/release/gatehouse-proxy /out/gatehouse-proxy \
- && install -D -m 0755 target/release/gatehouse-bridge /out/gatehouse-bridge
+ && install -D -m 0755 target/release/gatehouse-bridge /out/gatehouse-bridge \
+ && install -D -m 0755 target/release/gatehouse-audit-api /out/gatehouse-audit-api
 
 FROM scratch AS prebuilt
 COPY gatehouse-operator gatehouse-proxy /out/
@@ -56,3 +59,9 @@ COPY --from=build /out/gatehouse-bridge /usr/local/bin/gatehouse-bridge
 USER 65532:65532
 EXPOSE 8090 8080
 ENTRYPOINT ["/usr/local/bin/gatehouse-bridge"]
+
+FROM ${RUNTIME_IMAGE} AS audit-api
+COPY --from=build /out/gatehouse-audit-api /usr/local/bin/gatehouse-audit-api
+USER 65532:65532
+EXPOSE 8443 8080
+ENTRYPOINT ["/usr/local/bin/gatehouse-audit-api"]

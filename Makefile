@@ -47,7 +47,7 @@ crds: ## regenerate charts/gatehouse/crds from the Rust types
 	cargo run -q -p gatehouse-crds --bin crdgen
 
 test: deps lint ## everything: lint, unit tests, and end-to-end tests against a real control plane
-	cargo build -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge -p gatehouse-cli
+	cargo build -p gatehouse-operator -p gatehouse-proxy -p gatehouse-bridge -p gatehouse-cli -p gatehouse-audit-api
 	$(SCRIPTS)/control-plane.sh run $(TEST_DIR) -- cargo test --workspace --no-fail-fast
 
 bench: deps ## proxy vs direct sshd: upload/download CPU per GiB by cipher, connect latency, logins/s, idle-session memory (knobs: docs/benchmarks.md)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback: etcd + kube-apiserver with RBAC, several users
-# with groups, and a kubeconfig per user. No controller-manager, scheduler or kubelet: Pods never
+# A real Kubernetes control plane on loopback: etcd + kube-apiserver with RBAC and the
+# aggregation layer (front-proxy CA, requestheader authentication, endpoint routing: APIServices
+# are reached at their EndpointSlice's address), several users with groups, and a kubeconfig per
+# user. No controller-manager, scheduler or kubelet: Pods never
 # run, namespaces never finish terminating, garbage collection does not happen.
 #
 #   control-plane.sh up   [DIR]        start; writes DIR/env and DIR/kubeconfigs/<user>.kubeconfig
@@ -88,6 +90,16 @@ gen_certs() {
       -subj "/CN=kube-apiserver-webhook-client" 2>/dev/null
     openssl x509 -req -in webhook-client.csr -CA webhook-client-ca.crt -CAkey webhook-client-ca.key \
       -CAcreateserial -days 3 -extfile client.ext -out webhook-client.crt 2>/dev/null
+    # The aggregation layer: the API server proxies to aggregated API servers (APIServices) as
+    # front-proxy-client, a certificate from a CA of its own that it publishes in ConfigMap
+    # kube-system/extension-apiserver-authentication; those servers trust the X-Remote-* headers
+    # only from a client with that certificate.
+    openssl req -x509 "${ec[@]}" -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 3 \
+      -subj "/CN=gatehouse-test-front-proxy-ca" 2>/dev/null
+    openssl req "${ec[@]}" -keyout front-proxy-client.key -out front-proxy-client.csr \
+      -subj "/CN=front-proxy-client" 2>/dev/null
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+      -CAcreateserial -days 3 -extfile client.ext -out front-proxy-client.crt 2>/dev/null
     openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
     openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
     rm -f ./*.csr ./*.ext
@@ -236,6 +248,13 @@ up() {
     --service-cluster-ip-range="$GATEHOUSE_SERVICE_CIDR" --allow-privileged=true \
     --service-account-issuer="$server" \
     --service-account-key-file="$dir/pki/sa.pub" --service-account-signing-key-file="$dir/pki/sa.key" \
+    --requestheader-client-ca-file="$dir/pki/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$dir/pki/front-proxy-client.crt" \
+    --proxy-client-key-file="$dir/pki/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --profiling=false
   local kubectl="$K8S_BIN/kubectl" ready=""
   for _ in $(seq 1 600); do
@@ -251,6 +270,17 @@ up() {
     "$kubectl" --kubeconfig "$dir/kubeconfigs/admin.kubeconfig" get clusterrole admin >/dev/null 2>&1 && break
     sleep 0.1
   done
+  # Aggregated API servers (the audit API) read the front-proxy CA and header names from here.
+  local published=""
+  for _ in $(seq 1 100); do
+    if "$kubectl" --kubeconfig "$dir/kubeconfigs/admin.kubeconfig" -n kube-system get configmap \
+      extension-apiserver-authentication -o jsonpath='{.data.requestheader-client-ca-file}' 2>/dev/null |
+      grep -q 'BEGIN CERTIFICATE'; then
+      published=1; break
+    fi
+    sleep 0.1
+  done
+  [[ -n "$published" ]] || { tail -30 "$dir/apiserver.log" >&2; down "$dir"; die "kube-apiserver did not publish kube-system/extension-apiserver-authentication"; }
 
   cat >"$dir/env" <<EOF
 export GATEHOUSE_CP_DIR=$dir

@@ -1,9 +1,9 @@
 //! The Gatehouse binaries the harness runs, and how they log.
 //!
-//! In: `cargo build` output under `target/debug` (or the paths in `GATEHOUSE_OPERATOR_BIN` and
-//! `GATEHOUSE_PROXY_BIN`, like `make bench`'s release builds). Out: the program of an operator or
-//! proxy process, and the log flags and environment for tests (JSON lines they read back) or
-//! people (`make up`'s text logs).
+//! In: `cargo build` output under `target/debug` (or the paths in `GATEHOUSE_OPERATOR_BIN`,
+//! `GATEHOUSE_PROXY_BIN` and `GATEHOUSE_AUDIT_API_BIN`, like `make bench`'s release builds). Out:
+//! the program of an operator, proxy or audit API process, and the log flags and environment
+//! for tests (JSON lines they read back) or people (`make up`'s text logs).
 
 use std::path::PathBuf;
 
@@ -17,6 +17,11 @@ pub fn operator_binary() -> PathBuf {
 /// The proxy binary: `GATEHOUSE_PROXY_BIN`, else `target/debug/gatehouse-proxy`.
 pub fn proxy_binary() -> PathBuf {
     binary("GATEHOUSE_PROXY_BIN", "gatehouse-proxy")
+}
+
+/// The audit API binary: `GATEHOUSE_AUDIT_API_BIN`, else `target/debug/gatehouse-audit-api`.
+pub fn audit_api_binary() -> PathBuf {
+    binary("GATEHOUSE_AUDIT_API_BIN", "gatehouse-audit-api")
 }
 
 fn binary(variable: &str, package: &str) -> PathBuf {

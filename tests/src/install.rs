@@ -67,7 +67,7 @@ impl SharedOperator {
 }
 
 /// Whether process `pid` runs (a zombie its parent has yet to reap does not).
-fn process_runs(pid: &str) -> bool {
+pub(crate) fn process_runs(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())

@@ -14,7 +14,8 @@
 //! collected, so tests never wait for deletion; the whole plane is thrown away after the run.
 //!
 //! Modules, from the bottom: [`users`], [`command`], [`net`], [`process`] (plumbing);
-//! [`control_plane`], [`binaries`], [`operator`], [`install`] (the plane and Gatehouse on it);
+//! [`control_plane`], [`binaries`], [`operator`], [`install`], [`audit_api`] (the plane and
+//! Gatehouse on it, the audit API behind the aggregation layer);
 //! [`ssh_client`], [`sshd`], [`minio`], [`proxy`] (the SSH side and the recording store);
 //! [`scenario`], [`proxied_world`] (what tests set up); [`slack`], [`bridge`] (a local Slack
 //! and the approval bridge); [`make_up`] (`make up`); [`node`], [`node_world`] (the chart's pods
@@ -35,6 +36,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+pub mod audit_api;
 pub mod binaries;
 pub mod bridge;
 pub mod command;

@@ -84,6 +84,28 @@ impl ProxiedWorld {
         proxy_args: &[&str],
         sshd_extra: &[&str],
     ) -> ProxiedWorld {
+        Self::start_full(prefix, storage, policy_extra, proxy_args, sshd_extra, None).await
+    }
+
+    /// [`Self::start`] with a proxy whose `POD_NAME` (its audit batch writer) is `pod_name`:
+    /// worlds whose proxies share one store (the audit API's) need different writers.
+    pub async fn start_as_writer(
+        prefix: &str,
+        storage: impl FnOnce(&Path) -> Storage,
+        policy_extra: Value,
+        pod_name: &str,
+    ) -> ProxiedWorld {
+        Self::start_full(prefix, storage, policy_extra, &[], &[], Some(pod_name)).await
+    }
+
+    async fn start_full(
+        prefix: &str,
+        storage: impl FnOnce(&Path) -> Storage,
+        policy_extra: Value,
+        proxy_args: &[&str],
+        sshd_extra: &[&str],
+        pod_name: Option<&str>,
+    ) -> ProxiedWorld {
         let cp = control_plane();
         cp.install_gatehouse();
         let login = current_login();
@@ -115,6 +137,9 @@ impl ProxiedWorld {
         sshd.set_authorized_principals(&login, &principals);
         let mut config = ProxyConfig::new(dir.path().join("proxy"), storage(dir.path()));
         config.args = proxy_args.iter().map(|a| (*a).to_owned()).collect();
+        if let Some(pod_name) = pod_name {
+            config.pod_name = pod_name.to_owned();
+        }
         let proxy = Proxy::start(cp, config);
         let (key, public) = keypair(dir.path(), "alice");
         ProxiedWorld {

@@ -99,7 +99,8 @@ pub struct ProxyConfig {
     pub args: Vec<String>,
     /// Log format.
     pub logs: Logs,
-    /// `POD_NAME`: its identity in `status.sessions` and logs.
+    /// `POD_NAME`: its identity in `status.sessions` and logs, and the writer of its audit
+    /// batches (`audit/<writer>/…`): proxies sharing a store need different ones.
     pub pod_name: String,
 }
 

@@ -99,7 +99,8 @@ async fn helm_lint_and_server_dry_run_pass() {
         .ok();
     // The values the harness installed with (the webhooks call the shared operator by URL),
     // then every optional part the API server knows (a ServiceMonitor needs the Prometheus
-    // Operator's CRDs, which this API server lacks) with S3 storage and a NodePort.
+    // Operator's CRDs, which this API server lacks) with S3 storage, a NodePort and the audit
+    // API (its APIService, serving certificate and RBAC).
     let url = format!(
         "admission.url=https://127.0.0.1:{}",
         cp.shared_operator().webhook_port
@@ -113,6 +114,8 @@ async fn helm_lint_and_server_dry_run_pass() {
         "recording.storage.s3.credentialsSecret.name=s3-keys",
         "proxy.service.type=NodePort",
         "proxy.service.nodePort=32222",
+        "auditApi.enabled=true",
+        "auditApi.storage.s3.credentialsSecret.name=s3-read-only",
     ];
     for sets in [&everything[..1], &everything[..]] {
         let mut helm = cp

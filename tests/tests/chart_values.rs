@@ -1,8 +1,10 @@
 //! The chart's values: the schema refuses bad ones naming the field and the rule; the S3
 //! settings the chart renders are the ones the real proxy binary understands (a session
 //! recorded through a proxy started with exactly the rendered arguments lands in MinIO, and is
-//! locked there with the objectLock values); and
-//! the Grafana dashboard queries only metrics the code registers.
+//! locked there with the objectLock values); the Grafana dashboard queries only metrics the
+//! code registers; the audit API's objects render only when enabled, with a serving
+//! certificate its APIService's caBundle verifies and least privilege (read-only store, its
+//! own S3 credentials when given, `view` only on request).
 
 use std::collections::BTreeSet;
 
@@ -474,4 +476,174 @@ fn the_dashboard_queries_only_metrics_the_code_exports() {
         );
         assert!(queried.contains(metric), "{metric} is not queried");
     }
+}
+
+/// The document of `kind` named `name`.
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
+}
+
+#[tokio::test]
+async fn the_audit_api_renders_only_when_enabled_with_its_certificate_and_least_privilege() {
+    // Off by default: nothing of it, and the approver role is as before.
+    let off = documents(template(&[]).ok());
+    assert!(
+        !off.iter().any(|d| {
+            d["kind"] == "APIService"
+                || d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("audit"))
+        }),
+        "auditApi is off by default"
+    );
+    let approver = find(&off, "ClusterRole", "gatehouse-approver");
+    assert!(!approver.to_string().contains("audit.gatehouse.dev"));
+
+    // On a volume the API needs the proxy's claim (an emptyDir is the proxy's pod's alone).
+    template(&["auditApi.enabled=true"]).fails_with(&["recording.storage.volume.existingClaim"]);
+    template(&["auditApi.refresh=soon"]).fails_with(&["/auditApi/refresh"]);
+
+    let on = template(&[
+        "auditApi.enabled=true",
+        "recording.storage.volume.existingClaim=recordings",
+    ]);
+    let docs = documents(on.ok());
+    let api_service = find(&docs, "APIService", "v1alpha1.audit.gatehouse.dev");
+    let spec = &api_service["spec"];
+    assert_eq!(spec["group"], "audit.gatehouse.dev");
+    assert_eq!(spec["version"], "v1alpha1");
+    assert_eq!(spec["groupPriorityMinimum"], 1000);
+    assert_eq!(spec["versionPriority"], 15);
+    assert_eq!(spec["service"]["name"], "gatehouse-audit-api");
+    assert_eq!(spec["service"]["namespace"], SYSTEM_NAMESPACE);
+    assert!(spec.get("insecureSkipTLSVerify").is_none());
+    // The caBundle is the CA of the Secret the server serves with, for the Service's name.
+    let secret = find(&docs, "Secret", "gatehouse-audit-api-tls");
+    assert_eq!(spec["caBundle"], secret["data"]["ca.crt"]);
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["ca.crt", "tls.crt"] {
+        let pem = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            secret["data"][key].as_str().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(key), pem).unwrap();
+    }
+    gatehouse_tests::Cmd::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.path().join("ca.crt"))
+        .arg(dir.path().join("tls.crt"))
+        .run()
+        .ok();
+    let san = gatehouse_tests::Cmd::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(dir.path().join("tls.crt"))
+        .run();
+    assert!(
+        san.ok()
+            .contains(&format!("DNS:gatehouse-audit-api.{SYSTEM_NAMESPACE}.svc")),
+        "{san:?}"
+    );
+
+    // The server reads the store read-only and runs locked down like the others.
+    let deployment = find(&docs, "Deployment", "gatehouse-audit-api");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "gatehouse-audit-api");
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().all(|m| m["readOnly"] == true), "{mounts:?}");
+    let recordings = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "recordings")
+        .unwrap();
+    assert_eq!(
+        recordings["persistentVolumeClaim"]["claimName"],
+        "recordings"
+    );
+    assert_eq!(recordings["persistentVolumeClaim"]["readOnly"], true);
+
+    // RBAC: delegated authn/authz and the requestheader ConfigMap; the auditor role is not in
+    // `view` unless asked; approvers read sessions, not recordings.
+    let delegator = find(
+        &docs,
+        "ClusterRoleBinding",
+        "gatehouse-audit-api:system:auth-delegator",
+    );
+    assert_eq!(delegator["roleRef"]["name"], "system:auth-delegator");
+    let reader = find(
+        &docs,
+        "RoleBinding",
+        "gatehouse-audit-api:extension-apiserver-authentication-reader",
+    );
+    assert_eq!(reader["metadata"]["namespace"], "kube-system");
+    assert_eq!(
+        reader["roleRef"]["name"],
+        "extension-apiserver-authentication-reader"
+    );
+    let auditor = find(&docs, "ClusterRole", "gatehouse-auditor");
+    assert!(
+        auditor["metadata"]["labels"]
+            .get("rbac.authorization.k8s.io/aggregate-to-view")
+            .is_none()
+    );
+    let approver = find(&docs, "ClusterRole", "gatehouse-approver").to_string();
+    assert!(approver.contains("audit.gatehouse.dev") && !approver.contains("sessions/recording"));
+    let view = documents(
+        template(&[
+            "auditApi.enabled=true",
+            "auditApi.aggregateToView=true",
+            "recording.storage.volume.existingClaim=recordings",
+        ])
+        .ok(),
+    );
+    let policies = documents(
+        template(&[
+            "auditApi.enabled=true",
+            "networkPolicy.enabled=true",
+            "recording.storage.volume.existingClaim=recordings",
+        ])
+        .ok(),
+    );
+    find(&policies, "NetworkPolicy", "gatehouse-audit-api");
+    assert_eq!(
+        find(&view, "ClusterRole", "gatehouse-auditor")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+
+    // S3: the same bucket settings as the proxy, with credentials of its own when given.
+    let s3 = [
+        "auditApi.enabled=true",
+        "recording.storage.type=s3",
+        "recording.storage.s3.bucket=ssh-recordings",
+        "recording.storage.s3.credentialsSecret.name=proxy-keys",
+    ];
+    let secret_of = |sets: &[&str]| {
+        let docs = documents(template(sets).ok());
+        let deployment = find(&docs, "Deployment", "gatehouse-audit-api");
+        let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        let names: Vec<String> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| {
+                v["valueFrom"]["secretKeyRef"]["name"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert!(env.to_string().contains("ssh-recordings"), "{env}");
+        names
+    };
+    assert_eq!(secret_of(&s3), ["proxy-keys", "proxy-keys"]);
+    let mut read_only = s3.to_vec();
+    read_only.push("auditApi.storage.s3.credentialsSecret.name=audit-read-only");
+    assert_eq!(
+        secret_of(&read_only),
+        ["audit-read-only", "audit-read-only"]
+    );
 }
