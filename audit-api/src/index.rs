@@ -269,7 +269,8 @@ impl SessionField {
 pub struct EventQuery {
     /// Only this namespace's events (`None`: every event, with or without a namespace).
     pub namespace: Option<String>,
-    /// Only events whose actor is this user.
+    /// Only events by this user (their actor) or about this user's requests (an approval of
+    /// alice's request is part of alice's story; the requester is who created the request).
     pub user: Option<String>,
     /// Only these types (empty: all).
     pub types: Vec<EventType>,
@@ -282,17 +283,20 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    fn matches(&self, event: &AuditEvent) -> bool {
+    fn matches(&self, event: &AuditEvent, requester: Option<&str>) -> bool {
         let namespace = match &self.namespace {
             Some(ns) => event.namespace.as_deref() == Some(ns.as_str()),
             None => true,
         };
         let user = match &self.user {
-            Some(user) => event
-                .actor
-                .as_ref()
-                .and_then(|a| a.user.as_deref())
-                .is_some_and(|u| u == user),
+            Some(user) => {
+                event
+                    .actor
+                    .as_ref()
+                    .and_then(|a| a.user.as_deref())
+                    .is_some_and(|u| u == user)
+                    || requester == Some(user.as_str())
+            }
             None => true,
         };
         let type_ = self.types.is_empty() || self.types.contains(&event.type_);
@@ -314,6 +318,19 @@ pub struct Index {
     chain_breaks: Vec<BatchProblem>,
     dropped_events: u64,
     dropped_sessions: u64,
+    /// Who created each request (from its kept `requestCreated` event; dropped with it, so
+    /// this holds at most as many entries as events).
+    requesters: BTreeMap<(String, String), String>,
+}
+
+/// The request an event is about, as (namespace, uid or else name).
+fn request_of(event: &AuditEvent) -> Option<(String, String)> {
+    let request = event.request.as_ref()?;
+    let id = match request.uid.is_empty() {
+        true => request.name.clone(),
+        false => request.uid.clone(),
+    };
+    Some((event.namespace.clone().unwrap_or_default(), id))
 }
 
 impl Index {
@@ -329,6 +346,7 @@ impl Index {
             chain_breaks: Vec::new(),
             dropped_events: 0,
             dropped_sessions: 0,
+            requesters: BTreeMap::new(),
         }
     }
 
@@ -393,10 +411,23 @@ impl Index {
                 index: index as u64,
             };
             self.fold_session(&event);
+            if event.type_ == EventType::RequestCreated
+                && let (Some(request), Some(user)) = (
+                    request_of(&event),
+                    event.actor.as_ref().and_then(|a| a.user.clone()),
+                )
+            {
+                self.requesters.insert(request, user);
+            }
             self.events.insert(key, event);
         }
         while self.events.len() > self.max_events {
-            self.events.pop_first();
+            if let Some((_, dropped)) = self.events.pop_first()
+                && dropped.type_ == EventType::RequestCreated
+                && let Some(request) = request_of(&dropped)
+            {
+                self.requesters.remove(&request);
+            }
             self.dropped_events += 1;
         }
         Ok(count)
@@ -534,7 +565,12 @@ impl Index {
         self.events
             .range((start, Bound::Unbounded))
             .take_while(|(key, _)| query.to.is_none_or(|to| key.time < to))
-            .filter(|(_, e)| query.matches(e))
+            .filter(|(_, e)| {
+                let requester = request_of(e)
+                    .and_then(|r| self.requesters.get(&r))
+                    .map(String::as_str);
+                query.matches(e, requester)
+            })
             .take(max)
             .collect()
     }

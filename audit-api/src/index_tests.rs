@@ -298,11 +298,13 @@ fn event_queries_filter_by_namespace_user_types_and_time() {
         query(Some("team"), None, &[], None, None),
         ["w.0.0", "w.0.1", "w.0.4"]
     );
+    // alice's story: her own events and bob's approval of the request she created.
     assert_eq!(
         query(None, Some("alice"), &[], None, None),
-        ["w.0.0", "w.0.3", "w.0.4"]
+        ["w.0.0", "w.0.1", "w.0.3", "w.0.4"]
     );
     assert_eq!(query(None, Some("bob"), &[], None, None), ["w.0.1"]);
+    assert_eq!(query(None, Some("mallory"), &[], None, None), ["w.0.2"]);
     assert_eq!(
         query(
             None,
@@ -317,6 +319,27 @@ fn event_queries_filter_by_namespace_user_types_and_time() {
     assert_eq!(query(None, None, &[], Some(2), Some(4)), ["w.0.1", "w.0.2"]);
     assert_eq!(query(None, None, &[], Some(6), None), Vec::<String>::new());
     assert_eq!(query(None, None, &[], None, Some(1)), Vec::<String>::new());
+}
+
+#[test]
+fn a_requests_creator_is_forgotten_with_its_created_event() {
+    let mut index = Index::new(2);
+    let mut approved = event(2, EventType::Approved, None);
+    approved.actor = Some(Actor::kubernetes("bob", &[]));
+    let created = event(1, EventType::RequestCreated, None);
+    add(&mut index, batch("w", 0, &[created, approved])).unwrap();
+    let alice = EventQuery {
+        user: Some("alice".to_owned()),
+        ..EventQuery::default()
+    };
+    assert_eq!(names(&index.events(&alice, usize::MAX)), ["w.0.0", "w.0.1"]);
+    add(
+        &mut index,
+        batch("w", 1, &[event(3, EventType::Issued, None)]),
+    )
+    .unwrap();
+    assert_eq!(index.requesters.len(), 0, "dropped with requestCreated");
+    assert_eq!(names(&index.events(&alice, usize::MAX)), ["w.1.0"]);
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::Result;
 use crate::objects::{LocalStore, S3Store, Store, hex, sdk_error, store_error, write_store};

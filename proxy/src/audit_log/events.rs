@@ -14,8 +14,9 @@ use gatehouse_crds::audit::{
 };
 
 use super::{
+    AuditLog,
     commands::{LineRebuilder, MAX_LINES_PER_SESSION},
-    AuditLog, now,
+    now,
 };
 use crate::{
     access::Grant,
@@ -233,7 +234,9 @@ pub fn emit_file_operation(scope: &Scope, op: &sftp::AuditEvent) {
 
 /// Emit [`forward_opened_event`].
 pub fn emit_forward_opened(scope: &Scope, host: &str, port: u32) {
-    scope.log.emit_detached(forward_opened_event(scope, host, port));
+    scope
+        .log
+        .emit_detached(forward_opened_event(scope, host, port));
 }
 
 /// Emit [`forward_closed_event`].
