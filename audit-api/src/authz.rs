@@ -69,11 +69,15 @@ pub enum Route {
         /// The session id.
         name: String,
     },
-    /// One of the web player's fixed files (`/apis/audit.gatehouse.dev/v1alpha1/player/{name}`,
-    /// [`crate::player::asset`]); the API server authorizes it as `get` on resource `player`.
+    /// One of the web player's fixed files under a session's page
+    /// (`…/sessions/{id}/player/{file}`, [`crate::player::asset`]), authorized like the page.
     Asset {
-        /// The file name.
+        /// The namespace.
+        namespace: String,
+        /// The session id.
         name: String,
+        /// The file name.
+        file: String,
     },
     /// An AuditEventList of one namespace, or of all (`None`).
     AuditEvents {
@@ -141,9 +145,6 @@ fn route_path(path: &str) -> Option<Result<Route, ()>> {
     Some(Ok(match parts.as_slice() {
         ["sessions"] => Route::Sessions { namespace: None },
         ["auditevents"] => Route::AuditEvents { namespace: None },
-        ["player", a] if crate::player::asset(a).is_some() => Route::Asset {
-            name: (*a).to_owned(),
-        },
         ["namespaces", n, "sessions"] => Route::Sessions {
             namespace: Some(ns(n)?),
         },
@@ -167,6 +168,13 @@ fn route_path(path: &str) -> Option<Result<Route, ()>> {
             namespace: ns(n)?,
             name: name(s)?,
         },
+        ["namespaces", n, "sessions", s, "player", f] if crate::player::asset(f).is_some() => {
+            Route::Asset {
+                namespace: ns(n)?,
+                name: name(s)?,
+                file: (*f).to_owned(),
+            }
+        }
         ["namespaces", n, "sessions", s, "events"] => Route::SessionEvents {
             namespace: ns(n)?,
             name: name(s)?,
@@ -206,10 +214,10 @@ impl Route {
             }
             // What the API server checked before forwarding (its request info names the
             // subresource); the page is useless without `recording` as well.
-            Route::Player { namespace, name } => {
-                attrs("sessions", "player", "get", Some(namespace), Some(name))
-            }
-            Route::Asset { name } => attrs("player", "", "get", None, Some(name)),
+            Route::Player { namespace, name }
+            | Route::Asset {
+                namespace, name, ..
+            } => attrs("sessions", "player", "get", Some(namespace), Some(name)),
             Route::SessionEvents { namespace, name } => {
                 attrs("sessions", "events", "get", Some(namespace), Some(name))
             }

@@ -47,9 +47,11 @@ fn paths_map_to_routes_and_nothing_else() {
             },
         ),
         (
-            format!("{V}/player/gatehouse-player.js"),
+            format!("{V}/namespaces/team/sessions/0a1b/player/gatehouse-player.js"),
             Route::Asset {
-                name: "gatehouse-player.js".into(),
+                namespace: "team".into(),
+                name: "0a1b".into(),
+                file: "gatehouse-player.js".into(),
             },
         ),
         (
@@ -83,7 +85,9 @@ fn paths_map_to_routes_and_nothing_else() {
         format!("{V}/player/"),
         format!("{V}/player/../secret"),
         format!("{V}/player/%2e%2e"),
-        format!("{V}/player/asciinema-player.min.js/x"),
+        format!("{V}/player/asciinema-player.min.js"),
+        format!("{V}/namespaces/team/sessions/0a1b/player/asciinema-player.min.js/x"),
+        format!("{V}/namespaces/team/sessions/0a1b/player/../recording"),
         format!("{V}/player/nope.js"),
         format!("{V}/namespaces/team/sessions/0a1b/status"),
         format!("{V}/namespaces/team/sessions/0a1b/recording/x"),
@@ -182,8 +186,8 @@ fn every_resource_route_has_its_attributes() {
             want("sessions", Some("player"), "get", "team", Some("s1")),
         ),
         (
-            format!("{V}/player/asciinema-player.min.js"),
-            want("player", None, "get", "", Some("asciinema-player.min.js")),
+            format!("{V}/namespaces/team/sessions/s1/player/asciinema-player.min.js"),
+            want("sessions", Some("player"), "get", "team", Some("s1")),
         ),
         (
             format!("{V}/auditevents"),

@@ -256,7 +256,7 @@ async fn resource<A: Authorizer>(
         }
         Route::Recording { namespace, name } => recording(state, &namespace, &name).await,
         Route::Player { namespace, name } => player(state, &namespace, &name).await,
-        Route::Asset { name } => asset(&name),
+        Route::Asset { file, .. } => asset(&file),
         Route::Groups | Route::Group | Route::Resources => {
             failure(StatusCode::NOT_FOUND, "not a resource")
         }

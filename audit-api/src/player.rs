@@ -6,7 +6,7 @@
 //! Data comes from the server: the session's title and the URL of its `recording` subresource
 //! (both may carry attacker-chosen text: a session id or host name is written by a client, so
 //! every interpolated value is HTML-escaped). It goes to the browser as the page's HTML, served
-//! with [`CONTENT_SECURITY_POLICY`], and as the assets under [`ASSETS_PATH`] ([`asset`]).
+//! with [`CONTENT_SECURITY_POLICY`], and as the assets under [`assets_url`] ([`asset`]).
 //! Pure: no I/O.
 
 /// The `Content-Security-Policy` the page (and its assets) are served with: nothing from
@@ -17,8 +17,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// Where the assets are served: one fixed, session-independent path of the aggregated API, so
-/// the browser caches them once and they never depend on client input.
+/// Where [`html`] loads the assets from. The audit API serves them under each session's page
+/// instead ([`assets_url`]): `…/sessions/{id}/player/{name}` is authorized by the API server
+/// as `get sessions/player` in the session's namespace, so a namespaced auditor's RoleBinding
+/// covers the files as it covers the page (a cluster-wide path would need a ClusterRole).
 pub const ASSETS_PATH: &str = "/apis/audit.gatehouse.dev/v1alpha1/player/";
 
 /// asciinema-player's all-in-one minified bundle (defines the `AsciinemaPlayer` global).
@@ -80,11 +82,22 @@ pub struct Page {
 pub fn page(namespace: &str, session: &str) -> Page {
     Page {
         content_security_policy: CONTENT_SECURITY_POLICY.to_owned(),
-        html: html(
+        html: html_with_assets(
             &format!("Gatehouse session {namespace}/{session}"),
             &recording_url(namespace, session),
+            &assets_url(namespace, session),
         ),
     }
+}
+
+/// The absolute path the page of a session loads the player's files from (ends in `/`):
+/// `…/namespaces/{namespace}/sessions/{session}/player/`, segments percent-encoded.
+pub fn assets_url(namespace: &str, session: &str) -> String {
+    format!(
+        "/apis/audit.gatehouse.dev/v1alpha1/namespaces/{}/sessions/{}/player/",
+        segment(namespace),
+        segment(session)
+    )
 }
 
 /// The absolute path of a session's `recording` subresource, each segment percent-encoded
@@ -119,8 +132,14 @@ fn segment(text: &str) -> String {
 /// same origin). Both are HTML-escaped; serve it as `text/html; charset=utf-8` with
 /// [`CONTENT_SECURITY_POLICY`].
 pub fn html(title: &str, recording_url: &str) -> String {
+    html_with_assets(title, recording_url, ASSETS_PATH)
+}
+
+/// [`html`] loading the player's files from `assets` (a path ending in `/`, escaped too).
+pub fn html_with_assets(title: &str, recording_url: &str, assets: &str) -> String {
     let title = escape(title);
     let recording_url = escape(recording_url);
+    let assets = escape(assets);
     format!(
         "<!doctype html>\n\
          <html lang=\"en\">\n\
@@ -128,13 +147,13 @@ pub fn html(title: &str, recording_url: &str) -> String {
          <meta charset=\"utf-8\">\n\
          <meta name=\"referrer\" content=\"no-referrer\">\n\
          <title>{title}</title>\n\
-         <link rel=\"stylesheet\" href=\"{ASSETS_PATH}{PLAYER_CSS_NAME}\">\n\
+         <link rel=\"stylesheet\" href=\"{assets}{PLAYER_CSS_NAME}\">\n\
          </head>\n\
          <body>\n\
          <h1 id=\"gatehouse-title\">{title}</h1>\n\
          <div id=\"gatehouse-player\" data-src=\"{recording_url}\"></div>\n\
-         <script src=\"{ASSETS_PATH}{PLAYER_JS_NAME}\"></script>\n\
-         <script src=\"{ASSETS_PATH}{BOOTSTRAP_JS_NAME}\"></script>\n\
+         <script src=\"{assets}{PLAYER_JS_NAME}\"></script>\n\
+         <script src=\"{assets}{BOOTSTRAP_JS_NAME}\"></script>\n\
          </body>\n\
          </html>\n"
     )
@@ -237,6 +256,10 @@ mod tests {
         );
         assert!(team.html.contains(
             "data-src=\"/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/0f3a9c2b1d4e5f60/recording\""
+        ));
+        // Its files under the page, where the session's RoleBinding reaches.
+        assert!(team.html.contains(
+            "src=\"/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/0f3a9c2b1d4e5f60/player/asciinema-player.min.js\""
         ));
         let cases = [
             (

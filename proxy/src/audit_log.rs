@@ -17,7 +17,7 @@ use std::{
     },
 };
 
-use gatehouse_crds::audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef};
+use gatehouse_crds::audit::{Actor, AuditEvent, EventType, LOG_TARGET, RequestRef, SessionDetail};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 use gatehouse_store::audit::AuditWriter;
@@ -216,6 +216,10 @@ pub fn session_started_event(
     event.session_id = Some(session_id.to_owned());
     event.outcome = Some(kind.to_owned());
     event.message = Some(format!("{kind} session on connection {connection}"));
+    event.session = Some(SessionDetail {
+        kind: kind.to_owned(),
+        ..SessionDetail::default()
+    });
     event
 }
 
@@ -239,6 +243,15 @@ pub fn session_ended_event(
     event.message = Some(format!(
         "ended by {ended_by} after {seconds:.1}s; {to_target} bytes to the target, {to_client} bytes to the client"
     ));
+    // The same facts, structured, for the audit API's Session (bytes, exit status).
+    event.session = Some(SessionDetail {
+        kind: String::new(),
+        bytes_to_target: Some(to_target),
+        bytes_to_client: Some(to_client),
+        exit_status,
+        ended_by: ended_by.to_owned(),
+        duration_millis: Some((seconds.max(0.0) * 1000.0) as u64),
+    });
     event
 }
 
@@ -323,21 +336,26 @@ mod tests {
                 session_started_event(&grant(), "c1", "s1", "exec"),
                 json!({"type": "sessionStarted", "actor": {"kind": "ssh", "user": "alice"},
                     "namespace": "team", "request": request, "host": "db1", "login": "ubuntu",
-                    "sessionId": "s1", "outcome": "exec", "message": "exec session on connection c1"}),
+                    "sessionId": "s1", "outcome": "exec", "message": "exec session on connection c1",
+                    "session": {"kind": "exec"}}),
             ),
             (
                 session_ended_event(&grant(), "s1", Some(0), "peer", &bytes, 1.25),
                 json!({"type": "sessionEnded", "actor": {"kind": "ssh", "user": "alice"},
                     "namespace": "team", "request": request, "host": "db1", "login": "ubuntu",
                     "sessionId": "s1", "outcome": "exit 0",
-                    "message": "ended by peer after 1.2s; 3 bytes to the target, 15 bytes to the client"}),
+                    "message": "ended by peer after 1.2s; 3 bytes to the target, 15 bytes to the client",
+                    "session": {"bytesToTarget": 3, "bytesToClient": 15, "exitStatus": 0,
+                        "endedBy": "peer", "durationMillis": 1250}}),
             ),
             (
                 session_ended_event(&grant(), "s2", None, "idle", &SessionBytes::default(), 0.0),
                 json!({"type": "sessionEnded", "actor": {"kind": "ssh", "user": "alice"},
                     "namespace": "team", "request": request, "host": "db1", "login": "ubuntu",
                     "sessionId": "s2", "outcome": "no exit status",
-                    "message": "ended by idle after 0.0s; 0 bytes to the target, 0 bytes to the client"}),
+                    "message": "ended by idle after 0.0s; 0 bytes to the target, 0 bytes to the client",
+                    "session": {"bytesToTarget": 0, "bytesToClient": 0, "endedBy": "idle",
+                        "durationMillis": 0}}),
             ),
         ];
         for (event, want) in cases {

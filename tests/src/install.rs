@@ -172,7 +172,26 @@ impl ControlPlane {
             webhook_port: Some(webhook_port),
             pending_ttl: None,
             lease_name: None,
-            env: Vec::new(),
+            // Its audit events go durably where the audit API reads (tests/src/audit_api.rs):
+            // a request's story there holds the operator's half too.
+            env: vec![
+                ("GATEHOUSE_AUDIT_STORE".to_owned(), "local".to_owned()),
+                (
+                    "GATEHOUSE_STORAGE_DIR".to_owned(),
+                    self.audit_store().display().to_string(),
+                ),
+                (
+                    "GATEHOUSE_AUDIT_SPOOL_DIR".to_owned(),
+                    self.dir()
+                        .join("operator-audit-spool")
+                        .display()
+                        .to_string(),
+                ),
+                (
+                    "POD_NAME".to_owned(),
+                    "gatehouse-operator-shared".to_owned(),
+                ),
+            ],
             log: self.dir().join("operator.log"),
             logs: self.logs(),
             webhook_client_ca: Some(self.webhook_client_ca()),

@@ -14,8 +14,9 @@
 //! - through the API server, a user without gatehouse-auditor is Forbidden from every endpoint;
 //! - after an approved, recorded session (the proxy's durable audit batches in the store the API
 //!   reads), an auditor lists it with `kubectl get sessions` (field selectors too) and reads its
-//!   events in order; the recording comes back byte for byte, its sha256 the request status's
-//!   (ignored until the proxy writes the `recordingStored` event the API finds casts by).
+//!   events in order; the recording comes back byte for byte, its sha256 the request status's;
+//!   the web player page and its files come through the API server (Forbidden without the
+//!   role); `kubectl gatehouse audit --user alice --from --to` gives exactly the story, in order.
 
 use std::time::Duration;
 
@@ -574,25 +575,133 @@ async fn an_approved_session_is_listed_by_kubectl_get_sessions_with_its_events()
 }
 
 #[tokio::test]
-#[ignore = "waits on the proxy's recordingStored audit event (issue 15, the durable writer): \
-            the audit API serves a cast only by the key such an event names"]
-async fn an_approved_sessions_recording_is_served_byte_for_byte() {
+async fn an_approved_sessions_recording_is_served_byte_for_byte_and_its_story_is_queryable() {
     let cp = control_plane();
-    let (w, session, listed) = audited_story().await;
+    let from = jiff::Timestamp::now();
+    let (w, session, _) = audited_story().await;
     let recording = session.recording.clone().unwrap();
+    let ns = w.s.ns.clone();
+    let base = format!(
+        "{GROUP_VERSION_PATH}/namespaces/{ns}/sessions/{}",
+        session.id
+    );
+    // recordingStored reaches the store after the session's end: wait for the Session to show it.
+    let listed = wait_for(
+        Duration::from_secs(30),
+        "the session's stored recording in the audit API",
+        || async {
+            let out = cp.kubectl(User::Dave).args(["get", "--raw", &base]).run();
+            let session: Value = serde_json::from_str(&out.stdout).ok()?;
+            session["status"]["recording"]["sha256"]
+                .is_string()
+                .then_some(session)
+        },
+    )
+    .await;
     assert_eq!(
         listed["status"]["recording"]["sha256"],
         recording.sha256.as_str(),
         "{listed}"
     );
+    assert_eq!(listed["status"]["exitStatus"], 0, "{listed}");
     // The cast, byte for byte as stored: its sha256 is the one in the request's status.
-    let path = format!(
-        "{GROUP_VERSION_PATH}/namespaces/{}/sessions/{}/recording",
-        w.s.ns, session.id
-    );
-    let raw = cp.kubectl(User::Dave).args(["get", "--raw", &path]).run();
+    let raw = cp
+        .kubectl(User::Dave)
+        .args(["get", "--raw", &format!("{base}/recording")])
+        .run();
     assert!(raw.success, "{raw:?}");
     assert_eq!(sha256_hex(&raw.stdout_bytes), recording.sha256);
     let stored = std::fs::read(cp.audit_store().join(&recording.key)).unwrap();
     assert_eq!(raw.stdout_bytes, stored);
+
+    // The web player page and its compiled-in files, through the API server.
+    let page = cp
+        .kubectl(User::Dave)
+        .args(["get", "--raw", &format!("{base}/player")])
+        .run();
+    assert!(
+        page.ok().contains("asciinema-player.min.js") && page.ok().contains("/recording"),
+        "{page:?}"
+    );
+    let js = cp
+        .kubectl(User::Dave)
+        .args([
+            "get",
+            "--raw",
+            &format!("{base}/player/asciinema-player.min.js"),
+        ])
+        .run();
+    assert_eq!(
+        sha256_hex(&js.stdout_bytes),
+        sha256_hex(gatehouse_audit_api::player::PLAYER_JS),
+        "{:?}",
+        js.stderr
+    );
+    for path in [
+        format!("{base}/player"),
+        format!("{base}/player/asciinema-player.min.js"),
+    ] {
+        cp.kubectl(User::Mallory)
+            .args(["get", "--raw", &path])
+            .run()
+            .fails_with(&["Forbidden"]);
+    }
+
+    // `kubectl gatehouse audit --user alice --from … --to …`: exactly this story, in order —
+    // the operator's half (created, bob's approval, issued) and the proxy's.
+    let to = jiff::Timestamp::now();
+    let bin = gatehouse_tests::repo_root().join("target/debug");
+    let story = wait_for(
+        Duration::from_secs(30),
+        "alice's story in the audit API",
+        || async {
+            let out = Cmd::new(cp.kubectl_binary())
+                .args([
+                    "gatehouse",
+                    "audit",
+                    "-n",
+                    &ns,
+                    "--user",
+                    "alice",
+                    "-o",
+                    "json",
+                ])
+                .arg(format!("--from={from}"))
+                .arg(format!("--to={to}"))
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        bin.display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                )
+                .env("KUBECONFIG", cp.kubeconfig(User::Dave))
+                .run();
+            let list: Value = serde_json::from_str(&out.stdout).ok()?;
+            let types: Vec<String> = list["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["type"].as_str().map(str::to_owned))
+                .collect();
+            types
+                .contains(&"recordingStored".to_owned())
+                .then_some(types)
+        },
+    )
+    .await;
+    assert_eq!(
+        story,
+        [
+            "requestCreated",
+            "approved",
+            "issued",
+            "loginAccepted",
+            "sessionStarted",
+            "command",
+            "sessionEnded",
+            "recordingStored"
+        ],
+        "alice's story"
+    );
 }

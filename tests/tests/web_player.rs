@@ -57,8 +57,10 @@ impl Site {
         if path.ends_with("/recording") {
             return (200, "application/x-asciicast", self.cast.clone());
         }
+        // [`player::html`]'s fixed path, or under a session's page as the audit API serves them.
         if let Some(asset) = path
-            .strip_prefix(player::ASSETS_PATH)
+            .rsplit_once("/player/")
+            .map(|(_, file)| file)
             .and_then(player::asset)
         {
             return (200, asset.content_type, asset.bytes.to_vec());
