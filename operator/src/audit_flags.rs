@@ -6,7 +6,7 @@ use std::{future::Future, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use gatehouse_store::{LocalStore, S3Options, S3Store, Store, audit::AuditWriter};
+use gatehouse_store::{LocalStore, ObjectLock, S3Options, S3Store, Store, audit::AuditWriter};
 
 /// Where audit events are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,14 +66,23 @@ pub struct AuditFlags {
     /// S3 secret access key (the chart reads it from a Secret).
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     s3_secret_access_key: Option<String>,
+    /// S3 Object Lock on every audit batch: none, governance or compliance (the proxy's
+    /// setting; the bucket must have Object Lock enabled, or the operator does not start).
+    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_MODE", default_value = "none")]
+    s3_object_lock_mode: String,
+    /// How long each batch stays locked, like 30d (units s, m, h, d).
+    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_RETENTION", default_value = "")]
+    s3_object_lock_retention: String,
 }
 
 impl AuditFlags {
     /// The writer named `writer` and its task to spawn; None with `--audit-store none`.
-    pub fn open(
+    /// Fails closed when Object Lock is asked for and the store cannot lock.
+    pub async fn open(
         &self,
         writer: &str,
     ) -> anyhow::Result<Option<(AuditWriter, impl Future<Output = ()> + Send + 'static)>> {
+        let lock = ObjectLock::parse(&self.s3_object_lock_mode, &self.s3_object_lock_retention)?;
         let store = match self.audit_store {
             AuditStore::None => return Ok(None),
             AuditStore::Local => Store::Local(LocalStore::new(self.storage_dir.clone())),
@@ -91,6 +100,15 @@ impl AuditFlags {
                 .context("--audit-store s3")?,
             )),
         };
+        let store = match (store, lock) {
+            (store, None) => store,
+            (Store::S3(s3), lock) => Store::S3(s3.with_object_lock(lock)),
+            (Store::Local(_), Some(_)) => anyhow::bail!(
+                "--s3-object-lock-mode {} needs --audit-store s3",
+                self.s3_object_lock_mode
+            ),
+        };
+        store.check_object_lock().await?;
         let opened =
             AuditWriter::open(&self.audit_spool_dir, writer, store).with_context(|| {
                 format!("opening the audit spool {}", self.audit_spool_dir.display())

@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     // The writer is the pod (each keeps its own chain); what an earlier run left is sealed
     // and uploaded first.
     let writer = args.identity.as_deref().unwrap_or("gatehouse-operator");
-    let (audit, audit_task) = match args.audit.open(writer)? {
+    let (audit, audit_task) = match args.audit.open(writer).await? {
         Some((audit, task)) => (Some(audit), Some(tokio::spawn(task))),
         None => (None, None),
     };
