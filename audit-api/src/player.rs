@@ -6,7 +6,7 @@
 //! Data comes from the server: the session's title and the URL of its `recording` subresource
 //! (both may carry attacker-chosen text: a session id or host name is written by a client, so
 //! every interpolated value is HTML-escaped). It goes to the browser as the page's HTML, served
-//! with [`CONTENT_SECURITY_POLICY`], and as the assets under [`assets_url`] ([`asset`]).
+//! with [`CONTENT_SECURITY_POLICY`], and as the assets under [`SESSION_ASSETS`] ([`asset`]).
 //! Pure: no I/O.
 
 /// The `Content-Security-Policy` the page (and its assets) are served with: nothing from
@@ -18,7 +18,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'none'; frame-ancestors 'none'";
 
 /// Where [`html`] loads the assets from. The audit API serves them under each session's page
-/// instead ([`assets_url`]): `…/sessions/{id}/player/{name}` is authorized by the API server
+/// instead ([`SESSION_ASSETS`]): `…/sessions/{id}/player/{name}` is authorized by the API server
 /// as `get sessions/player` in the session's namespace, so a namespaced auditor's RoleBinding
 /// covers the files as it covers the page (a cluster-wide path would need a ClusterRole).
 pub const ASSETS_PATH: &str = "/apis/audit.gatehouse.dev/v1alpha1/player/";
@@ -85,20 +85,16 @@ pub fn page(namespace: &str, session: &str) -> Page {
         html: html_with_assets(
             &format!("Gatehouse session {namespace}/{session}"),
             &recording_url(namespace, session),
-            &assets_url(namespace, session),
+            SESSION_ASSETS,
         ),
     }
 }
 
-/// The absolute path the page of a session loads the player's files from (ends in `/`):
-/// `…/namespaces/{namespace}/sessions/{session}/player/`, segments percent-encoded.
-pub fn assets_url(namespace: &str, session: &str) -> String {
-    format!(
-        "/apis/audit.gatehouse.dev/v1alpha1/namespaces/{}/sessions/{}/player/",
-        segment(namespace),
-        segment(session)
-    )
-}
+/// Where a session's page (`…/sessions/{id}/player`) loads the player's files from:
+/// relative, so they resolve to `…/sessions/{id}/player/{name}` wherever the page is reached
+/// (the aggregator rewrites absolute links in HTML it proxies to its backend's address, which
+/// a browser behind `kubectl proxy` cannot reach).
+pub const SESSION_ASSETS: &str = "player/";
 
 /// The absolute path of a session's `recording` subresource, each segment percent-encoded
 /// (the server only routes DNS names here; this keeps any other text a single segment).
@@ -258,9 +254,7 @@ mod tests {
             "data-src=\"/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/0f3a9c2b1d4e5f60/recording\""
         ));
         // Its files under the page, where the session's RoleBinding reaches.
-        assert!(team.html.contains(
-            "src=\"/apis/audit.gatehouse.dev/v1alpha1/namespaces/team/sessions/0f3a9c2b1d4e5f60/player/asciinema-player.min.js\""
-        ));
+        assert!(team.html.contains("src=\"player/asciinema-player.min.js\""));
         let cases = [
             (
                 "team",

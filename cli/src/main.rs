@@ -226,6 +226,10 @@ enum Command {
         /// Also show what the engineer sent (input events), escaped and marked [input "…"].
         #[arg(long)]
         input: bool,
+        /// Play the session in the browser instead: serve the audit API's web player page
+        /// through a `kubectl proxy` on loopback and print its URL (until Ctrl-C).
+        #[arg(long, conflicts_with_all = ["speed", "idle_limit", "cat", "input"])]
+        web: bool,
     },
     /// List recorded sessions (audit API): who, where, when, exit status, recording.
     Sessions {
@@ -342,7 +346,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             idle_limit,
             cat,
             input,
+            web,
         } => {
+            if web {
+                let name = file.to_string_lossy().into_owned();
+                audit::query::check_session(&name)
+                    .map_err(|e| Error::Usage(format!("replay --web needs a session name: {e}")))?;
+                let cluster = Cluster::connect(&connection).await?;
+                return audit::replay_web(&cluster, &connection, &name).await;
+            }
             let mut options = replay::Options {
                 file,
                 speed,

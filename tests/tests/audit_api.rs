@@ -704,4 +704,64 @@ async fn an_approved_sessions_recording_is_served_byte_for_byte_and_its_story_is
         ],
         "alice's story"
     );
+
+    // `kubectl gatehouse replay --web` as dave: the page through a kubectl proxy on loopback,
+    // played in headless Chromium until the recorded text shows.
+    let mut web = std::process::Command::new(cp.kubectl_binary())
+        .args(["gatehouse", "replay", "--web", "-n", &ns, &session.id])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("KUBECONFIG", cp.kubeconfig(User::Dave))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(web.stdout.take().unwrap()),
+        &mut url,
+    )
+    .unwrap();
+    let url = url.trim().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut last = String::new();
+    let dom = (1..=3).find_map(|attempt| {
+        let out = Cmd::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                profile.path().join(attempt.to_string()).display()
+            ))
+            .arg("--dump-dom")
+            .arg(&url)
+            .kill_after(Duration::from_secs(90))
+            .run();
+        last = format!("{}\n{}", out.stdout, out.stderr);
+        out.stdout.contains("audited-hello").then_some(out.stdout)
+    });
+    let through_proxy = Cmd::new("curl").args(["-sS", "-i", &url]).run();
+    // SIGINT: the plugin stops its kubectl proxy on the way out.
+    Cmd::new("kill").args(["-INT", &web.id().to_string()]).run();
+    let _ = web.wait();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/player"),
+        "{url}"
+    );
+    assert!(
+        dom.is_some(),
+        "the player page at {url} never showed the recording:\n{last}\n{}",
+        through_proxy.stdout
+    );
 }

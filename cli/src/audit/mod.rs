@@ -305,3 +305,102 @@ pub async fn fetch_recording(cluster: &Cluster, session: &str) -> Result<tempfil
     );
     Ok(file)
 }
+
+/// The address `kubectl proxy` serves on, from its first line ("Starting to serve on
+/// 127.0.0.1:PORT"); `None` for any other line.
+pub fn proxy_address(line: &str) -> Option<&str> {
+    let address = line.trim().strip_prefix("Starting to serve on ")?;
+    let (host, port) = address.rsplit_once(':')?;
+    (matches!(host, "127.0.0.1" | "localhost" | "[::1]") && port.parse::<u16>().is_ok())
+        .then_some(address)
+}
+
+/// `kubectl gatehouse replay --web SESSION`: the session's web player page served by the
+/// audit API, reached through a `kubectl proxy` on loopback as the user (the same kubeconfig
+/// and context): prints its URL and serves until interrupted.
+pub async fn replay_web(
+    cluster: &Cluster,
+    connection: &crate::cluster::Connection,
+    session: &str,
+) -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+
+    let usage = |e: query::QueryError| Error::Usage(e.to_string());
+    // The session must exist and be readable: a clear error now, not a 403 in the browser.
+    let session_path = query::session_path(&cluster.namespace, session, None).map_err(usage)?;
+    get_json(
+        cluster,
+        &session_path,
+        format!("reading session {}/{session}", cluster.namespace),
+    )
+    .await?;
+    let page = query::session_path(&cluster.namespace, session, Some("player")).map_err(usage)?;
+    let mut command = tokio::process::Command::new("kubectl");
+    command.args(["proxy", "--port=0", "--address=127.0.0.1"]);
+    if let Some(kubeconfig) = &connection.kubeconfig {
+        command.arg(format!("--kubeconfig={}", kubeconfig.display()));
+    }
+    if let Some(context) = &connection.context {
+        command.arg(format!("--context={context}"));
+    }
+    let spawn_failed = |e: std::io::Error| Error::Api {
+        action: "starting kubectl proxy".to_owned(),
+        message: e.to_string(),
+    };
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_failed)?;
+    let Some(stdout) = child.stdout.take() else {
+        return Err(Error::Api {
+            action: "starting kubectl proxy".to_owned(),
+            message: "no output".to_owned(),
+        });
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+    let address = match first {
+        Ok(Ok(Some(line))) => proxy_address(&line).map(str::to_owned),
+        _ => None,
+    };
+    let Some(address) = address else {
+        return Err(Error::Api {
+            action: "starting kubectl proxy".to_owned(),
+            message: "it did not say where it serves".to_owned(),
+        });
+    };
+    println!("http://{address}{page}");
+    eprintln!("serving the player through kubectl proxy; press Ctrl-C to stop");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        status = child.wait() => match status {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(Error::Api { action: "kubectl proxy".to_owned(), message: format!("exited with {status}") }),
+            Err(e) => Err(spawn_failed(e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod web_tests {
+    use super::proxy_address;
+
+    #[test]
+    fn only_a_loopback_kubectl_proxy_address_is_taken() {
+        let cases = [
+            (
+                "Starting to serve on 127.0.0.1:41234\n",
+                Some("127.0.0.1:41234"),
+            ),
+            ("Starting to serve on [::1]:8001", Some("[::1]:8001")),
+            ("Starting to serve on 0.0.0.0:8001", None),
+            ("Starting to serve on 127.0.0.1:http", None),
+            ("W1203 warning: something", None),
+            ("", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(proxy_address(line), want, "{line:?}");
+        }
+    }
+}
