@@ -218,6 +218,38 @@ async fn proxy_audit_events_survive_an_s3_outage_and_a_sigkill() {
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(key, &format!("audit/{WRITER}/{i:020}.jsonl"), "{keys:?}");
     }
+
+    // `kubectl gatehouse audit verify` with the auditor's store environment: the trail this
+    // proxy wrote (and its recordings) is whole; with its first batch deleted it names where
+    // the chain now starts.
+    let store = minio.store(BUCKET);
+    let verify = || {
+        Cmd::new(gatehouse_tests::repo_root().join("target/debug/kubectl-gatehouse"))
+            .args(["audit", "verify"])
+            .env("GATEHOUSE_S3_ENDPOINT", &store.endpoint)
+            .env("GATEHOUSE_S3_BUCKET", BUCKET)
+            .env("GATEHOUSE_S3_REGION", &store.region)
+            .env("GATEHOUSE_S3_PATH_STYLE", "true")
+            .env("AWS_ACCESS_KEY_ID", &store.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &store.secret_key)
+            .run()
+    };
+    let whole = verify();
+    assert_eq!(whole.code, Some(0), "{}\n{}", whole.stdout, whole.stderr);
+    assert!(keys.len() >= 2, "{keys:?}");
+    minio
+        .s3_request("DELETE", &format!("{BUCKET}/{}", keys[0]), &[], None)
+        .ok();
+    let broken = verify();
+    assert_eq!(broken.code, Some(1), "{}\n{}", broken.stdout, broken.stderr);
+    assert!(
+        broken
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("FAIL {}: ", keys[1])) && l.contains("sequence")),
+        "{}",
+        broken.stdout
+    );
 }
 
 /// How many requests of `ns` the events hold an `expired` event for, and any repeated.
