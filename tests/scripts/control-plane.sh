@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback: etcd + kube-apiserver with RBAC and the
-# aggregation layer (front-proxy CA, requestheader authentication, endpoint routing: APIServices
-# are reached at their EndpointSlice's address), several users with groups, and a kubeconfig per
+# aggregation layer (front-proxy CA, requestheader authentication; without a node, endpoint
+# routing: APIServices are reached at their EndpointSlice's address), several users with groups, and a kubeconfig per
 # user. No controller-manager, scheduler or kubelet: Pods never
 # run, namespaces never finish terminating, garbage collection does not happen.
 #
@@ -206,7 +206,11 @@ up() {
   else
     # No pods, so no ServiceAccount tokens to mount (and no controller-manager to make the
     # default ServiceAccounts the plugin would wait for).
-    node_flags=(--authorization-mode=RBAC --disable-admission-plugins=ServiceAccount)
+    node_flags=(--authorization-mode=RBAC --disable-admission-plugins=ServiceAccount
+      # No kube-proxy either: APIServices (the audit API) are reached at their EndpointSlice's
+      # address. The flag also sends admission webhooks to endpoints, so a real node (which
+      # has kube-proxy, and whose test checks webhook calls go through the Service) goes without.
+      --enable-aggregator-routing=true)
   fi
   local server="https://$host:$api_port"
 
@@ -254,7 +258,6 @@ up() {
     --requestheader-group-headers=X-Remote-Group --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$dir/pki/front-proxy-client.crt" \
     --proxy-client-key-file="$dir/pki/front-proxy-client.key" \
-    --enable-aggregator-routing=true \
     --profiling=false
   local kubectl="$K8S_BIN/kubectl" ready=""
   for _ in $(seq 1 600); do
