@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use gatehouse_audit_api::{
     authn,
@@ -21,7 +21,7 @@ use gatehouse_runtime::{
     health::{Readiness, serve_health},
     http, logging, signals,
 };
-use gatehouse_store::{LocalStore, S3Config, S3Store, Store};
+use gatehouse_store::{LocalStore, S3Options, S3Store, Store};
 use kube::Client;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,27 +59,9 @@ struct Args {
         default_value = "/var/lib/gatehouse/recordings"
     )]
     recordings_dir: PathBuf,
-    /// S3 endpoint URL (empty: AWS's regional endpoint).
-    #[arg(long, env = "GATEHOUSE_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// S3 bucket.
-    #[arg(long, env = "GATEHOUSE_S3_BUCKET")]
-    s3_bucket: Option<String>,
-    /// S3 region.
-    #[arg(long, env = "GATEHOUSE_S3_REGION", default_value = "us-east-1")]
-    s3_region: String,
-    /// Path-style S3 URLs (MinIO and most self-hosted servers).
-    #[arg(long, env = "GATEHOUSE_S3_PATH_STYLE")]
-    s3_path_style: bool,
-    /// Prefix for object keys.
-    #[arg(long, env = "GATEHOUSE_S3_PREFIX", default_value = "")]
-    s3_prefix: String,
-    /// S3 access key id (read-only credentials suffice).
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    s3_access_key_id: Option<String>,
-    /// S3 secret access key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    s3_secret_access_key: Option<String>,
+    /// The S3 store (with `--storage s3`), the proxy's flags; read-only credentials suffice.
+    #[command(flatten)]
+    s3: S3Options,
     /// How often the store's `audit/` is re-listed for new batches (a lookup that misses
     /// re-lists at once, at most once a second).
     #[arg(long, env = "GATEHOUSE_AUDIT_REFRESH", default_value = "5s", value_parser = parse_duration)]
@@ -104,28 +86,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn store(args: &Args) -> anyhow::Result<Store> {
     Ok(match args.storage {
         StorageKind::Local => Store::Local(LocalStore::new(args.recordings_dir.clone())),
-        StorageKind::S3 => {
-            let Some(bucket) = args.s3_bucket.clone().filter(|b| !b.is_empty()) else {
-                bail!("--storage s3 needs --s3-bucket (GATEHOUSE_S3_BUCKET)");
-            };
-            let (Some(access_key_id), Some(secret_access_key)) = (
-                args.s3_access_key_id.clone(),
-                args.s3_secret_access_key.clone(),
-            ) else {
-                bail!(
-                    "--storage s3 needs credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                );
-            };
-            Store::S3(S3Store::new(S3Config {
-                endpoint: args.s3_endpoint.clone().filter(|e| !e.is_empty()),
-                bucket,
-                region: args.s3_region.clone(),
-                access_key_id,
-                secret_access_key,
-                path_style: args.s3_path_style,
-                prefix: args.s3_prefix.clone(),
-            }))
-        }
+        StorageKind::S3 => Store::S3(S3Store::new(
+            args.s3.clone().config().context("--storage s3")?,
+        )),
     })
 }
 

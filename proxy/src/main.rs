@@ -29,7 +29,7 @@ use gatehouse_proxy::{
         budget::{SpoolBudget, spool_usage},
         live::LiveUploads,
         segments::LiveSettings,
-        store::{LocalStore, S3Options, S3Store},
+        store::{LocalStore, ObjectLockFlags, S3Options, S3Store},
     },
     server::Proxy,
     session_history::SessionStatus,
@@ -109,35 +109,12 @@ struct Args {
         default_value = "/var/lib/gatehouse/recordings"
     )]
     storage_dir: PathBuf,
-    /// S3 endpoint URL (empty: AWS's regional endpoint).
-    #[arg(long, env = "GATEHOUSE_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// S3 bucket.
-    #[arg(long, env = "GATEHOUSE_S3_BUCKET")]
-    s3_bucket: Option<String>,
-    /// S3 region.
-    #[arg(long, env = "GATEHOUSE_S3_REGION", default_value = "us-east-1")]
-    s3_region: String,
-    /// Path-style S3 URLs (MinIO and most self-hosted servers).
-    #[arg(long, env = "GATEHOUSE_S3_PATH_STYLE")]
-    s3_path_style: bool,
-    /// Prefix for object keys.
-    #[arg(long, env = "GATEHOUSE_S3_PREFIX", default_value = "")]
-    s3_prefix: String,
-    /// S3 access key id (the chart reads it from a Secret).
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    s3_access_key_id: Option<String>,
-    /// S3 secret access key (the chart reads it from a Secret).
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    s3_secret_access_key: Option<String>,
-    /// S3 Object Lock on every recording (and its live pieces): none, governance or
-    /// compliance. The bucket must have Object Lock enabled, or the proxy does not start.
-    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_MODE", default_value = "none")]
-    s3_object_lock_mode: String,
-    /// How long each object stays locked after it is written, like 30d or 1d12h (units s, m,
-    /// h, d); needed when --s3-object-lock-mode is not none.
-    #[arg(long, env = "GATEHOUSE_S3_OBJECT_LOCK_RETENTION", default_value = "")]
-    s3_object_lock_retention: String,
+    /// The S3 store (with `--storage s3`).
+    #[command(flatten)]
+    s3: S3Options,
+    /// S3 Object Lock on every recording (and its live pieces, and the audit batches).
+    #[command(flatten)]
+    object_lock: ObjectLockFlags,
     /// Failed logins from one address (an IPv6 /64) or with one key before it is blocked.
     #[arg(long, env = "GATEHOUSE_MAX_AUTH_FAILURES", default_value_t = 10)]
     max_auth_failures: u32,
@@ -246,33 +223,20 @@ fn store(args: &Args) -> anyhow::Result<Store> {
     Ok(match args.storage {
         StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
         StorageKind::S3 => Store::S3(S3Store::new(
-            S3Options {
-                endpoint: args.s3_endpoint.clone(),
-                bucket: args.s3_bucket.clone(),
-                region: args.s3_region.clone(),
-                access_key_id: args.s3_access_key_id.clone(),
-                secret_access_key: args.s3_secret_access_key.clone(),
-                path_style: args.s3_path_style,
-                prefix: args.s3_prefix.clone(),
-            }
-            .config()
-            .context("--storage s3")?,
+            args.s3.clone().config().context("--storage s3")?,
         )),
     })
 }
 
 /// `store` with the Object Lock flags applied: only S3 can lock.
 fn locked(store: Store, args: &Args) -> anyhow::Result<Store> {
-    let lock = gatehouse_proxy::recording::store::ObjectLock::parse(
-        &args.s3_object_lock_mode,
-        &args.s3_object_lock_retention,
-    )?;
+    let lock = args.object_lock.lock()?;
     Ok(match (store, lock) {
         (store, None) => store,
         (Store::S3(s3), lock) => Store::S3(s3.with_object_lock(lock)),
         (Store::Local(_), Some(_)) => bail!(
             "--s3-object-lock-mode {} needs --storage s3",
-            args.s3_object_lock_mode
+            args.object_lock.mode
         ),
     })
 }

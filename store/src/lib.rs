@@ -12,5 +12,5 @@ mod once;
 mod pieces;
 
 pub use error::{Error, Result};
-pub use lock::{LockMode, MAX_RETENTION, MODE_FLAG, ObjectLock, RETENTION_FLAG};
+pub use lock::{LockMode, MAX_RETENTION, MODE_FLAG, ObjectLock, ObjectLockFlags, RETENTION_FLAG};
 pub use objects::{LocalStore, S3Config, S3Options, S3Store, Store, StoredRecording, hex};

@@ -65,6 +65,42 @@ pub struct ObjectLock {
     pub retention: Duration,
 }
 
+/// The Object Lock flags of every store writer (the proxy, the operator's audit writer), as
+/// given; [`ObjectLockFlags::lock`] parses them.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ObjectLockFlags {
+    /// S3 Object Lock on every object written: none, governance or compliance. The bucket
+    /// must have Object Lock enabled, or the writer does not start.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "s3-object-lock-mode",
+            env = "GATEHOUSE_S3_OBJECT_LOCK_MODE",
+            default_value = "none"
+        )
+    )]
+    pub mode: String,
+    /// How long each object stays locked after it is written, like 30d or 1d12h (units s, m,
+    /// h, d); needed when the mode is not none.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "s3-object-lock-retention",
+            env = "GATEHOUSE_S3_OBJECT_LOCK_RETENTION",
+            default_value = ""
+        )
+    )]
+    pub retention: String,
+}
+
+impl ObjectLockFlags {
+    /// The lock they name ([`ObjectLock::parse`]).
+    pub fn lock(&self) -> Result<Option<ObjectLock>> {
+        ObjectLock::parse(&self.mode, &self.retention)
+    }
+}
+
 impl ObjectLock {
     /// The lock named by the flags' values: `mode` is `none` (or empty: no lock, the
     /// retention is then ignored), `governance` or `compliance` (any case); `retention` is

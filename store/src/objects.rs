@@ -117,20 +117,58 @@ impl fmt::Debug for S3Config {
 /// checks they are enough. Shared by the proxy and the operator so both read the same flags
 /// the same way.
 #[derive(Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct S3Options {
-    /// Endpoint URL; empty or none: AWS.
+    /// S3 endpoint URL (empty: AWS's regional endpoint).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "s3-endpoint", env = "GATEHOUSE_S3_ENDPOINT")
+    )]
     pub endpoint: Option<String>,
-    /// Bucket (required).
+    /// S3 bucket.
+    #[cfg_attr(feature = "cli", arg(long = "s3-bucket", env = "GATEHOUSE_S3_BUCKET"))]
     pub bucket: Option<String>,
-    /// Region.
+    /// S3 region.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "s3-region",
+            env = "GATEHOUSE_S3_REGION",
+            default_value = "us-east-1"
+        )
+    )]
     pub region: String,
-    /// Access key id (required).
+    /// S3 access key id (the chart reads it from a Secret).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "s3-access-key-id",
+            env = "AWS_ACCESS_KEY_ID",
+            hide_env_values = true
+        )
+    )]
     pub access_key_id: Option<String>,
-    /// Secret access key (required); never printed.
+    /// S3 secret access key (the chart reads it from a Secret); never printed.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "s3-secret-access-key",
+            env = "AWS_SECRET_ACCESS_KEY",
+            hide_env_values = true
+        )
+    )]
     pub secret_access_key: Option<String>,
-    /// Path-style URLs.
+    /// Path-style S3 URLs (MinIO and most self-hosted servers).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "s3-path-style", env = "GATEHOUSE_S3_PATH_STYLE")
+    )]
     pub path_style: bool,
-    /// Key prefix.
+    /// Prefix for object keys.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "s3-prefix", env = "GATEHOUSE_S3_PREFIX", default_value = "")
+    )]
     pub prefix: String,
 }
 
