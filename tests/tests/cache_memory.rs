@@ -112,8 +112,11 @@ async fn metadata_does_not_grow_the_caches() {
         proxy_growth < payload_kib / 2,
         "the proxy grew {proxy_growth} KiB for {payload_kib} KiB of annotations"
     );
+    // The shared operator now also makes its audit events durable (about 900 here: spool
+    // appends on the blocking pool, batches rendered each second), which took its growth from
+    // 6.5 to 7–10 MiB across runs; 1.5x the payload still fails an untrimmed cache (19.8 MiB).
     assert!(
-        operator_growth < payload_kib,
+        operator_growth < payload_kib * 3 / 2,
         "the operator grew {operator_growth} KiB for {payload_kib} KiB of annotations"
     );
 }
