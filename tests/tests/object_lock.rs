@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use gatehouse_tests::{
     binaries::proxy_binary, command::Cmd, minio::Minio, proxied_world::ProxiedWorld, sha256_hex,
+    wait_for,
 };
 use serde_json::json;
 
@@ -159,6 +160,26 @@ async fn with_object_lock_the_store_refuses_to_delete_or_overwrite_a_recording()
     for (piece, id, _) in stored {
         let delete = minio.s3_request("DELETE", &version_path(piece, id), &[], None);
         assert_refused_by_lock(&format!("deleting piece {piece}"), &delete);
+    }
+
+    // The proxy's audit batches (the session's login, start and end) are locked too: deleting
+    // one, the edit `audit verify` would catch without a lock, is refused by the store.
+    let batches = wait_for(
+        Duration::from_secs(20),
+        "the proxy's audit batches in the locked bucket",
+        || async {
+            let batches: Vec<_> = minio
+                .versions(BUCKET, "audit/")
+                .into_iter()
+                .filter(|(_, _, marker)| !marker)
+                .collect();
+            (!batches.is_empty()).then_some(batches)
+        },
+    )
+    .await;
+    for (batch, id, _) in &batches {
+        let delete = minio.s3_request("DELETE", &version_path(batch, id), &[], None);
+        assert_refused_by_lock(&format!("deleting audit batch {batch}"), &delete);
     }
 }
 
