@@ -263,7 +263,8 @@ mod tests {
     use super::*;
     use crate::access::RequestRef as Request;
 
-    fn grant() -> Grant {
+    /// The grant every audit event test builds on (also `events`' tests).
+    pub(crate) fn grant() -> Grant {
         Grant {
             request: Request {
                 namespace: "team".into(),

@@ -1,40 +1,7 @@
-use gatehouse_crds::Host;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::access::RequestRef as Request;
-
-fn grant() -> Grant {
-    Grant {
-        request: Request {
-            namespace: "team".into(),
-            name: "r1".into(),
-            uid: "u-1".into(),
-        },
-        serial: 7,
-        requester: "alice".into(),
-        approvers: vec!["bob".into()],
-        reason: None,
-        login: "ubuntu".into(),
-        host_group: "db".into(),
-        host: Host {
-            name: "db1".into(),
-            address: "10.0.0.5".into(),
-            port: 22,
-            host_keys: Vec::new(),
-        },
-        host_ca_keys: Vec::new(),
-        valid_before: 0,
-        extensions: Vec::new(),
-        force_command: None,
-        record_input: false,
-        recording_required: false,
-        allow_forwards: false,
-        idle_timeout: None,
-        max_sessions: None,
-        sftp_content_bytes: None,
-    }
-}
+use crate::audit_log::tests::grant;
 
 fn scope() -> Scope {
     let origin = Origin {
