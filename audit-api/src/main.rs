@@ -9,7 +9,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use gatehouse_audit_api::{
     authn,
     authz::SubjectAccessReviewer,
@@ -21,16 +21,8 @@ use gatehouse_runtime::{
     health::{Readiness, serve_health},
     http, logging, signals,
 };
-use gatehouse_store::{LocalStore, S3Options, S3Store, Store};
+use gatehouse_store::{StorageKind, StoreFlags};
 use kube::Client;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StorageKind {
-    /// A local directory (`--recordings-dir`).
-    Local,
-    /// An S3-compatible bucket.
-    S3,
-}
 
 /// Gatehouse audit API (audit.gatehouse.dev), served behind the Kubernetes aggregation layer.
 #[derive(Debug, Parser)]
@@ -51,17 +43,10 @@ struct Args {
     /// Recording store (audit batches under `audit/`, casts by the key their events name).
     #[arg(long, env = "GATEHOUSE_STORAGE", value_enum, default_value = "local")]
     storage: StorageKind,
-    /// Directory of the local recording store.
-    #[arg(
-        long,
-        alias = "storage-dir",
-        env = "GATEHOUSE_STORAGE_DIR",
-        default_value = "/var/lib/gatehouse/recordings"
-    )]
-    recordings_dir: PathBuf,
-    /// The S3 store (with `--storage s3`), the proxy's flags; read-only credentials suffice.
+    /// Where the store is (`--storage-dir`, the proxy's `--s3-*` flags; read-only
+    /// credentials suffice).
     #[command(flatten)]
-    s3: S3Options,
+    store: StoreFlags,
     /// How often the store's `audit/` is re-listed for new batches (a lookup that misses
     /// re-lists at once, at most once a second).
     #[arg(long, env = "GATEHOUSE_AUDIT_REFRESH", default_value = "5s", value_parser = parse_duration)]
@@ -83,22 +68,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-fn store(args: &Args) -> anyhow::Result<Store> {
-    Ok(match args.storage {
-        StorageKind::Local => Store::Local(LocalStore::new(args.recordings_dir.clone())),
-        StorageKind::S3 => Store::S3(S3Store::new(
-            args.s3.clone().config().context("--storage s3")?,
-        )),
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init_logging(&args.log_format, "info");
     // kube, aws-sdk-s3 and the server all use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let store = store(&args)?;
+    let store = args.store.open(args.storage, None).context("--storage")?;
     let cert = std::fs::read(&args.tls_cert_file)
         .with_context(|| format!("reading {}", args.tls_cert_file.display()))?;
     let key = std::fs::read(&args.tls_private_key_file)

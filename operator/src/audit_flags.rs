@@ -6,7 +6,7 @@ use std::{future::Future, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use gatehouse_store::{LocalStore, ObjectLockFlags, S3Options, S3Store, Store, audit::AuditWriter};
+use gatehouse_store::{ObjectLockFlags, StorageKind, StoreFlags, audit::AuditWriter};
 
 /// Where audit events are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,16 +38,9 @@ pub struct AuditFlags {
         default_value = "/var/lib/gatehouse/audit-spool"
     )]
     audit_spool_dir: PathBuf,
-    /// Directory of the local store.
-    #[arg(
-        long,
-        env = "GATEHOUSE_STORAGE_DIR",
-        default_value = "/var/lib/gatehouse/recordings"
-    )]
-    storage_dir: PathBuf,
-    /// The S3 store (with `--audit-store s3`), the proxy's flags.
+    /// Where the store is (`--storage-dir`, the proxy's `--s3-*` flags).
     #[command(flatten)]
-    s3: S3Options,
+    store: StoreFlags,
     /// S3 Object Lock on every audit batch (the proxy's setting).
     #[command(flatten)]
     object_lock: ObjectLockFlags,
@@ -61,21 +54,12 @@ impl AuditFlags {
         writer: &str,
     ) -> anyhow::Result<Option<(AuditWriter, impl Future<Output = ()> + Send + 'static)>> {
         let lock = self.object_lock.lock()?;
-        let store = match self.audit_store {
+        let kind = match self.audit_store {
             AuditStore::None => return Ok(None),
-            AuditStore::Local => Store::Local(LocalStore::new(self.storage_dir.clone())),
-            AuditStore::S3 => Store::S3(S3Store::new(
-                self.s3.clone().config().context("--audit-store s3")?,
-            )),
+            AuditStore::Local => StorageKind::Local,
+            AuditStore::S3 => StorageKind::S3,
         };
-        let store = match (store, lock) {
-            (store, None) => store,
-            (Store::S3(s3), lock) => Store::S3(s3.with_object_lock(lock)),
-            (Store::Local(_), Some(_)) => anyhow::bail!(
-                "--s3-object-lock-mode {} needs --audit-store s3",
-                self.object_lock.mode
-            ),
-        };
+        let store = self.store.open(kind, lock).context("--audit-store")?;
         store.check_object_lock().await?;
         let opened =
             AuditWriter::open(&self.audit_spool_dir, writer, store).with_context(|| {

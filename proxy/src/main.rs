@@ -10,7 +10,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use gatehouse_crds::contract::{
     published::{SSH_CONFIGMAP, USER_CA_PUB},
     secrets::{CA_PRIVATE_KEY, HOST_PRIVATE_KEY, PROXY_HOST_KEY, UPSTREAM_CA},
@@ -29,7 +29,7 @@ use gatehouse_proxy::{
         budget::{SpoolBudget, spool_usage},
         live::LiveUploads,
         segments::LiveSettings,
-        store::{LocalStore, ObjectLockFlags, S3Options, S3Store},
+        store::{ObjectLockFlags, StorageKind, StoreFlags},
     },
     server::Proxy,
     session_history::SessionStatus,
@@ -47,14 +47,6 @@ use russh::{
     keys::{HashAlg, PrivateKey, PublicKey},
     server,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StorageKind {
-    /// A local directory (`--storage-dir`); the default for local runs.
-    Local,
-    /// An S3-compatible bucket.
-    S3,
-}
 
 /// Gatehouse SSH proxy.
 #[derive(Debug, Parser)]
@@ -102,16 +94,9 @@ struct Args {
     /// Recording store.
     #[arg(long, env = "GATEHOUSE_STORAGE", value_enum, default_value = "local")]
     storage: StorageKind,
-    /// Directory of the local recording store.
-    #[arg(
-        long,
-        env = "GATEHOUSE_STORAGE_DIR",
-        default_value = "/var/lib/gatehouse/recordings"
-    )]
-    storage_dir: PathBuf,
-    /// The S3 store (with `--storage s3`).
+    /// Where the store is (`--storage-dir`, the `--s3-*` flags).
     #[command(flatten)]
-    s3: S3Options,
+    store: StoreFlags,
     /// S3 Object Lock on every recording (and its live pieces, and the audit batches).
     #[command(flatten)]
     object_lock: ObjectLockFlags,
@@ -219,35 +204,16 @@ fn audit_spool_dir(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn store(args: &Args) -> anyhow::Result<Store> {
-    Ok(match args.storage {
-        StorageKind::Local => Store::Local(LocalStore::new(args.storage_dir.clone())),
-        StorageKind::S3 => Store::S3(S3Store::new(
-            args.s3.clone().config().context("--storage s3")?,
-        )),
-    })
-}
-
-/// `store` with the Object Lock flags applied: only S3 can lock.
-fn locked(store: Store, args: &Args) -> anyhow::Result<Store> {
-    let lock = args.object_lock.lock()?;
-    Ok(match (store, lock) {
-        (store, None) => store,
-        (Store::S3(s3), lock) => Store::S3(s3.with_object_lock(lock)),
-        (Store::Local(_), Some(_)) => bail!(
-            "--s3-object-lock-mode {} needs --storage s3",
-            args.object_lock.mode
-        ),
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init_logging(&args.log_format, "info,russh=warn");
     // kube and aws-sdk-s3 both use rustls; they must agree on one provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let store = locked(store(&args)?, &args)?;
+    let store = args
+        .store
+        .open(args.storage, args.object_lock.lock()?)
+        .context("--storage")?;
     // Fail closed: recordings must not land unlocked in a bucket that cannot lock them.
     store.check_object_lock().await?;
     if let Store::S3(s3) = &store

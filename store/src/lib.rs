@@ -6,11 +6,13 @@
 
 pub mod audit;
 mod error;
+mod flags;
 mod lock;
 mod objects;
 mod once;
 mod pieces;
 
 pub use error::{Error, Result};
+pub use flags::{StorageKind, StoreFlags};
 pub use lock::{LockMode, MAX_RETENTION, MODE_FLAG, ObjectLock, ObjectLockFlags, RETENTION_FLAG};
 pub use objects::{LocalStore, S3Config, S3Options, S3Store, Store, StoredRecording, hex};

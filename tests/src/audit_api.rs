@@ -263,7 +263,7 @@ impl ControlPlane {
                     tls.join("tls.key").display()
                 ))
                 .arg("--storage=local")
-                .arg(format!("--recordings-dir={}", store.display()))
+                .arg(format!("--storage-dir={}", store.display()))
                 .arg(format!("--metrics-addr={LOOPBACK}:{metrics}"))
                 .arg("--refresh=1s");
             let spec = Spec::new("the audit API", cmd, &log).daemon();
