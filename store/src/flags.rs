@@ -48,7 +48,8 @@ impl StoreFlags {
             (StorageKind::Local, None) => Ok(Store::Local(LocalStore::new(self.dir.clone()))),
             (StorageKind::Local, Some(_)) => Err(Error::ObjectLockConfig {
                 flag: MODE_FLAG,
-                message: "only an S3 store can lock objects".to_owned(),
+                message: "needs --storage s3 (the operator: --audit-store s3); only an S3 store can lock objects"
+                    .to_owned(),
             }),
             (StorageKind::S3, lock) => Ok(Store::S3(
                 S3Store::new(self.s3.clone().config()?).with_object_lock(lock),
