@@ -11,14 +11,20 @@
 //! Knobs (environment): `BENCH_TRANSFER_BYTES` (default 256 MiB), `BENCH_RUNS` (5),
 //! `BENCH_CIPHERS` (`chacha20-poly1305@openssh.com,aes128-gcm@openssh.com`), `BENCH_CONNECTS`
 //! (50), `BENCH_LOGINS` (160), `BENCH_IDLE_SESSIONS` (200; the figure is 1000),
-//! `BENCH_ONLY` (a comma list of `transfer`, `connect`, `logins`, `idle`; default all).
+//! `BENCH_ONLY` (a comma list of `transfer`, `connect`, `logins`, `idle`; default all),
+//! `BENCH_DIRECTIONS` (`upload,download`), `BENCH_PROXY_ARGS` (more proxy flags, space-separated,
+//! e.g. `--live-upload-interval=0s` to measure without live upload).
 //!
 //! Run with `make bench` (release builds of the operator and proxy, a fresh control plane).
 
 use std::{path::PathBuf, time::Duration};
 
-use gatehouse_crds::contract::secrets;
-use gatehouse_tests::{proxied_world::ProxiedWorld, ssh_client::SshCommand, sshd::CertSpec};
+use gatehouse_crds::contract::{published, secrets};
+use gatehouse_tests::{
+    proxied_world::ProxiedWorld,
+    ssh_client::SshCommand,
+    sshd::{CertSpec, Sshd, SshdConfig},
+};
 use serde_json::json;
 
 mod cpu;
@@ -48,12 +54,18 @@ pub enum Route {
     Direct,
     /// Through the proxy, with a Gatehouse certificate.
     Proxy,
+    /// What OpenSSH alone does in the proxy's place: an `sshd` "relay" host whose shell runs
+    /// `ssh target COMMAND` (upstream-CA certificate on both legs, the same cipher pinned on
+    /// both), so the bytes are decrypted and encrypted again in the middle, as the proxy must to
+    /// record them, but nothing is recorded. Transfers only.
+    Relay,
 }
 
 impl Route {
     fn name(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::Relay => "openssh relay",
             Self::Proxy => "proxy",
         }
     }
@@ -69,9 +81,19 @@ pub struct Bench<'a> {
     direct_cert: PathBuf,
     /// `LOGIN@db1`, the proxy's SSH user.
     user: String,
+    /// The OpenSSH relay host (another sshd trusting the upstream CA).
+    relay: Sshd,
 }
 
 impl Bench<'_> {
+    /// `ssh` straight to the target with the upstream-CA certificate (no arguments yet).
+    fn direct_ssh(&self) -> SshCommand {
+        self.w
+            .sshd
+            .ssh(&self.w.login, &self.w.key, &self.direct_cert)
+            .timeout(LONG)
+    }
+
     /// `ssh` by `route` running `args`.
     fn ssh(&self, route: Route, args: &[&str]) -> SshCommand {
         match route {
@@ -81,6 +103,10 @@ impl Bench<'_> {
                 .ssh(&self.w.login, &self.w.key, &self.direct_cert)
                 .args(args),
             Route::Proxy => self.w.ssh(&self.cert, &self.user, args),
+            Route::Relay => self
+                .relay
+                .ssh(&self.w.login, &self.w.key, &self.direct_cert)
+                .args(args),
         }
         .timeout(LONG)
     }
@@ -100,6 +126,22 @@ async fn main() {
         .filter(|c| !c.is_empty())
         .map(str::to_owned)
         .collect();
+    let directions: Vec<transfer::Direction> = std::env::var("BENCH_DIRECTIONS")
+        .unwrap_or_else(|_| "upload,download".to_owned())
+        .split(',')
+        .filter_map(|d| match d.trim() {
+            "upload" => Some(transfer::Direction::Upload),
+            "download" => Some(transfer::Direction::Download),
+            "" => None,
+            other => panic!("BENCH_DIRECTIONS: {other:?} is neither upload nor download"),
+        })
+        .collect();
+    let extra_proxy_args = std::env::var("BENCH_PROXY_ARGS").unwrap_or_default();
+    let proxy_args: Vec<&str> = PROXY_ARGS
+        .iter()
+        .copied()
+        .chain(extra_proxy_args.split_whitespace())
+        .collect();
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
 
@@ -107,7 +149,7 @@ async fn main() {
         "bench",
         ProxiedWorld::local_storage,
         json!({}),
-        &PROXY_ARGS,
+        &proxy_args,
         &SSHD_EXTRA,
     )
     .await;
@@ -133,11 +175,19 @@ async fn main() {
             serial: 1,
         },
     );
+    let upstream_ca = w.cp.published(published::UPSTREAM_CA_PUB).await;
+    let mut relay_config =
+        SshdConfig::trusting(upstream_ca.trim()).authorize(&w.login, &[&principal]);
+    relay_config
+        .extra_config
+        .extend(SSHD_EXTRA.iter().map(|l| (*l).to_owned()));
+    let relay = Sshd::start(&relay_config);
     let bench = Bench {
         user: format!("{}@db1", w.login),
         w: &w,
         cert,
         direct_cert,
+        relay,
     };
     for route in [Route::Proxy, Route::Direct] {
         let warm = bench.ssh(route, &["true"]).run();
@@ -153,7 +203,7 @@ async fn main() {
 
     println!("# Gatehouse proxy benchmark");
     if wanted("transfer") {
-        let cells = transfer::matrix(&bench, &ciphers, bytes, runs).await;
+        let cells = transfer::matrix(&bench, &directions, &ciphers, bytes, runs).await;
         println!("{}", transfer::report(&cells, bytes, runs));
     }
     if wanted("connect") {

@@ -1,8 +1,10 @@
 //! The transfer matrix: {upload `cat > /dev/null`, download `cat FILE`} × ciphers pinned with
-//! `ssh -c` × {direct, through the proxy with recording on}, each cell run several times with
-//! direct and proxied runs interleaved (so machine noise hits both). Each run measures the
-//! wall time and the CPU seconds of the proxy, of the per-connection sshd processes and of the
-//! `ssh` client, and the summaries say them per GiB.
+//! `ssh -c` × {direct, through the proxy with recording on, through an OpenSSH relay}, each
+//! cell run several times with the routes interleaved (so machine noise hits all). Each run
+//! measures the wall time and the CPU seconds of the box in the middle (the proxy, or the
+//! relay's sshd and inner `ssh`), of the target's per-connection sshd processes and of the
+//! `ssh` client, and the summaries say them per GiB. For the proxy it also measures its CPU
+//! until the recording is stored (the spool empty again).
 
 use std::{
     fs,
@@ -46,7 +48,10 @@ impl Direction {
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     wall: f64,
+    /// The proxy's CPU (or the OpenSSH relay's) while the transfer ran.
     proxy: f64,
+    /// The proxy's CPU from the start until its recording was stored (0 for other routes).
+    stored: f64,
     sshd: f64,
     client: f64,
 }
@@ -98,6 +103,23 @@ fn run_once(
         Direction::Upload => "cat > /dev/null".to_owned(),
         Direction::Download => format!("cat {}", file.display()),
     };
+    let remote = match route {
+        // The relay's shell runs the same command on the target, with the same cipher.
+        Route::Relay => {
+            let inner = bench.direct_ssh().flag("-c").flag(cipher).arg(remote);
+            let words: Vec<String> = std::iter::once(inner.program().into())
+                .chain(
+                    inner
+                        .command_args()
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned()),
+                )
+                .map(|w| shell_quote(&w))
+                .collect();
+            words.join(" ")
+        }
+        Route::Direct | Route::Proxy => remote,
+    };
     let ssh = bench.ssh(route, &[]).flag("-c").flag(cipher).arg(remote);
     let mut command = Command::new(ssh.program());
     command
@@ -112,6 +134,12 @@ fn run_once(
     let proxy_before = cpu::process_seconds(proxy_pid);
     let client_before = cpu::own_children_seconds();
     let sampler = Sampler::start(bench.w.sshd.pid(), "sshd");
+    let relay = (route == Route::Relay).then(|| {
+        [
+            Sampler::start(bench.relay.pid(), "sshd"),
+            Sampler::start(bench.relay.pid(), "ssh"),
+        ]
+    });
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| format!("starting ssh: {e}"))?;
     let writer = child.stdin.take().map(|mut pipe| {
@@ -138,7 +166,11 @@ fn run_once(
     let status = child.wait().map_err(|e| format!("waiting for ssh: {e}"));
     let wall = started.elapsed().as_secs_f64();
     let sshd = sampler.stop();
-    let proxy = cpu::process_seconds(proxy_pid) - proxy_before;
+    let proxy = match relay {
+        Some(samplers) => samplers.into_iter().map(Sampler::stop).sum(),
+        None if route == Route::Proxy => cpu::process_seconds(proxy_pid) - proxy_before,
+        None => 0.0,
+    };
     let client = cpu::own_children_seconds() - client_before;
     if let Some(writer) = writer {
         let _ = writer.join();
@@ -150,9 +182,15 @@ fn run_once(
     Ok(Sample {
         wall,
         proxy,
+        stored: 0.0,
         sshd,
         client,
     })
+}
+
+/// `word` as one POSIX shell word.
+fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// Delete what the local store holds (the bench's recordings add up to gigabytes).
@@ -171,12 +209,18 @@ fn clear_store(dir: &Path) {
 }
 
 /// Every cell of the matrix, `runs` times each, direct and proxied runs interleaved.
-pub async fn matrix(bench: &Bench<'_>, ciphers: &[String], bytes: u64, runs: usize) -> Vec<Cell> {
+pub async fn matrix(
+    bench: &Bench<'_>,
+    directions: &[Direction],
+    ciphers: &[String],
+    bytes: u64,
+    runs: usize,
+) -> Vec<Cell> {
     let file = download_file(bench.w.dir.path(), bytes);
     let mut cells = Vec::new();
-    for direction in [Direction::Upload, Direction::Download] {
+    for &direction in directions {
         for cipher in ciphers {
-            let mut pair = [Route::Direct, Route::Proxy].map(|route| Cell {
+            let mut pair = [Route::Direct, Route::Proxy, Route::Relay].map(|route| Cell {
                 direction,
                 cipher: cipher.clone(),
                 route,
@@ -188,13 +232,21 @@ pub async fn matrix(bench: &Bench<'_>, ciphers: &[String], bytes: u64, runs: usi
                     if cell.failure.is_some() {
                         continue;
                     }
-                    match run_once(bench, direction, cell.route, cipher, bytes, &file) {
-                        Ok(sample) => cell.samples.push(sample),
-                        Err(why) => cell.failure = Some(why),
-                    }
+                    let proxy_pid = bench.w.proxy.pid().unwrap_or_default();
+                    let proxy_before = cpu::process_seconds(proxy_pid);
+                    let run = run_once(bench, direction, cell.route, cipher, bytes, &file);
                     if cell.route == Route::Proxy {
                         bench.w.proxy.await_empty_spool(SPOOL_DRAIN).await;
                         clear_store(&bench.w.local_store());
+                    }
+                    match run {
+                        Ok(mut sample) => {
+                            if cell.route == Route::Proxy {
+                                sample.stored = cpu::process_seconds(proxy_pid) - proxy_before;
+                            }
+                            cell.samples.push(sample);
+                        }
+                        Err(why) => cell.failure = Some(why),
                     }
                 }
             }
@@ -210,6 +262,7 @@ struct PerGib {
     wall: Spread,
     rate: Spread,
     proxy: Spread,
+    stored: Spread,
     sshd: Spread,
     client: Spread,
 }
@@ -222,6 +275,7 @@ fn per_gib(cell: &Cell, bytes: u64) -> Option<PerGib> {
         wall: spread(&|s| s.wall)?,
         rate: spread(&|s| bytes as f64 / MIB / s.wall)?,
         proxy: spread(&|s| s.proxy / gib)?,
+        stored: spread(&|s| s.stored / gib)?,
         sshd: spread(&|s| s.sshd / gib)?,
         client: spread(&|s| s.client / gib)?,
     })
@@ -232,8 +286,8 @@ pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
     let mib = bytes as f64 / MIB;
     let mut out = format!(
         "transfers of {mib:.0} MiB, {runs} runs each (median (min–max)); CPU in seconds per GiB\n\n\
-         | transfer | cipher (-c) | path | wall s | MiB/s | proxy CPU | sshd CPU | client CPU |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         | transfer | cipher (-c) | path | wall s | MiB/s | middle CPU | proxy CPU until stored | sshd CPU | client CPU |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
     for cell in cells {
         let head = format!(
@@ -244,11 +298,16 @@ pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
         );
         match (per_gib(cell, bytes), &cell.failure) {
             (Some(g), _) => out.push_str(&format!(
-                "{head} {} | {:.0} | {} | {} | {} |\n",
+                "{head} {} | {:.0} | {} | {} | {} | {} |\n",
                 g.wall.show(2),
                 g.rate.median,
-                if cell.route == Route::Proxy {
+                if cell.route == Route::Direct {
+                    "–".to_owned()
+                } else {
                     g.proxy.show(2)
+                },
+                if cell.route == Route::Proxy {
+                    g.stored.show(2)
                 } else {
                     "–".to_owned()
                 },
@@ -256,7 +315,7 @@ pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
                 g.client.show(2)
             )),
             (None, failure) => out.push_str(&format!(
-                "{head} failed: {} | | | | |\n",
+                "{head} failed: {} | | | | | |\n",
                 failure
                     .as_deref()
                     .unwrap_or("no runs")
@@ -267,20 +326,32 @@ pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
         }
     }
     out.push('\n');
-    for pair in cells.chunks(2) {
-        let [direct, proxy] = pair else { continue };
+    for cells in cells.chunks(3) {
+        let [direct, proxy, relay] = cells else {
+            continue;
+        };
         let (Some(d), Some(p)) = (per_gib(direct, bytes), per_gib(proxy, bytes)) else {
             continue;
         };
         out.push_str(&format!(
-            "{} {}: wall proxy/direct {:.2}; proxy CPU / direct sshd CPU {:.2}; sshd CPU behind the proxy / direct {:.2}; client CPU proxy/direct {:.2}\n",
+            "{} {}: wall proxy/direct {:.2}; proxy CPU / direct sshd CPU {:.2} (until stored {:.2}); sshd CPU behind the proxy / direct {:.2}; client CPU proxy/direct {:.2}",
             direct.direction.name(),
             direct.cipher,
             p.wall.median / d.wall.median,
             p.proxy.median / d.sshd.median,
+            p.stored.median / d.sshd.median,
             p.sshd.median / d.sshd.median,
             p.client.median / d.client.median,
         ));
+        if let Some(r) = per_gib(relay, bytes) {
+            out.push_str(&format!(
+                "; proxy CPU / OpenSSH relay CPU {:.2} (until stored {:.2}); wall proxy/relay {:.2}",
+                p.proxy.median / r.proxy.median,
+                p.stored.median / r.proxy.median,
+                p.wall.median / r.wall.median,
+            ));
+        }
+        out.push('\n');
     }
     out
 }
