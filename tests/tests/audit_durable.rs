@@ -433,13 +433,19 @@ async fn a_login_whose_audit_event_cannot_be_made_durable_is_refused() {
 
     // Once the first session's events are stored the segment is empty (no page to write in)
     // and the stored batch's file is gone (freeing no page after the fill).
-    let audit = w.local_store().join("audit").join(WRITER);
+    // The proxy's run's batches: `audit/<WRITER>.<run id>/` (one run).
+    let audit = w.local_store().join("audit");
+    let run = format!("{WRITER}.");
     let stored = |needle: &'static str| {
         let audit = audit.clone();
+        let run = run.clone();
         move || {
             let text: String = std::fs::read_dir(&audit)
                 .into_iter()
                 .flatten()
+                .filter_map(Result::ok)
+                .filter(|d| d.file_name().to_string_lossy().starts_with(&run))
+                .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
                 .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
                 .collect();
             text.lines().filter(|l| l.contains(needle)).count()
