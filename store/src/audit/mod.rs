@@ -14,7 +14,8 @@
 //! Should a key be taken anyway (by another writer with other bytes), the batch stays in the
 //! spool, the conflict is logged and counted ([`AuditWriter::conflicts`]) and retried.
 //!
-//! - [`decide`]: the pure decisions (sealing, sequence, backoff, torn lines, names);
+//! - [`decide`]: the pure decisions (sealing, sequence, backoff, what an upload's answer
+//!   means, whose chain a spool holds, torn lines, names);
 //! - [`spool`]: the spool files (synchronous, run on the blocking pool);
 //! - `task`: the appender and uploader loops.
 
@@ -155,7 +156,8 @@ impl AuditWriter {
         }
     }
 
-    /// The writer's name (the chain's, in every batch header and key): `<pod>.<run id>`.
+    /// The writer's name (the chain's, in every batch header and key): `<pod>.<run id>` (the
+    /// bare pod name for a spool of an earlier version, whose chain goes on).
     pub fn name(&self) -> &str {
         &self.writer
     }
