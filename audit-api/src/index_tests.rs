@@ -55,6 +55,11 @@ fn batch_keys_parse_strictly() {
             "audit/op.a-1/00000000000000000000.jsonl",
             Some(("op.a-1", 0)),
         ),
+        // The audit writer's names: `<pod>.<run id>`.
+        (
+            "audit/gatehouse-proxy-7d9f-x2.0123456789abcdef/00000000000000000002.jsonl",
+            Some(("gatehouse-proxy-7d9f-x2.0123456789abcdef", 2)),
+        ),
         ("audit/Proxy/00000000000000000003.jsonl", None),
         ("audit/p/3.jsonl", None),
         ("audit/p/0000000000000000000x.jsonl", None),

@@ -37,6 +37,15 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// A write-once put found another object (other content) under its key: nothing was
+    /// written, the stored object is as it was.
+    #[error("store object {key}: refusing to overwrite: {message}")]
+    Exists {
+        /// Object key.
+        key: String,
+        /// What is stored there instead.
+        message: String,
+    },
     /// Configuring the S3 store: a required setting is missing.
     #[error("{0}")]
     S3Options(String),
@@ -67,6 +76,9 @@ pub enum Error {
     /// Recording an audit event: appending to the spool failed (the error, as text).
     #[error("audit event not recorded: {0}")]
     AuditAppend(String),
+    /// Opening an audit spool: no random run id could be drawn for a new chain.
+    #[error("audit spool: drawing a random run id: {0}")]
+    AuditRunId(String),
     /// Recording an audit event: the writer has stopped.
     #[error("audit event not recorded: the audit writer has stopped")]
     AuditStopped,

@@ -490,7 +490,9 @@ impl S3Store {
         }
     }
 
-    /// After a write-once put was refused: Ok if the existing object holds `sha256`.
+    /// After a write-once put was refused: Ok if the existing object holds `sha256` (its
+    /// `sha256` metadata, or, for an object stored without it, its bytes hashed); an object
+    /// with other content is [`Error::Exists`].
     pub(crate) async fn same_as_existing(&self, object_key: &str, sha256: &str) -> Result<()> {
         let head = self
             .client
@@ -500,21 +502,36 @@ impl S3Store {
             .send()
             .await
             .map_err(sdk_error(object_key, "HeadObject"))?;
-        let existing = head.metadata().and_then(|m| m.get("sha256"));
-        if existing.map(String::as_str) == Some(sha256) {
+        let existing = match head.metadata().and_then(|m| m.get("sha256")) {
+            Some(recorded) => recorded.clone(),
+            None => {
+                let object = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(object_key)
+                    .send()
+                    .await
+                    .map_err(sdk_error(object_key, "GetObject"))?;
+                let bytes = object
+                    .body
+                    .collect()
+                    .await
+                    .map_err(sdk_error(object_key, "GetObject body"))?;
+                hex(&Sha256::digest(bytes.into_bytes()))
+            }
+        };
+        if existing == sha256 {
             tracing::info!(
                 key = object_key,
                 "object already stored with the same SHA-256 (a retried write)"
             );
             return Ok(());
         }
-        Err(store_error(
-            object_key,
-            &format!(
-                "refusing to overwrite: an object with other content (sha256 {}) is already stored",
-                existing.map_or("unknown", String::as_str)
-            ),
-        ))
+        Err(Error::Exists {
+            key: object_key.to_owned(),
+            message: format!("an object with other content (sha256 {existing}) is already stored"),
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::fs::File;
 
 use crate::error::{Error, Result};
 use crate::lock::{MODE_FLAG, ObjectLock, check_lock_enabled};
-use crate::objects::{LocalStore, S3Store, Store, hex, store_error, write_store};
+use crate::objects::{LocalStore, S3Store, Store, hex, write_store};
 
 impl Store {
     /// Store `data` as the new object `key`, which must not exist yet (audit batches and other
@@ -90,10 +90,7 @@ impl LocalStore {
             return if existing == data {
                 Ok(())
             } else {
-                Err(store_error(
-                    key,
-                    "refusing to overwrite: an object with other content is already stored",
-                ))
+                Err(exists(key))
             };
         }
         let parent = dest.parent().map(Path::to_owned).unwrap_or_default();
@@ -117,10 +114,7 @@ impl LocalStore {
                     .await
                     .map_err(write_store(key, &dest))?;
                 if existing != data {
-                    return Err(store_error(
-                        key,
-                        "refusing to overwrite: an object with other content is already stored",
-                    ));
+                    return Err(exists(key));
                 }
             }
             Err(e) => return Err(write_store(key, &dest)(e)),
@@ -131,6 +125,14 @@ impl LocalStore {
             .sync_all()
             .await
             .map_err(write_store(key, &parent))
+    }
+}
+
+/// The refusal of a write-once put onto an object with other content.
+fn exists(key: &str) -> Error {
+    Error::Exists {
+        key: key.to_owned(),
+        message: "an object with other content is already stored".to_owned(),
     }
 }
 
@@ -153,6 +155,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        assert!(matches!(err, Error::Exists { .. }), "{err}");
         assert_eq!(store.get(key).await.unwrap(), b"one");
         assert_eq!(store.list("audit/").await.unwrap(), [key]);
         assert!(store.put_new_object("../x", Vec::new()).await.is_err());

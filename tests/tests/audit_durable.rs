@@ -3,7 +3,8 @@
 //! MinIO is stopped (logins still work: each event is fsynced in the proxy's audit spool before
 //! the login or session goes on), then the proxy is SIGKILLed with batches sealed but not
 //! uploaded and events in the open segment; MinIO and the proxy come back. Every batch under
-//! `audit/<writer>/` is read back with curl, the hash chain verifies, and the request's
+//! `audit/<writer>/` (the writer is `<POD_NAME>.<run id>`: one run, its spool is kept) is read
+//! back with curl, the hash chain verifies, and the request's
 //! loginAccepted / sessionStarted / sessionEnded events are counted: exactly N+M each, every
 //! session once.
 //!
@@ -35,12 +36,24 @@ use gatehouse_tests::{
 use serde_json::{Value, json};
 
 const BUCKET: &str = "recordings";
-/// The harness's POD_NAME of the proxy: the writer of its batches.
+/// The harness's POD_NAME of the proxy: its batches' writer is `<POD_NAME>.<run id>`.
 const WRITER: &str = "proxy-under-test";
 
-/// Every stored batch of `writer`: Err when the chain does not verify, else its events.
-fn stored_events(minio: &Minio, writer: &str) -> Result<Vec<Value>, String> {
-    let keys = minio.list(BUCKET, &format!("audit/{writer}/"));
+/// The batch keys of pod `pod`'s one run (`audit/<pod>.<run id>/`): Err if it had several
+/// (its spool is kept across restarts here, so it is one run, one chain).
+fn run_keys(minio: &Minio, pod: &str) -> Result<Vec<String>, String> {
+    let keys = minio.list(BUCKET, &format!("audit/{pod}."));
+    let mut writers: Vec<&str> = keys.iter().filter_map(|k| k.split('/').nth(1)).collect();
+    writers.dedup();
+    match writers.len() {
+        0 | 1 => Ok(keys),
+        _ => Err(format!("{pod} had more than one run: {writers:?}")),
+    }
+}
+
+/// Every stored batch of pod `pod`'s run: Err when the chain does not verify, else its events.
+fn stored_events(minio: &Minio, pod: &str) -> Result<Vec<Value>, String> {
+    let keys = run_keys(minio, pod)?;
     let mut texts = Vec::new();
     for key in &keys {
         let bytes = minio
@@ -214,9 +227,11 @@ async fn proxy_audit_events_survive_an_s3_outage_and_a_sigkill() {
     }
     assert!(repeated.is_empty(), "events repeated: {repeated:?}");
     // One chain: batch keys are 0, 1, 2, … and the chain verified above.
-    let keys = minio.list(BUCKET, &format!("audit/{WRITER}/"));
+    let keys = run_keys(&minio, WRITER).unwrap();
+    let writer = keys[0].split('/').nth(1).unwrap().to_owned();
+    assert!(writer.starts_with(&format!("{WRITER}.")), "{writer}");
     for (i, key) in keys.iter().enumerate() {
-        assert_eq!(key, &format!("audit/{WRITER}/{i:020}.jsonl"), "{keys:?}");
+        assert_eq!(key, &format!("audit/{writer}/{i:020}.jsonl"), "{keys:?}");
     }
 
     // `kubectl gatehouse audit verify` with the auditor's store environment: the trail this
@@ -418,13 +433,19 @@ async fn a_login_whose_audit_event_cannot_be_made_durable_is_refused() {
 
     // Once the first session's events are stored the segment is empty (no page to write in)
     // and the stored batch's file is gone (freeing no page after the fill).
-    let audit = w.local_store().join("audit").join(WRITER);
+    // The proxy's run's batches: `audit/<WRITER>.<run id>/` (one run).
+    let audit = w.local_store().join("audit");
+    let run = format!("{WRITER}.");
     let stored = |needle: &'static str| {
         let audit = audit.clone();
+        let run = run.clone();
         move || {
             let text: String = std::fs::read_dir(&audit)
                 .into_iter()
                 .flatten()
+                .filter_map(Result::ok)
+                .filter(|d| d.file_name().to_string_lossy().starts_with(&run))
+                .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
                 .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
                 .collect();
             text.lines().filter(|l| l.contains(needle)).count()

@@ -54,9 +54,17 @@ async fn sigterm_ends_sessions_with_a_message_and_stores_their_recordings_before
     assert!(text.contains(r#""o", "started"#), "{text}");
     assert!(text.contains("the proxy is shutting down"), "{text}");
     // The session's audit events are sealed and stored before the exit too.
-    let audit = w.local_store().join("audit").join("proxy-under-test");
+    // Under the proxy's run, `audit/<POD_NAME>.<run id>/`.
+    let audit = w.local_store().join("audit");
     let batches: String = std::fs::read_dir(&audit)
         .unwrap_or_else(|e| panic!("{}: {e}", audit.display()))
+        .filter_map(Result::ok)
+        .filter(|d| {
+            d.file_name()
+                .to_string_lossy()
+                .starts_with("proxy-under-test.")
+        })
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .collect();
     let ended = format!(

@@ -40,7 +40,7 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WriterReport {
-    /// The writer (pod name).
+    /// The writer (`<pod name>.<run id>`; a bare pod name before run ids).
     pub writer: String,
     /// Batches stored.
     pub batches: usize,
@@ -392,6 +392,11 @@ mod tests {
                 Some(("gatehouse-proxy-7d9f", 3)),
             ),
             ("audit/op.0/00000000000000000000.jsonl", Some(("op.0", 0))),
+            // The audit writer's names: `<pod>.<run id>`.
+            (
+                "audit/gatehouse-proxy-7d9f-x2.0123456789abcdef/00000000000000000001.jsonl",
+                Some(("gatehouse-proxy-7d9f-x2.0123456789abcdef", 1)),
+            ),
             ("audit/w/3.jsonl", None),
             ("audit/W/00000000000000000003.jsonl", None),
             ("audit/w/00000000000000000003.json", None),
@@ -408,6 +413,27 @@ mod tests {
             );
         }
         assert_eq!(batch_key("w", 3), "audit/w/00000000000000000003.jsonl");
+    }
+
+    #[test]
+    fn a_pods_runs_are_chains_of_their_own() {
+        // The pod came back with a fresh spool: a second run, a second chain from 0.
+        let mut objects = chain("proxy-a.00000000000000aa", 3);
+        objects.extend(chain("proxy-a.00000000000000bb", 2));
+        let (report, _) = run(&objects, false);
+        assert!(report.ok(), "{:?}", report.problems);
+        let writers: Vec<(&str, usize)> = report
+            .writers
+            .iter()
+            .map(|w| (w.writer.as_str(), w.batches))
+            .collect();
+        assert_eq!(
+            writers,
+            [
+                ("proxy-a.00000000000000aa", 3),
+                ("proxy-a.00000000000000bb", 2)
+            ]
+        );
     }
 
     #[test]

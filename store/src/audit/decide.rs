@@ -1,13 +1,16 @@
 //! The audit writer's decisions, pure: when a segment is sealed, which sequence and previous
-//! hash the next batch gets, how long to wait before retrying an upload, what of a segment a
-//! crash left is kept, whether a leftover segment was already sealed, and the names of files
-//! and keys. Data comes from the spool and the clock; the I/O is in [`super::spool`] and
-//! [`super::task`].
+//! hash the next batch gets, how long to wait before retrying an upload, what an upload's
+//! answer means (stored, a conflict, retry), which writer (run) a spool's chain belongs to,
+//! what of a segment a crash left is kept, whether a leftover segment was already sealed, and
+//! the names of files and keys. Data comes from the spool, the store's answers and the clock;
+//! the I/O is in [`super::spool`] and [`super::task`].
 
 use std::time::{Duration, Instant};
 
 use gatehouse_crds::audit::{AuditEvent, BatchHeader, batch_sha256, render_batch};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// At most this many events go into one batch.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -17,8 +20,10 @@ pub const SEAL_AFTER: Duration = Duration::from_secs(1);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// ...up to this.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// The longest writer name (a pod name).
+/// The longest writer name (`<pod name>.<run id>`, or a bare pod name).
 pub const MAX_WRITER_BYTES: usize = 253;
+/// A run id: 16 lowercase hex digits (64 random bits).
+pub const RUN_ID_CHARS: usize = 16;
 /// Where audit batches live in the store.
 pub const KEY_PREFIX: &str = "audit/";
 
@@ -62,6 +67,65 @@ pub fn next_batch(head: Option<&Head>) -> (u64, String) {
 pub fn backoff(attempt: u32) -> Duration {
     let factor = 1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX);
     BACKOFF_MIN.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// What an upload's answer means for the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// Stored (or found stored with the same bytes: a retry): delete it from the spool.
+    Stored,
+    /// Another object, with other content, is stored under its key: never overwritten; the
+    /// batch stays in the spool and is tried again later (only an operator's hand ends it).
+    Conflict,
+    /// The store failed: try again after the backoff.
+    Retry,
+}
+
+/// What the result of a write-once put of a batch means.
+pub fn upload_outcome(result: &Result<()>) -> Upload {
+    match result {
+        Ok(()) => Upload::Stored,
+        Err(Error::Exists { .. }) => Upload::Conflict,
+        Err(_) => Upload::Retry,
+    }
+}
+
+/// Which writer a spool's chain belongs to, as [`identity`] decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The spool names its writer (its `writer` file): the chain goes on under that name.
+    Kept(String),
+    /// The spool holds a chain but names no writer: an earlier version's spool, whose writer
+    /// was the bare pod name; the chain goes on under it.
+    Legacy,
+    /// A fresh spool: a new run, `<pod>.<new run id>`, a new chain from sequence 0.
+    NewRun,
+    /// The spool's `writer` file holds no writer name (damaged): refuse to guess.
+    Invalid,
+}
+
+/// The writer of a spool whose `writer` file holds `stored` (None: there is none) and which
+/// `holds_chain` (a chain file, sealed batches or events in the open segment).
+pub fn identity(stored: Option<&str>, holds_chain: bool) -> Identity {
+    match stored.map(str::trim) {
+        Some(name) if valid_writer(name) => Identity::Kept(name.to_owned()),
+        Some(_) => Identity::Invalid,
+        None if holds_chain => Identity::Legacy,
+        None => Identity::NewRun,
+    }
+}
+
+/// A run id from 64 random bits.
+pub fn run_id(random: u64) -> String {
+    format!("{random:016x}")
+}
+
+/// The writer name of run `run` of pod `pod` (a valid writer name): `<pod>.<run>`, the pod
+/// name cut short if both would not fit in [`MAX_WRITER_BYTES`] (the run id keeps it unique).
+pub fn run_writer(pod: &str, run: &str) -> String {
+    let room = MAX_WRITER_BYTES.saturating_sub(run.len() + 1);
+    let pod = pod.get(..room.min(pod.len())).unwrap_or(pod);
+    format!("{pod}.{run}")
 }
 
 /// A writer name: a pod name, `[a-z0-9.-]`, 1 to 253 bytes, no `.`/`..` (it names a folder).
@@ -273,6 +337,99 @@ mod tests {
         for (name, want) in writers {
             assert_eq!(valid_writer(name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn what_an_upload_answer_means() {
+        let other = || Error::Exists {
+            key: "audit/w/00000000000000000000.jsonl".to_owned(),
+            message: "other content".to_owned(),
+        };
+        let failed = || Error::Request {
+            key: "audit/w/00000000000000000000.jsonl".to_owned(),
+            message: "connection refused".to_owned(),
+        };
+        let cases = [
+            // A put that landed, or found the same bytes stored (a retry after a crash).
+            (Ok(()), Upload::Stored),
+            // Other bytes under the key: never replaced, never deleted from the spool.
+            (Err(other()), Upload::Conflict),
+            (Err(failed()), Upload::Retry),
+            (Err(Error::S3Options("x".to_owned())), Upload::Retry),
+        ];
+        for (result, want) in cases {
+            assert_eq!(upload_outcome(&result), want, "{result:?}");
+        }
+    }
+
+    #[test]
+    fn whose_chain_a_spool_holds() {
+        let kept = |n: &str| Identity::Kept(n.to_owned());
+        let cases = [
+            (None, false, Identity::NewRun, "a fresh (or emptied) spool"),
+            (None, true, Identity::Legacy, "a chain from before run ids"),
+            (
+                Some("proxy-1.0123456789abcdef\n"),
+                true,
+                kept("proxy-1.0123456789abcdef"),
+                "kept",
+            ),
+            (
+                Some("proxy-1.0123456789abcdef"),
+                false,
+                kept("proxy-1.0123456789abcdef"),
+                "nothing sealed yet",
+            ),
+            (
+                Some("proxy-1"),
+                true,
+                kept("proxy-1"),
+                "a legacy spool, named",
+            ),
+            (Some(""), true, Identity::Invalid, "empty"),
+            (
+                Some("Proxy/1"),
+                false,
+                Identity::Invalid,
+                "not a writer name",
+            ),
+            (Some(".."), false, Identity::Invalid, "a folder name"),
+        ];
+        for (stored, holds_chain, want, what) in cases {
+            assert_eq!(identity(stored, holds_chain), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn run_writer_names_fit_and_stay_unique() {
+        assert_eq!(run_id(0), "0000000000000000");
+        assert_eq!(run_id(u64::MAX), "ffffffffffffffff");
+        assert_eq!(run_id(0xabc).len(), RUN_ID_CHARS);
+        let run = run_id(0x0123_4567_89ab_cdef);
+        // A Deployment's pod names are at most 63 characters.
+        let pod63 = "p".repeat(63);
+        let pod253 = "q".repeat(253);
+        let cases = [
+            (
+                "gatehouse-proxy-7d9f-x2",
+                "gatehouse-proxy-7d9f-x2.0123456789abcdef".to_owned(),
+            ),
+            (pod63.as_str(), format!("{pod63}.{run}")),
+            (pod253.as_str(), format!("{}.{run}", "q".repeat(236))),
+        ];
+        for (pod, want) in cases {
+            let name = run_writer(pod, &run);
+            assert_eq!(name, want, "{pod}");
+            assert!(
+                valid_writer(&name) && name.len() <= MAX_WRITER_BYTES,
+                "{name}"
+            );
+            assert_eq!(
+                batch_key(&name, 0),
+                format!("audit/{name}/00000000000000000000.jsonl")
+            );
+        }
+        assert_ne!(run_writer("p", &run_id(1)), run_writer("p", &run_id(2)));
     }
 
     #[test]

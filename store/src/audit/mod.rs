@@ -7,7 +7,15 @@
 //! outage of the store only delays uploads (retried with backoff, nothing dropped); a killed
 //! process loses nothing acknowledged: [`AuditWriter::open`] seals and uploads what it finds.
 //!
-//! - [`decide`]: the pure decisions (sealing, sequence, backoff, torn lines, names);
+//! Batches are write-once: each upload is create-only ([`Store::put_new_object`]), so nothing
+//! stored is ever replaced. The writer is `<pod name>.<run id>`, the run id drawn at random
+//! when the spool is fresh and kept in it ([`spool::WRITER`]): a pod whose spool was lost, or
+//! two pods of one name, write separate chains from sequence 0 instead of each other's keys.
+//! Should a key be taken anyway (by another writer with other bytes), the batch stays in the
+//! spool, the conflict is logged and counted ([`AuditWriter::conflicts`]) and retried.
+//!
+//! - [`decide`]: the pure decisions (sealing, sequence, backoff, what an upload's answer
+//!   means, whose chain a spool holds, torn lines, names);
 //! - [`spool`]: the spool files (synchronous, run on the blocking pool);
 //! - `task`: the appender and uploader loops.
 
@@ -36,23 +44,40 @@ pub struct AuditWriter {
     queue: mpsc::Sender<Command>,
     writer: Arc<str>,
     pending: Arc<AtomicU64>,
+    conflicts: Arc<AtomicU64>,
 }
 
 impl AuditWriter {
-    /// Open the spool in `spool_dir` for `writer_name` (a pod name) and recover what an
-    /// earlier run left (see [`spool::Spool::open`]). Returns the handle and the task to
+    /// Open the spool in `spool_dir` for pod `pod_name` and recover what an earlier run left
+    /// (see [`spool::Spool::open`]): a fresh spool starts a new run, writer
+    /// `<pod_name>.<run id>` ([`name`](Self::name)). Returns the handle and the task to
     /// spawn: it appends, seals and uploads to `store`, and ends after
     /// [`shutdown`](Self::shutdown) (or once every handle is dropped) when everything sealed
     /// is stored.
     pub fn open(
         spool_dir: &Path,
-        writer_name: &str,
+        pod_name: &str,
         store: Store,
     ) -> Result<(AuditWriter, impl Future<Output = ()> + Send + 'static)> {
-        if !decide::valid_writer(writer_name) {
-            return Err(Error::AuditWriterName(writer_name.to_owned()));
+        if !decide::valid_writer(pod_name) {
+            return Err(Error::AuditWriterName(pod_name.to_owned()));
         }
-        let (spool, recovered) = spool::Spool::open(spool_dir, writer_name)?;
+        let (spool, recovered) = spool::Spool::open(spool_dir, pod_name)?;
+        let writer_name = spool.writer().to_owned();
+        if recovered.new_run {
+            tracing::info!(
+                dir = %spool_dir.display(),
+                writer = writer_name,
+                "a fresh audit spool: a new run, whose chain starts at sequence 0"
+            );
+        } else if !writer_name.starts_with(&format!("{pod_name}.")) {
+            tracing::info!(
+                dir = %spool_dir.display(),
+                writer = writer_name,
+                pod = pod_name,
+                "the audit spool's chain goes on under the writer it names"
+            );
+        }
         if recovered.torn_bytes > 0 || recovered.invalid_lines > 0 {
             tracing::warn!(
                 dir = %spool_dir.display(),
@@ -81,14 +106,18 @@ impl AuditWriter {
         let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
         let (sealed_tx, sealed_rx) = watch::channel(newest_sealed);
         let pending = Arc::new(AtomicU64::new(recovered.sealed as u64));
+        let conflicts = Arc::new(AtomicU64::new(0));
         let appender = task::append_loop(spool, commands, resolved, sealed_tx, pending.clone());
         let uploader = task::upload_loop(
             spool_dir.to_owned(),
-            writer_name.to_owned(),
+            writer_name.clone(),
             store,
             resolve,
             sealed_rx,
-            pending.clone(),
+            task::Counts {
+                pending: pending.clone(),
+                conflicts: conflicts.clone(),
+            },
         );
         let run = async move {
             tokio::join!(appender, uploader);
@@ -97,6 +126,7 @@ impl AuditWriter {
             queue,
             writer: writer_name.into(),
             pending,
+            conflicts,
         };
         Ok((handle, run))
     }
@@ -126,7 +156,8 @@ impl AuditWriter {
         }
     }
 
-    /// The writer's name (the chain's, in every batch header).
+    /// The writer's name (the chain's, in every batch header and key): `<pod>.<run id>` (the
+    /// bare pod name for a spool of an earlier version, whose chain goes on).
     pub fn name(&self) -> &str {
         &self.writer
     }
@@ -134,6 +165,13 @@ impl AuditWriter {
     /// Sealed batches waiting for the store.
     pub fn pending_batches(&self) -> u64 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Batches found in conflict since the writer opened: their key held other bytes, so
+    /// they were not stored (and stay in the spool, counted in
+    /// [`pending_batches`](Self::pending_batches), retried).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 }
 

@@ -6,6 +6,9 @@
 //! - `<sequence:020>.jsonl`: sealed batches, exactly as they are stored, waiting for upload;
 //! - `chain`: the last sealed batch ([`Head`] as JSON), so the chain continues after its
 //!   batch was uploaded and deleted;
+//! - `writer`: the writer the chain belongs to, `<pod>.<run id>`: a fresh spool is a new run
+//!   with a random run id (a new chain from sequence 0, so no two runs ever share a key); a
+//!   recovered spool keeps its writer and goes on with its chain ([`decide::identity`]);
 //! - `.*.tmp`: files being written (renamed into place once fsynced; leftovers are removed).
 
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use gatehouse_crds::audit::BatchHeader;
 use sha2::{Digest, Sha256};
 
-use super::decide::{self, Head};
+use super::decide::{self, Head, Identity};
 use crate::error::{Error, Result};
 use crate::objects::hex;
 
@@ -23,6 +26,8 @@ use crate::objects::hex;
 pub const SEGMENT: &str = "open.jsonl";
 /// The chain file's name.
 pub const CHAIN: &str = "chain";
+/// The file naming the spool's writer.
+pub const WRITER: &str = "writer";
 
 /// What opening the spool found of an earlier run.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,6 +42,8 @@ pub struct Recovered {
     pub already_sealed: bool,
     /// Sealed batches waiting for upload.
     pub sealed: usize,
+    /// The spool was fresh: this is a new run, its writer named just now.
+    pub new_run: bool,
 }
 
 /// The spool of one writer.
@@ -75,6 +82,37 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// The writer of the spool in `dir` (holding `holds_chain`) for pod `pod`: the one its
+/// `writer` file names, else (written durably before anything is sealed) the bare pod name
+/// for an earlier version's chain, or a new run's `<pod>.<run id>`. True: a new run.
+fn writer_of(dir: &Path, pod: &str, holds_chain: bool) -> Result<(String, bool)> {
+    let path = dir.join(WRITER);
+    let stored = match fs::read(&path) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let (writer, new_run) = match decide::identity(stored.as_deref(), holds_chain) {
+        Identity::Kept(writer) => return Ok((writer, false)),
+        Identity::Invalid => {
+            return Err(Error::AuditSpool {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "holds no writer name ([a-z0-9.-], 1-253 characters)",
+                ),
+            });
+        }
+        Identity::Legacy => (pod.to_owned(), false),
+        Identity::NewRun => {
+            let random = getrandom::u64().map_err(|e| Error::AuditRunId(e.to_string()))?;
+            (decide::run_writer(pod, &decide::run_id(random)), true)
+        }
+    };
+    write_durably(dir, WRITER, format!("{writer}\n").as_bytes())?;
+    Ok((writer, new_run))
+}
+
 /// Sealed batches in `dir`, by sequence.
 pub fn sealed(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
@@ -108,11 +146,13 @@ pub fn head_of(sequence: u64, bytes: &[u8]) -> Head {
 }
 
 impl Spool {
-    /// Open (creating) `dir` for `writer` and recover what an earlier run left: the chain from
-    /// the chain file or the newest sealed batch, and the leftover segment, repaired (a torn
-    /// last line and lines that are not events dropped), dropped if it was already sealed.
-    /// The chain is unknown (see [`Spool::set_head`]) when the spool holds no trace of it.
-    pub fn open(dir: &Path, writer: &str) -> Result<(Spool, Recovered)> {
+    /// Open (creating) `dir` for pod `pod` and recover what an earlier run left: its writer
+    /// (a fresh spool starts a new run, see [`Spool::writer`]), the chain from the chain file
+    /// or the newest sealed batch, and the leftover segment, repaired (a torn last line and
+    /// lines that are not events dropped), dropped if it was already sealed. The chain is
+    /// new for a new run, and unknown (see [`Spool::set_head`]) when a spool that names its
+    /// writer holds no trace of the chain.
+    pub fn open(dir: &Path, pod: &str) -> Result<(Spool, Recovered)> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
@@ -125,6 +165,16 @@ impl Spool {
             }
         }
         let chain_path = dir.join(CHAIN);
+        let segment_path = dir.join(SEGMENT);
+        let leftover = match fs::read(&segment_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&segment_path)(e)),
+        };
+        let waiting = sealed(dir)?;
+        let holds_chain = chain_path.exists() || !waiting.is_empty() || !leftover.is_empty();
+        let (writer, new_run) = writer_of(dir, pod, holds_chain)?;
+        let writer = writer.as_str();
         let mut head: Option<Head> = match fs::read(&chain_path) {
             Ok(bytes) => Some(
                 serde_json::from_slice(&bytes).map_err(|e| Error::AuditSpool {
@@ -135,23 +185,17 @@ impl Spool {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&chain_path)(e)),
         };
-        let waiting = sealed(dir)?;
         if let Some((sequence, path)) = waiting.last()
             && head.as_ref().is_none_or(|h| h.sequence < *sequence)
         {
             // Sealed, but the chain file was not rewritten before the crash.
             head = Some(head_of(*sequence, &fs::read(path).map_err(io(path))?));
         }
-        let known = head.is_some() || !waiting.is_empty();
+        let known = new_run || head.is_some() || !waiting.is_empty();
         let mut recovered = Recovered {
             sealed: waiting.len(),
+            new_run,
             ..Recovered::default()
-        };
-        let segment_path = dir.join(SEGMENT);
-        let leftover = match fs::read(&segment_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(&segment_path)(e)),
         };
         let mut events = 0;
         if !leftover.is_empty() {
@@ -191,6 +235,11 @@ impl Spool {
             broken: false,
         };
         Ok((spool, recovered))
+    }
+
+    /// The writer of the spool's chain (every batch header's, and its keys').
+    pub fn writer(&self) -> &str {
+        &self.writer
     }
 
     /// Events in the open segment.

@@ -1,7 +1,8 @@
 //! The writer's two loops. The appender owns the spool: it takes appends from the bounded
 //! queue (all that are waiting, one fsync for the lot), acknowledges them once durable, and
 //! seals the segment when due. The uploader copies sealed batches, in sequence order, to the
-//! store, deletes each once stored, and retries failures with a capped backoff; when the
+//! store, create-only, deletes each once stored, and retries failures with a capped backoff
+//! (a key holding other bytes is a conflict: never overwritten, the batch kept); when the
 //! spool has no trace of the chain it first learns the writer's last batch from the store.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::decide::{self, Head};
+use super::decide::{self, Head, Upload};
 use super::spool::{self, Spool};
 use crate::error::{Error, Result};
 use crate::objects::Store;
@@ -227,30 +228,49 @@ async fn waiting(dir: &Path, upto: Option<u64>) -> Vec<(u64, PathBuf)> {
     }
 }
 
-/// Store one sealed batch, retrying until it is stored, then delete its file.
-async fn upload(store: &Store, writer: &str, sequence: u64, path: &Path) {
+/// The uploader's counters, shared with the handle.
+#[derive(Debug)]
+pub(super) struct Counts {
+    /// Sealed batches not stored yet.
+    pub(super) pending: Arc<AtomicU64>,
+    /// Batches whose key held other bytes.
+    pub(super) conflicts: Arc<AtomicU64>,
+}
+
+/// Store one sealed batch create-only, retrying until it is stored, then delete its file. A
+/// key holding other bytes is never overwritten: the batch stays (and is retried) until
+/// someone removes what took its key.
+async fn upload(store: &Store, writer: &str, sequence: u64, path: &Path, counts: &Counts) {
     let key = decide::batch_key(writer, sequence);
     let mut attempt = 0;
+    let mut conflicted = false;
     loop {
         let result = match tokio::fs::read(path).await {
-            Ok(bytes) => store.put_object(&key, bytes).await,
+            Ok(bytes) => store.put_new_object(&key, bytes).await,
             Err(source) => Err(Error::AuditSpool {
                 path: path.to_owned(),
                 source,
             }),
         };
-        match result {
-            Ok(()) => break,
-            Err(error) => {
-                let wait = decide::backoff(attempt);
-                tracing::warn!(%error, key, retry_in = ?wait, "storing an audit batch failed; it stays in the spool");
-                tokio::time::sleep(wait).await;
-                attempt = attempt.saturating_add(1);
+        let outcome = decide::upload_outcome(&result);
+        let Err(error) = result else {
+            break;
+        };
+        let wait = decide::backoff(attempt);
+        if outcome == Upload::Conflict {
+            if !conflicted {
+                conflicted = true;
+                counts.conflicts.fetch_add(1, Ordering::Relaxed);
             }
+            tracing::error!(%error, key, path = %path.display(), retry_in = ?wait, "another audit batch is already stored under this batch's key: it is not overwritten, and this batch stays in the spool (no later batch is stored before it)");
+        } else {
+            tracing::warn!(%error, key, retry_in = ?wait, "storing an audit batch failed; it stays in the spool");
         }
+        tokio::time::sleep(wait).await;
+        attempt = attempt.saturating_add(1);
     }
     if let Err(error) = tokio::fs::remove_file(path).await {
-        // Stored already: the next start uploads the same bytes again, which changes nothing.
+        // Stored already: the next start uploads the same bytes again, found stored: done.
         tracing::warn!(%error, path = %path.display(), "removing a stored audit batch from the spool failed");
     }
     tracing::debug!(key, "audit batch stored");
@@ -263,7 +283,7 @@ pub(super) async fn upload_loop(
     store: Store,
     resolve: Option<oneshot::Sender<Option<Head>>>,
     mut sealed: watch::Receiver<Option<u64>>,
-    pending: Arc<AtomicU64>,
+    counts: Counts,
 ) {
     if let Some(mut resolve) = resolve {
         let head = tokio::select! {
@@ -279,8 +299,8 @@ pub(super) async fn upload_loop(
         let upto = *sealed.borrow_and_update();
         let batches = waiting(&dir, upto).await;
         for (sequence, path) in &batches {
-            upload(&store, &writer, *sequence, path).await;
-            decrement(&pending);
+            upload(&store, &writer, *sequence, path, &counts).await;
+            decrement(&counts.pending);
         }
         if !batches.is_empty() {
             continue;
@@ -293,8 +313,8 @@ pub(super) async fn upload_loop(
                 return;
             }
             for (sequence, path) in &rest {
-                upload(&store, &writer, *sequence, path).await;
-                decrement(&pending);
+                upload(&store, &writer, *sequence, path, &counts).await;
+                decrement(&counts.pending);
             }
             return;
         }
