@@ -36,6 +36,7 @@ use kube::{
         ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
         PostParams,
     },
+    runtime::watcher,
 };
 use serde_json::{Value, json};
 
@@ -382,7 +383,7 @@ impl Round<'_> {
                     // Let the trailing Events land before counting.
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     println!(
-                        "        all Issued {:.1} s after the first create",
+                        "        (b: all Issued {:.1} s after the first create)",
                         started.elapsed().as_secs_f64()
                     );
                 }
@@ -431,11 +432,15 @@ impl Round<'_> {
                 })
                 .await;
             }
-            Case::CopyWithCel | Case::CopyWithoutCel => {
+            Case::CopyWithCel | Case::CopyWithoutCel | Case::CopyWatched => {
                 let resource = &self.copies[usize::from(case == Case::CopyWithoutCel)];
+                let prefix = match case {
+                    Case::CopyWatched => "watched",
+                    _ => "copy",
+                };
                 let api: Api<DynamicObject> = Api::namespaced_with(p.alice.clone(), ns, resource);
                 each(n, p.parallel, |i| {
-                    let (api, name) = (&api, format!("copy-{r}-{i:05}"));
+                    let (api, name) = (&api, format!("{prefix}-{r}-{i:05}"));
                     async move {
                         let object = request(&resource.group, &name, p.key, "copy");
                         let object: DynamicObject = serde_json::from_value(object).unwrap();
@@ -449,6 +454,15 @@ impl Round<'_> {
         }
         started.elapsed()
     }
+}
+
+/// Watch `api` and drop what arrives, until aborted.
+fn drain(api: Api<DynamicObject>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Some(Ok(_)) = stream.next().await {}
+    })
 }
 
 /// Wait (up to 60 s) until the resumed operator holds the leader Lease again.
@@ -528,6 +542,14 @@ pub async fn run(p: &Plane<'_>, n: usize, rounds: usize) {
         for case in [Case::CopyWithCel, Case::CopyWithoutCel] {
             record(case, r.measure(case, None).await);
         }
+        let watches = [
+            Api::all_with(p.admin.clone(), &copies[0]),
+            Api::namespaced_with(p.admin.clone(), ns, &copies[0]),
+        ]
+        .map(drain);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        record(Case::CopyWatched, r.measure(Case::CopyWatched, None).await);
+        watches.iter().for_each(tokio::task::JoinHandle::abort);
     }
     crate::floor_report::summary(&results);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::floor_shares::{Case, Measured, mean_spread, shares};
+use crate::floor_shares::{Case, Measured, mean_spread, shares, watch_fan_out};
 
 /// The per-case table (mean ± spread over rounds) and the shares of case b.
 pub fn summary(results: &BTreeMap<Case, Vec<Measured>>) {
@@ -82,5 +82,23 @@ pub fn summary(results: &BTreeMap<Case, Vec<Measured>>) {
             .map(|(f, _)| format!(" {f:.2} |"))
             .collect();
         println!("| total (case b) | |{cells} {full:.2} | 100% |");
+        let fan_out: Vec<f64> = (0..rounds)
+            .filter_map(|i| {
+                let by_case = results
+                    .iter()
+                    .map(|(case, ms)| (*case, f(&ms[i])))
+                    .collect::<BTreeMap<_, _>>();
+                watch_fan_out(&by_case)
+            })
+            .collect();
+        if !fan_out.is_empty() {
+            let cells: Vec<String> = fan_out.iter().map(|v| format!("{v:.2}")).collect();
+            println!();
+            println!(
+                "Of the CRD create, two watches receiving it cost {:.2} ms of {what} CPU (rounds: {}; case e watched − e with CEL rules).",
+                mean_spread(&fan_out).0,
+                cells.join(", ")
+            );
+        }
     }
 }

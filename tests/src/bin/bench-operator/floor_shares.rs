@@ -21,6 +21,9 @@ pub enum Case {
     CopyWithCel,
     /// Requests of a copy of the CRD without its `x-kubernetes-validations`.
     CopyWithoutCel,
+    /// Requests of the copy with CEL rules while two watches (all namespaces, the namespace)
+    /// receive them, as the proxy's and the bench's watch receive the real requests.
+    CopyWatched,
 }
 
 impl Case {
@@ -34,6 +37,7 @@ impl Case {
             Case::Event => "d. Event create alone",
             Case::CopyWithCel => "e. CRD copy create, CEL rules",
             Case::CopyWithoutCel => "e. CRD copy create, no CEL rules",
+            Case::CopyWatched => "e. CRD copy create, CEL rules, 2 watches",
         }
     }
 }
@@ -106,6 +110,11 @@ pub fn shares(by_case: &BTreeMap<Case, f64>) -> Option<Vec<Share>> {
     ])
 }
 
+/// What a create costs for two watches to receive it (the copy with CEL, watched − unwatched).
+pub fn watch_fan_out(by_case: &BTreeMap<Case, f64>) -> Option<f64> {
+    Some(by_case.get(&Case::CopyWatched)? - by_case.get(&Case::CopyWithCel)?)
+}
+
 /// The mean and the spread (max − min) of `values`.
 pub fn mean_spread(values: &[f64]) -> (f64, f64) {
     if values.is_empty() {
@@ -148,6 +157,9 @@ mod tests {
         let split = shares(&cases(&all)).unwrap();
         let total: f64 = split.iter().map(|s| s.ms).sum();
         assert!((total - 10.0).abs() < 1e-9);
+        let watched = cases(&[(Case::CopyWatched, 3.0), (Case::CopyWithCel, 2.5)]);
+        assert_eq!(watch_fan_out(&watched), Some(0.5));
+        assert_eq!(watch_fan_out(&cases(&all)), None);
         let ours: f64 = split.iter().filter(|s| s.ours).map(|s| s.ms).sum();
         assert!((ours - 4.5).abs() < 1e-9);
     }

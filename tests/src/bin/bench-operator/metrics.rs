@@ -213,7 +213,9 @@ pub fn calls_line(before: &Snapshot, after: &Snapshot, count: usize) -> String {
         .webhooks
         .keys()
         .map(|key| per(&before.webhooks, &after.webhooks, key))
-        .sum();
+        .sum::<f64>()
+        .max(0.0)
+        + 0.0; // not "-0.00"
     format!(
         "per object: {}; webhook calls {webhooks:.2}",
         writes.join(", ")
