@@ -5,13 +5,15 @@
 //! AccessRequests with everything on until all are Issued; then, with the chart's
 //! Mutating/ValidatingWebhookConfigurations deleted and the operator paused (SIGSTOP, so it
 //! neither answers nor reacts), AccessRequest creates, status applies of an Issued status on
-//! those requests and Events like the operator's; the requests are deleted, the operator
+//! those requests, the same status as a JSON merge patch (on requests created for it, not
+//! measured) and Events like the operator's; the requests are deleted, the operator
 //! resumed and the webhook configurations recreated as they were; then creates of two copies of
 //! the CRD in another group ([`floor_copy`]), with and without the CEL rules. Before each case,
 //! a ConfigMap batch shows the machine's state at that moment, and the API server is left to
 //! go idle. `BENCH_FLOOR_ROUNDS` (2) rounds run one after the other, so each case is measured
 //! twice, interleaved with the others. CPU is `/proc/PID/stat` of kube-apiserver and etcd
-//! before and after each case, per object.
+//! before and after each case, less what each uses idle over the same time (measured first),
+//! per object.
 
 use std::{
     collections::BTreeMap,
@@ -295,12 +297,37 @@ struct Round<'a> {
     round: usize,
     seen: &'a std::sync::Mutex<Seen>,
     copies: &'a [ApiResource],
+    /// CPU seconds per second kube-apiserver and etcd use idle.
+    idle: [f64; 2],
 }
 
 impl Round<'_> {
+    /// Create `n` AccessRequests `{prefix}{i}` as alice, labelled `label`.
+    async fn create_requests(&self, prefix: &str, label: &str) {
+        let p = self.p;
+        let requests: Api<AccessRequest> = Api::namespaced(p.alice.clone(), self.ns);
+        each(self.n, p.parallel, |i| {
+            let (requests, name) = (&requests, format!("{prefix}{i:05}"));
+            async move {
+                let object = request("gatehouse.dev", &name, p.key, label);
+                let object: AccessRequest = serde_json::from_value(object).unwrap();
+                requests
+                    .create(&PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+            }
+        })
+        .await;
+    }
+
     /// The ConfigMap baseline, then `case` measured.
     async fn measure(&self, case: Case, templates: Option<&Templates>) -> Measured {
         let p = self.p;
+        if case == Case::StatusMerge {
+            // Requests without a status for the merge patches (not measured).
+            self.create_requests(&format!("plain-{}-", self.round), "bare")
+                .await;
+        }
         let config_maps: Api<ConfigMap> = Api::namespaced(p.admin.clone(), self.ns);
         let batch = self.n.min(1_000);
         let tag = format!("r{}-{case:?}", self.round).to_lowercase();
@@ -338,9 +365,14 @@ impl Round<'_> {
     {
         settle(self.p.pids[1]).await;
         let before = self.p.snapshot().await;
+        let started = Instant::now();
         let writes = work().await;
         let after = self.p.snapshot().await;
-        let per = |i: usize| (after.cpu[i] - before.cpu[i]) * 1e3 / count as f64;
+        let window = started.elapsed().as_secs_f64();
+        // Net of what the process uses idle over the same time (leases, compaction, …).
+        let per = |i: usize| {
+            (after.cpu[i] - before.cpu[i] - self.idle[i - 1] * window) * 1e3 / count as f64
+        };
         let cost = Cost {
             api_ms: per(1),
             etcd_ms: per(2),
@@ -353,7 +385,6 @@ impl Round<'_> {
     async fn work(&self, case: Case, templates: Option<&Templates>) -> Duration {
         let (p, n, r, ns) = (self.p, self.n, self.round, self.ns);
         let started = Instant::now();
-        let requests: Api<AccessRequest> = Api::namespaced(p.alice.clone(), ns);
         match case {
             Case::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(p.admin.clone(), ns);
@@ -364,18 +395,7 @@ impl Round<'_> {
                     Case::Full => (format!("full-{r}-"), "full"),
                     _ => (format!("bare-{r}-"), "bare"),
                 };
-                each(n, p.parallel, |i| {
-                    let (requests, name) = (&requests, format!("{prefix}{i:05}"));
-                    async move {
-                        let object = request("gatehouse.dev", &name, p.key, label);
-                        let object: AccessRequest = serde_json::from_value(object).unwrap();
-                        requests
-                            .create(&PostParams::default(), &object)
-                            .await
-                            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-                    }
-                })
-                .await;
+                self.create_requests(&prefix, label).await;
                 let created = started.elapsed();
                 if case == Case::Full {
                     let timeout = Duration::from_secs(1800);
@@ -389,22 +409,32 @@ impl Round<'_> {
                 }
                 return created;
             }
-            Case::StatusApply => {
+            Case::StatusApply | Case::StatusMerge => {
                 let status = &templates.expect("templates").status;
                 let admin: Api<AccessRequest> = Api::namespaced(p.admin.clone(), ns);
-                let params =
-                    PatchParams::apply(gatehouse_crds::contract::managers::OPERATOR).force();
-                each(n, p.parallel, |i| {
-                    let (admin, params, name) = (&admin, &params, format!("bare-{r}-{i:05}"));
-                    async move {
-                        let patch = json!({
+                let (prefix, params, patch) = match case {
+                    Case::StatusApply => (
+                        "bare",
+                        PatchParams::apply(gatehouse_crds::contract::managers::OPERATOR).force(),
+                        Patch::Apply(json!({
                             "apiVersion": "gatehouse.dev/v1alpha1", "kind": "AccessRequest",
                             "status": status,
-                        });
+                        })),
+                    ),
+                    _ => (
+                        "plain",
+                        PatchParams::default(),
+                        Patch::Merge(json!({ "status": status })),
+                    ),
+                };
+                each(n, p.parallel, |i| {
+                    let (admin, params, patch) = (&admin, &params, &patch);
+                    let name = format!("{prefix}-{r}-{i:05}");
+                    async move {
                         admin
-                            .patch_status(&name, params, &Patch::Apply(&patch))
+                            .patch_status(&name, params, patch)
                             .await
-                            .unwrap_or_else(|e| panic!("applying the status of {name}: {e}"));
+                            .unwrap_or_else(|e| panic!("writing the status of {name}: {e}"));
                     }
                 })
                 .await;
@@ -488,18 +518,19 @@ pub async fn run(p: &Plane<'_>, n: usize, rounds: usize) {
         p.parallel,
         n.min(1_000)
     );
+    settle(p.pids[1]).await;
     let idle = {
-        let before = (cpu_seconds(p.pids[1]), cpu_seconds(p.pids[2]));
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        (
-            (cpu_seconds(p.pids[1]) - before.0) / 5.0,
-            (cpu_seconds(p.pids[2]) - before.1) / 5.0,
-        )
+        let before = [cpu_seconds(p.pids[1]), cpu_seconds(p.pids[2])];
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        [
+            (cpu_seconds(p.pids[1]) - before[0]) / 10.0,
+            (cpu_seconds(p.pids[2]) - before[1]) / 10.0,
+        ]
     };
     println!(
-        "idle: apiserver {:.1}%, etcd {:.1}% of a core (included in every figure)",
-        idle.0 * 100.0,
-        idle.1 * 100.0
+        "idle: apiserver {:.1}%, etcd {:.1}% of a core over 10 s; every figure is net of it (idle rate × its duration)",
+        idle[0] * 100.0,
+        idle[1] * 100.0
     );
     let scenario = crate::scenario_with(p.cp, "bench-floor", 0).await;
     let ns = scenario.ns.as_str();
@@ -515,6 +546,7 @@ pub async fn run(p: &Plane<'_>, n: usize, rounds: usize) {
             round,
             seen: &seen,
             copies: &copies,
+            idle,
         };
         let mut record = |case: Case, m: Measured| results.entry(case).or_default().push(m);
         record(Case::ConfigMap, r.measure(Case::ConfigMap, None).await);
@@ -525,7 +557,12 @@ pub async fn run(p: &Plane<'_>, n: usize, rounds: usize) {
         let templates = templates_from.as_ref();
         let webhooks = Webhooks::remove(p.admin).await;
         let paused = Paused::new(p.pids[0]);
-        for case in [Case::NoWebhooks, Case::StatusApply, Case::Event] {
+        for case in [
+            Case::NoWebhooks,
+            Case::StatusApply,
+            Case::StatusMerge,
+            Case::Event,
+        ] {
             record(case, r.measure(case, templates).await);
         }
         let requests: Api<AccessRequest> = Api::namespaced(p.admin.clone(), ns);

@@ -15,6 +15,8 @@ pub enum Case {
     NoWebhooks,
     /// Status server-side applies (an Issued status) on existing requests, the operator paused.
     StatusApply,
+    /// The same status as a JSON merge patch (not server-side apply), on fresh requests.
+    StatusMerge,
     /// `events.k8s.io/v1` Events like the operator's transition Event.
     Event,
     /// Requests of a copy of the CRD (another group, no webhook matches it), CEL rules kept.
@@ -34,6 +36,7 @@ impl Case {
             Case::Full => "b. AccessRequest, all on (create→Issued)",
             Case::NoWebhooks => "c. AccessRequest create, no webhooks",
             Case::StatusApply => "d. status apply alone",
+            Case::StatusMerge => "d. status merge patch alone",
             Case::Event => "d. Event create alone",
             Case::CopyWithCel => "e. CRD copy create, CEL rules",
             Case::CopyWithoutCel => "e. CRD copy create, no CEL rules",
