@@ -12,6 +12,10 @@
 //! - API requests per AccessRequest, from the API server's `apiserver_request_total` (by verb,
 //!   resource and subresource, before and after each phase), and the webhook's own histogram.
 //!
+//! `BENCH_FLOOR=1` runs only the floor instead ([`floor`]): where the API server's CPU per
+//! auto-approved request goes (ConfigMaps, AccessRequests with and without the webhooks, status
+//! applies and Events alone, a copy of the CRD with and without its CEL rules).
+//!
 //! Run with `make bench-operator` (a fresh control plane; see docs/benchmarks.md).
 
 #![allow(
@@ -21,12 +25,11 @@
 )]
 
 use std::{
-    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use gatehouse_crds::{AccessRequest, Phase, contract::annotations::APPROVE};
 use gatehouse_tests::{
     ControlPlane, User, control_plane,
@@ -35,257 +38,27 @@ use gatehouse_tests::{
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Api, Client, ResourceExt,
+    Api,
     api::{Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
 };
+
+use crate::{
+    metrics::{proc_status_kib, report_calls, snapshot},
+    watch::{all_in, watch_phases},
+};
+
+mod floor;
+mod floor_copy;
+mod floor_report;
+mod floor_shares;
+mod metrics;
+mod watch;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// When the watch first saw each request in each phase.
-#[derive(Default)]
-struct Seen {
-    at: HashMap<(String, String), Instant>,
-}
-
-/// Watch the AccessRequests of `ns` (as admin), recording when each reaches a phase.
-fn watch_phases(client: Client, ns: &str) -> Arc<Mutex<Seen>> {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let api: Api<AccessRequest> = Api::namespaced(client, ns);
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default()).applied_objects();
-        futures::pin_mut!(stream);
-        while let Ok(Some(request)) = stream.try_next().await {
-            let now = Instant::now();
-            if let Some(phase) = request.status.as_ref().and_then(|s| s.phase) {
-                record
-                    .lock()
-                    .unwrap()
-                    .at
-                    .entry((request.name_any(), format!("{phase:?}")))
-                    .or_insert(now);
-            }
-        }
-    });
-    seen
-}
-
-/// Wait until `count` requests were seen in `phase`; returns when the last one was.
-async fn all_in(seen: &Mutex<Seen>, phase: Phase, count: usize, timeout: Duration) -> Instant {
-    let started = Instant::now();
-    loop {
-        {
-            let seen = seen.lock().unwrap();
-            let times: Vec<Instant> = seen
-                .at
-                .iter()
-                .filter(|((_, p), _)| *p == format!("{phase:?}"))
-                .map(|(_, t)| *t)
-                .collect();
-            if times.len() >= count {
-                return times.into_iter().max().unwrap_or_else(Instant::now);
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "only {} of {count} requests {phase:?} after {timeout:?}",
-                times.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A `name{labels} value` counter family from Prometheus text, keyed by the chosen labels.
-fn counters(text: &str, family: &str, keys: &[&str]) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(family) else {
-            continue;
-        };
-        let (labels, value) = match rest.strip_prefix('{') {
-            Some(rest) => match rest.split_once("} ") {
-                Some(parts) => parts,
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(value) => ("", value),
-                None => continue,
-            },
-        };
-        let label = |key: &str| {
-            labels
-                .split("\",")
-                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let key: Vec<String> = keys
-            .iter()
-            .map(|k| label(k))
-            .filter(|v| !v.is_empty())
-            .collect();
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        *out.entry(key.join(" ")).or_insert(0.0) += value;
-    }
-    out
-}
-
-/// What the API server and the operator count, at one moment.
-struct Snapshot {
-    api: BTreeMap<String, f64>,
-    /// Mean-able API server latencies: (sum, count) of `apiserver_request_duration_seconds`.
-    api_seconds: BTreeMap<String, f64>,
-    api_counts: BTreeMap<String, f64>,
-    /// `apiserver_admission_webhook_admission_duration_seconds_sum` by webhook.
-    webhook_seconds: BTreeMap<String, f64>,
-    /// CPU seconds (utime + stime) of the operator, the API server and etcd.
-    cpu: [f64; 3],
-    webhooks: BTreeMap<String, f64>,
-    reviews: BTreeMap<String, f64>,
-    review_seconds: f64,
-}
-
-/// CPU seconds (user + system) process `pid` has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second).
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-async fn snapshot(
-    admin: &Client,
-    operator_metrics: &dyn Fn() -> String,
-    pids: [u32; 3],
-) -> Snapshot {
-    let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = admin.request_text(request).await.expect("GET /metrics");
-    let operator = operator_metrics();
-    let sum = |family: &str| counters(&operator, family, &[]).values().sum::<f64>();
-    Snapshot {
-        api: counters(
-            &text,
-            "apiserver_request_total",
-            &["verb", "resource", "subresource"],
-        ),
-        api_seconds: counters(
-            &text,
-            "apiserver_request_duration_seconds_sum",
-            &["verb", "resource", "subresource"],
-        ),
-        api_counts: counters(
-            &text,
-            "apiserver_request_duration_seconds_count",
-            &["verb", "resource", "subresource"],
-        ),
-        webhook_seconds: counters(
-            &text,
-            "apiserver_admission_webhook_admission_duration_seconds_sum",
-            &["name", "operation", "type"],
-        ),
-        cpu: pids.map(cpu_seconds),
-        webhooks: counters(
-            &text,
-            "apiserver_admission_webhook_admission_duration_seconds_count",
-            &["name", "operation", "type"],
-        ),
-        reviews: counters(
-            &operator,
-            "gatehouse_admission_reviews_total",
-            &["webhook", "operation"],
-        ),
-        review_seconds: sum("gatehouse_admission_duration_seconds_sum"),
-    }
-}
-
-/// Print what changed between two snapshots, per request of `count`.
-fn report_calls(what: &str, before: &Snapshot, after: &Snapshot, count: usize) {
-    let per = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, key: &str| {
-        (b.get(key).copied().unwrap_or(0.0) - a.get(key).copied().unwrap_or(0.0)) / count as f64
-    };
-    println!("{what}: API requests per AccessRequest (apiserver_request_total, ≥ 0.01 shown)");
-    let mut total_writes = 0.0;
-    for key in after.api.keys() {
-        let n = per(&before.api, &after.api, key);
-        if n >= 0.01 {
-            let verb = key.split(' ').next().unwrap_or_default();
-            if !matches!(verb, "GET" | "LIST" | "WATCH") {
-                total_writes += n;
-            }
-            println!("  {key:<48} {n:>6.2}");
-        }
-    }
-    println!("  writes (all verbs but GET/LIST/WATCH)             {total_writes:>6.2}");
-    let mean_ms = |sums: fn(&Snapshot) -> &BTreeMap<String, f64>,
-                   counts: fn(&Snapshot) -> &BTreeMap<String, f64>,
-                   key: &str| {
-        let delta = |s: &Snapshot, f: fn(&Snapshot) -> &BTreeMap<String, f64>| {
-            f(s).get(key).copied().unwrap_or(0.0)
-        };
-        let n = delta(after, counts) - delta(before, counts);
-        (delta(after, sums) - delta(before, sums)) * 1e3 / n.max(1.0)
-    };
-    for key in after.api.keys() {
-        let n = per(&before.api, &after.api, key);
-        let verb = key.split(' ').next().unwrap_or_default();
-        if n >= 0.5 && !matches!(verb, "GET" | "LIST" | "WATCH") {
-            println!(
-                "  API server latency {key:<35} {:>7.1} ms mean",
-                mean_ms(|s| &s.api_seconds, |s| &s.api_counts, key)
-            );
-        }
-    }
-    for key in after.webhooks.keys() {
-        let n = per(&before.webhooks, &after.webhooks, key);
-        if n >= 0.01 {
-            println!(
-                "  webhook call {key:<35} {n:>6.2}, {:>7.1} ms mean as the API server waits",
-                mean_ms(|s| &s.webhook_seconds, |s| &s.webhooks, key)
-            );
-        }
-    }
-    let cpu = |i: usize| (after.cpu[i] - before.cpu[i]) * 1e3 / count as f64;
-    println!(
-        "  CPU per request: operator {:.2} ms, kube-apiserver {:.2} ms, etcd {:.2} ms",
-        cpu(0),
-        cpu(1),
-        cpu(2)
-    );
-    let reviews: f64 = after.reviews.values().sum::<f64>() - before.reviews.values().sum::<f64>();
-    let seconds = after.review_seconds - before.review_seconds;
-    println!(
-        "  operator's webhook: {:.2} reviews per request, {:.2} ms mean per review",
-        reviews / count as f64,
-        seconds * 1e3 / reviews.max(1.0)
-    );
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn mib(kib: u64) -> f64 {
@@ -375,6 +148,19 @@ async fn main() {
     }
     // Let the fresh proxy and operator settle before the baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if std::env::var("BENCH_FLOOR").is_ok_and(|v| v == "1") {
+        let plane = floor::Plane {
+            cp,
+            admin: &admin,
+            alice: &alice,
+            key: &key,
+            pids,
+            operator_metrics: &operator_metrics,
+            parallel,
+        };
+        floor::run(&plane, requests, env_number("BENCH_FLOOR_ROUNDS", 2).max(1)).await;
+        return;
+    }
     let operator_before = proc_status_kib(operator_pid, "VmRSS:").unwrap_or_default();
     let proxy_before = proxy.rss_kib().unwrap_or_default();
 
@@ -391,28 +177,7 @@ async fn main() {
     let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &auto.ns);
     let before = snapshot(&admin, &operator_metrics, pids).await;
     let started = Instant::now();
-    stream::iter(0..baseline)
-        .map(|i| {
-            let config_maps = config_maps.clone();
-            let key = key.clone();
-            async move {
-                let cm = ConfigMap {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(format!("baseline-{i:05}")),
-                        ..Default::default()
-                    },
-                    data: Some([("publicKey".to_owned(), key)].into()),
-                    ..Default::default()
-                };
-                config_maps
-                    .create(&PostParams::default(), &cm)
-                    .await
-                    .unwrap_or_else(|e| panic!("creating ConfigMap {i}: {e}"));
-            }
-        })
-        .buffer_unordered(parallel)
-        .collect::<Vec<()>>()
-        .await;
+    floor::create_config_maps(&config_maps, "baseline", baseline, &key, parallel).await;
     let took = started.elapsed();
     let after = snapshot(&admin, &operator_metrics, pids).await;
     println!(
@@ -432,6 +197,7 @@ async fn main() {
     let last_issued = all_in(
         &auto_seen,
         Phase::Issued,
+        "",
         requests,
         Duration::from_secs(1800),
     )
@@ -466,6 +232,7 @@ async fn main() {
     let pending = all_in(
         &burst_seen,
         Phase::Pending,
+        "",
         approvals,
         Duration::from_secs(1800),
     )
@@ -497,6 +264,7 @@ async fn main() {
     let last = all_in(
         &burst_seen,
         Phase::Issued,
+        "",
         approvals,
         Duration::from_secs(1800),
     )
