@@ -37,6 +37,9 @@ const CONTENT_TYPE: &str = "application/x-asciicast";
 const PART_BYTES: usize = 16 * 1024 * 1024;
 /// Read size while hashing and copying: big enough to be cheap, small enough to stream.
 const CHUNK_BYTES: usize = 1024 * 1024;
+/// The most of an existing object without `sha256` metadata that a write-once put reads to
+/// compare (audit batches are far smaller).
+const MAX_HASHED_EXISTING_BYTES: i64 = 64 * 1024 * 1024;
 
 /// A recording safely in the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -504,6 +507,16 @@ impl S3Store {
             .map_err(sdk_error(object_key, "HeadObject"))?;
         let existing = match head.metadata().and_then(|m| m.get("sha256")) {
             Some(recorded) => recorded.clone(),
+            // Hashing reads the whole object: one this large is no retry of ours (bounded).
+            None if head.content_length().unwrap_or(i64::MAX) > MAX_HASHED_EXISTING_BYTES => {
+                return Err(Error::Exists {
+                    key: object_key.to_owned(),
+                    message: format!(
+                        "an object of {} bytes without sha256 metadata is already stored",
+                        head.content_length().unwrap_or_default()
+                    ),
+                });
+            }
             None => {
                 let object = self
                     .client
