@@ -10,11 +10,14 @@
 use std::collections::BTreeMap;
 
 use gatehouse_crds::{
-    AccessPolicy, AccessRequest, HostGroup, Phase, Requester,
+    AccessPolicy, AccessRequest, AccessRequestSpec, AccessRequestStatus, HostGroup, Phase,
+    Requester, Target,
     contract::{self, annotations::DECISIONS},
     policy::{self, Ask},
 };
-use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::{
+    api::authentication::v1::UserInfo, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 
 use crate::{
     decisions::{self, DecisionKind, DecisionRecord, SealKeys},
@@ -122,23 +125,29 @@ fn describe(object: &AccessRequest) -> String {
 
 /// Plan a CREATE: the requester is whoever the API server authenticated; decisions cannot be
 /// smuggled in with the object.
+/// The refusal of a new request that already carries a trigger or the decisions annotation.
+fn decision_annotation_at_creation(object: &AccessRequest) -> Option<String> {
+    TRIGGERS
+        .iter()
+        .map(|k| k.trigger_annotation())
+        .chain([DECISIONS])
+        .find(|key| annotation(object, key).is_some())
+        .map(|key| {
+            format!(
+                "metadata.annotations[{key}] cannot be set when an AccessRequest is created: \
+                 approvals, denials and revocations are recorded after it exists, by someone with the right to make them"
+            )
+        })
+}
+
 pub fn plan_create(caller: &Caller, object: &AccessRequest) -> Plan {
     if !caller.operator
         && let Err(message) = ownership::check(None, object)
     {
         return Plan::Deny(message);
     }
-    for key in TRIGGERS
-        .iter()
-        .map(|k| k.trigger_annotation())
-        .chain([DECISIONS])
-    {
-        if annotation(object, key).is_some() {
-            return Plan::Deny(format!(
-                "metadata.annotations[{key}] cannot be set when an AccessRequest is created: \
-                 approvals, denials and revocations are recorded after it exists, by someone with the right to make them"
-            ));
-        }
+    if let Some(message) = decision_annotation_at_creation(object) {
+        return Plan::Deny(message);
     }
     let stamped = caller.as_requester();
     match &object.spec.requester {
@@ -292,6 +301,44 @@ pub fn is_open(request: &AccessRequest) -> bool {
 }
 
 /// Most request names a cap refusal lists.
+/// Reduce a cached request to what [`open_request_cap`] reads of the requests it counts: name,
+/// namespace, deletion, requester name, phase and policy. The webhook's cache holds every
+/// request in the cluster; the certificate, key, conditions and decision records it would
+/// otherwise keep are most of a request's size. Everything not listed here is dropped, so a
+/// field added to AccessRequest later is not kept by accident.
+pub fn keep_for_open_request_cap(request: &mut AccessRequest) {
+    let metadata = std::mem::take(&mut request.metadata);
+    request.metadata = ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        uid: metadata.uid,
+        resource_version: metadata.resource_version,
+        deletion_timestamp: metadata.deletion_timestamp,
+        ..ObjectMeta::default()
+    };
+    let requester = request.spec.requester.take().map(|r| Requester {
+        username: r.username,
+        uid: None,
+        groups: Vec::new(),
+    });
+    request.spec = AccessRequestSpec {
+        target: Target {
+            host_group: String::new(),
+            host: None,
+        },
+        login: String::new(),
+        duration: String::new(),
+        reason: None,
+        public_key: String::new(),
+        requester,
+    };
+    request.status = request.status.take().map(|s| AccessRequestStatus {
+        phase: s.phase,
+        policy: s.policy,
+        ..AccessRequestStatus::default()
+    });
+}
+
 const CAP_NAMES_LISTED: usize = 5;
 
 /// The cap check of a CREATE that [`plan_create`] allowed: the policy that would govern the new
@@ -439,13 +486,7 @@ pub fn validate(
         return Some(message);
     }
     let Some(old) = old else {
-        return match &new.spec.requester {
-            Some(r) if *r == caller.as_requester() => None,
-            _ => Some(format!(
-                "spec.requester must be the authenticated user {:?} (stamped by the Gatehouse mutating webhook)",
-                caller.username
-            )),
-        };
+        return validate_created(caller, new);
     };
     let before = annotation(old, DECISIONS);
     let after = annotation(new, DECISIONS);
@@ -465,6 +506,31 @@ pub fn validate(
             "metadata.annotations[{DECISIONS}] is written by Gatehouse admission only and cannot be set, changed or removed"
         )),
     }
+}
+
+/// The final object of a CREATE, after every mutating webhook or policy that ran after
+/// Gatehouse's: still exactly what the mutating webhook let through. A later step must not
+/// change who asked, strip the revocation finalizer (a deleted request would then never be
+/// listed as revoked) or bring decision annotations along.
+fn validate_created(caller: &Caller, new: &AccessRequest) -> Option<String> {
+    match &new.spec.requester {
+        Some(r) if *r == caller.as_requester() => {}
+        _ => {
+            return Some(format!(
+                "spec.requester must be the authenticated user {:?} (stamped by the Gatehouse mutating webhook)",
+                caller.username
+            ));
+        }
+    }
+    let finalizers = new.metadata.finalizers.as_deref().unwrap_or_default();
+    if finalizers != [contract::REVOCATION_FINALIZER] {
+        return Some(format!(
+            "metadata.finalizers of a new {} must be exactly [{}] (added by the Gatehouse mutating webhook; it records the revocation of a deleted request), not {finalizers:?}",
+            describe(new),
+            contract::REVOCATION_FINALIZER
+        ));
+    }
+    decision_annotation_at_creation(new)
 }
 
 #[cfg(test)]

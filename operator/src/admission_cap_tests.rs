@@ -40,6 +40,9 @@ fn existing(
     r.metadata.name = Some(name.to_owned());
     r.metadata.namespace = Some(namespace.to_owned());
     r.spec.requester = Some(caller(who).as_requester());
+    if let Some(status) = r.status.as_mut() {
+        status.certificate = Some("ssh-ed25519-cert-v01@openssh.com AAAA".to_owned());
+    }
     r
 }
 
@@ -64,6 +67,12 @@ fn open_means_not_terminal_and_not_being_deleted() {
                 ));
         }
         assert_eq!(is_open(&r), open, "{phase:?} deleting={deleting}");
+        keep_for_open_request_cap(&mut r);
+        assert_eq!(
+            is_open(&r),
+            open,
+            "kept for the cap: {phase:?} deleting={deleting}"
+        );
     }
 }
 
@@ -153,6 +162,21 @@ fn the_open_request_cap_counts_the_requesters_open_requests_under_the_governing_
         let policies = [capped_policy("oncall", cap, "sre-leads")];
         let verdict = open_request_cap(&alice, &new, &policies, &groups, &requests);
         assert_eq!(verdict.is_some(), refused, "{what}: {verdict:?}");
+        // The webhook's cache keeps only what the cap reads: the same verdict, word for word.
+        let mut kept = requests.clone();
+        kept.iter_mut().for_each(keep_for_open_request_cap);
+        assert!(
+            kept.iter().all(
+                |r| r.status.as_ref().is_none_or(|s| s.certificate.is_none())
+                    && r.spec.public_key.is_empty()
+            ),
+            "{what}: {kept:?}"
+        );
+        assert_eq!(
+            open_request_cap(&alice, &new, &policies, &groups, &kept),
+            verdict,
+            "{what}: kept for the cap"
+        );
         if let Some(message) = verdict {
             assert!(
                 message.contains("AccessPolicy team/oncall")

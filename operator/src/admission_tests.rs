@@ -403,9 +403,98 @@ fn unrelated_updates_pass_and_odd_triggers_are_explained() {
 
 #[test]
 fn validate_checks_the_stamped_requester_on_create() {
-    let object = request(&[], None, None);
+    let mut object = request(&[], None, None);
+    add_revocation_finalizer(&mut object);
     assert_eq!(validate(&caller("alice"), None, &object, &key()), None);
     assert!(validate(&caller("bob"), None, &object, &key()).is_some_and(|m| m.contains("\"bob\"")));
+}
+
+/// What a mutating step after Gatehouse's may have done to a new request, and the words
+/// validation refuses it with (`None`: stored).
+#[test]
+fn validate_refuses_what_a_later_mutation_did_on_create() {
+    let mut stamped = request(&[], None, None);
+    add_revocation_finalizer(&mut stamped);
+    let with = |change: fn(&mut AccessRequest)| {
+        let mut object = stamped.clone();
+        change(&mut object);
+        validate(&caller("alice"), None, &object, &key())
+    };
+    type Case = (&'static str, fn(&mut AccessRequest), Option<&'static str>);
+    let cases: [Case; 9] = [
+        ("unchanged", |_| {}, None),
+        (
+            "a user label",
+            |o| {
+                o.metadata.labels = Some([("team".to_owned(), "db".to_owned())].into());
+            },
+            None,
+        ),
+        (
+            "another requester",
+            |o| {
+                o.spec.requester = Some(caller("bob").as_requester());
+            },
+            Some("spec.requester must be the authenticated user \"alice\""),
+        ),
+        (
+            "the requester removed",
+            |o| o.spec.requester = None,
+            Some("spec.requester must be the authenticated user"),
+        ),
+        (
+            "the finalizer removed",
+            |o| o.metadata.finalizers = None,
+            Some(
+                "metadata.finalizers of a new AccessRequest team/r1 must be exactly [gatehouse.dev/revocation]",
+            ),
+        ),
+        (
+            "another finalizer added",
+            |o| {
+                o.metadata
+                    .finalizers
+                    .get_or_insert_with(Vec::new)
+                    .push("example.com/keep".to_owned());
+            },
+            Some("metadata.finalizers of AccessRequest team/r1 are managed by Gatehouse only"),
+        ),
+        (
+            "a decisions record",
+            |o| {
+                o.metadata.annotations = Some([(DECISIONS.to_owned(), "[]".to_owned())].into());
+            },
+            Some(
+                "metadata.annotations[gatehouse.dev/decisions] cannot be set when an AccessRequest is created",
+            ),
+        ),
+        (
+            "an approve trigger",
+            |o| {
+                o.metadata.annotations =
+                    Some([("gatehouse.dev/approve".to_owned(), "ok".to_owned())].into());
+            },
+            Some("metadata.annotations[gatehouse.dev/approve] cannot be set"),
+        ),
+        (
+            "a gatehouse.dev/ label",
+            |o| {
+                o.metadata.labels =
+                    Some([("gatehouse.dev/approved".to_owned(), "true".to_owned())].into());
+            },
+            Some("metadata.labels with prefix gatehouse.dev/"),
+        ),
+    ];
+    for (what, change, want) in cases {
+        let got = with(change);
+        match want {
+            None => assert_eq!(got, None, "{what}"),
+            Some(want) => assert!(
+                got.as_deref().is_some_and(|m| m.contains(want)),
+                "{what}: {got:?} lacks {want:?}"
+            ),
+        }
+    }
 }
 
 #[test]

@@ -24,6 +24,7 @@ use gatehouse_crds::{
     duration,
 };
 use gatehouse_operator::{
+    admission,
     controller::{self, Context},
     metrics::Metrics,
     publish::Publisher,
@@ -35,7 +36,7 @@ use gatehouse_operator::{
 use gatehouse_runtime::{
     health::{Readiness, serve_health},
     http, logging, signals,
-    watch::{KeepLabels, namespaced_or_all, reflect, reflect_for_controller},
+    watch::{KeepLabels, namespaced_or_all, reflect, reflect_for_controller, reflect_shaped},
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -199,10 +200,15 @@ async fn main() -> anyhow::Result<()> {
         let acceptor = webhook::tls_acceptor(admission.webhook_ca, names, client_ca.as_deref())?;
         let listener = http::bind(args.webhook_addr).await?;
         let ns = args.watch_namespace.as_deref();
-        // The open-request cap counts from these (trimmed like every cache: ~3 KiB a request);
-        // a HostGroup's labels are its tags, which policy matching reads.
-        let (requests, drive_requests) =
-            reflect(namespaced_or_all(&client, ns), KeepLabels::Gatehouse, || {});
+        // The open-request cap counts from these, kept to the few fields it reads (the whole
+        // request, trimmed, is ~3 KiB); a HostGroup's labels are its tags, which policy
+        // matching reads.
+        let (requests, drive_requests) = reflect_shaped(
+            namespaced_or_all(&client, ns),
+            KeepLabels::None,
+            admission::keep_for_open_request_cap,
+            || {},
+        );
         let (policies, drive_policies) =
             reflect(namespaced_or_all(&client, ns), KeepLabels::Gatehouse, || {});
         let (host_groups, drive_host_groups) =

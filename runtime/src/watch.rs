@@ -69,6 +69,7 @@ pub fn trim_metadata(meta: &mut ObjectMeta, labels: KeepLabels) {
 fn trimmed_reflector<K>(
     api: Api<K>,
     labels: KeepLabels,
+    shape: impl Fn(&mut K) + Send + 'static,
     writer: reflector::store::Writer<K>,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
@@ -77,7 +78,10 @@ where
 {
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(move |object: &mut K| trim_metadata(object.meta_mut(), labels))
+        .modify(move |object: &mut K| {
+            trim_metadata(object.meta_mut(), labels);
+            shape(object);
+        })
         .reflect(writer)
 }
 
@@ -93,8 +97,23 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    reflect_shaped(api, labels, |_: &mut K| {}, on_change)
+}
+
+/// As [`reflect`], with each object also reduced by `shape` before it is stored: for a cache
+/// whose reader needs a few fields of every object of a kind.
+pub fn reflect_shaped<K>(
+    api: Api<K>,
+    labels: KeepLabels,
+    shape: impl Fn(&mut K) + Send + 'static,
+    on_change: impl Fn() + Send + 'static,
+) -> (Store<K>, impl Future<Output = ()> + Send + 'static)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
-    let stream = trimmed_reflector(api, labels, writer)
+    let stream = trimmed_reflector(api, labels, shape, writer)
         .touched_objects()
         .for_each(move |event| {
             match event {
@@ -125,7 +144,7 @@ where
     let (reader, writer) = reflector::store();
     (
         reader,
-        trimmed_reflector(api, labels, writer).applied_objects(),
+        trimmed_reflector(api, labels, |_: &mut K| {}, writer).applied_objects(),
     )
 }
 

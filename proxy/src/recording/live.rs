@@ -113,7 +113,9 @@ async fn run(live: LiveUploads, cast_path: PathBuf, key: String, mut stop: onesh
         };
         let Ok(_permit) = permit else { return };
         let len = segments::read_len(written, stored, &settings);
-        let mut data = match read_range(&cast_path, stored, len).await {
+        // The read and the upload are boxed: their futures (an S3 PUT's is ~10 KiB) would
+        // otherwise be part of this task for the whole session, idle or not.
+        let mut data = match Box::pin(read_range(&cast_path, stored, len)).await {
             Ok(data) => data,
             Err(error) => {
                 tracing::warn!(%key, %error, "reading the spool for a live piece failed");
@@ -127,7 +129,7 @@ async fn run(live: LiveUploads, cast_path: PathBuf, key: String, mut stop: onesh
         }
         data.truncate(take);
         let piece = segments::piece_key(&key, number);
-        match live.store.put_piece(&piece, data).await {
+        match Box::pin(live.store.put_piece(&piece, data)).await {
             Ok(()) => {
                 tracing::debug!(%piece, bytes = take, "live piece stored");
                 stored += take as u64;
