@@ -136,13 +136,6 @@ impl NodeWorld {
         let login = current_login();
         let sshd = Sshd::start(&SshdConfig {
             listen: node.ip,
-            // bash runs ~/.bashrc for a command sshd starts (it sees SSH_CLIENT at shell level 1).
-            // On this machine root's runs `pyenv init -`, i.e. `pyenv rehash` under one lock file
-            // for the whole machine: concurrent root logins of other test runs waited for it for up
-            // to 60 s (PYENV_REHASH_TIMEOUT), a killed one leaves the lock stale, and that was the
-            // slow first ssh. The target's shell is not what this test is about: SHLVL=1 makes
-            // bash skip the file.
-            extra_config: vec!["SetEnv SHLVL=1".to_owned()],
             ..SshdConfig::trusting(upstream_ca.trim()).authorize(&login, &[])
         });
         let ns = cp.namespace("node").await;

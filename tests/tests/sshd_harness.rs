@@ -401,6 +401,23 @@ fn read(path: &Path) -> String {
 /// without `permit-pty`. A plain interactive `ssh host` prints `PTY allocation request failed`
 /// and its shell runs without a pty to the end; `ssh -tt` (RequestTTY force) makes the client
 /// end with 255 at the refusal, for an exec and for a shell alike.
+/// The logged-in shell runs in the account's working directory but with an empty HOME of
+/// this sshd's own, so no dotfile of the machine's user (root's `~/.bashrc` with `pyenv init`
+/// on these machines, which hangs on a stale lock) runs in a target's shell.
+#[test]
+fn the_targets_shell_has_an_empty_home_of_its_own() {
+    let keys = Keys::new();
+    let sshd = keys.sshd();
+    let cert = keys.sign("alice@home", &[PRINCIPAL], "+5m", 7);
+    let out = sshd
+        .ssh(&current_login(), &keys.user, &cert)
+        .arg("echo \"$HOME\"; ls -A \"$HOME\" | wc -l")
+        .run();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let home = sshd.dir().join("login-home");
+    assert_eq!(out.stdout, format!("{}\n0\n", home.display()), "{out:?}");
+}
+
 #[test]
 fn sshd_without_permit_pty_runs_the_shell_without_one_and_ends_ssh_tt() {
     let keys = Keys::new();

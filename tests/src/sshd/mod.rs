@@ -205,6 +205,10 @@ impl Sshd {
             pdir
         });
 
+        let login_home = root.join("login-home");
+        fs::create_dir_all(&login_home)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", login_home.display()));
+
         let log_path = root.join("sshd.log");
         let config_path = root.join("sshd_config");
         let started = Process::try_start_on_free_ports(|[port]| {
@@ -214,6 +218,7 @@ impl Sshd {
                 &host_key_path,
                 &ca_path,
                 principals_dir.as_deref(),
+                &login_home,
             );
             write_file(&config_path, &text);
             let check = Cmd::new(&sshd)
@@ -416,6 +421,7 @@ fn config_text(
     host_key: &Path,
     ca: &Path,
     principals_dir: Option<&Path>,
+    login_home: &Path,
 ) -> String {
     let mut lines = vec![
         "# Written by gatehouse-tests (tests/src/sshd/mod.rs).".to_owned(),
@@ -439,10 +445,14 @@ fn config_text(
         "PrintLastLog no".to_owned(),
         "UseDNS no".to_owned(),
         "X11Forwarding no".to_owned(),
-        // bash started by sshd for a command reads ~/.bashrc unless SHLVL is already set; root's
-        // ~/.bashrc on these machines runs `pyenv rehash`, which waits up to 60 s on a lock shared
-        // by the whole machine. The targets' shells are not what the tests are about.
-        "SetEnv SHLVL=1".to_owned(),
+        // The logged-in shell's HOME is an empty directory of this sshd's own, so no dotfile of
+        // the machine's user runs in it: root's ~/.profile and ~/.bashrc on these machines run
+        // `pyenv init -`, i.e. `pyenv rehash` under one lock for the whole machine, which a
+        // killed run leaves stale and every later login shell then waits on (60 s), for a
+        // command (bash reads ~/.bashrc under sshd) and for an interactive login alike. The
+        // working directory stays the account's own (sshd changes to it from the passwd
+        // entry), and the targets' shells are not what the tests are about.
+        format!("SetEnv HOME={}", quote(login_home)),
     ];
     if let Some(pdir) = principals_dir {
         lines.push(format!(
