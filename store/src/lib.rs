@@ -8,8 +8,10 @@ pub mod audit;
 mod error;
 mod flags;
 mod lock;
+mod multipart;
 mod objects;
 mod once;
+mod payload;
 mod pieces;
 
 pub use error::{Error, Result};

@@ -16,30 +16,22 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
-};
+use aws_sdk_s3::types::ObjectLockMode;
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::lock::{ObjectLock, base64, is_precondition_failed};
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::lock::{ObjectLock, is_precondition_failed};
+use crate::payload::PayloadDigest;
+pub use crate::payload::hex;
 
 /// The MIME type asciinema players expect.
-const CONTENT_TYPE: &str = "application/x-asciicast";
+pub(crate) const CONTENT_TYPE: &str = "application/x-asciicast";
 /// Files up to this size go up in one PutObject; larger ones in parts of this size.
-const PART_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const PART_BYTES: usize = 16 * 1024 * 1024;
 /// Read size while hashing and copying: big enough to be cheap, small enough to stream.
-const CHUNK_BYTES: usize = 1024 * 1024;
-/// The most of an existing object without `sha256` metadata that a write-once put reads to
-/// compare (audit batches are far smaller).
-const MAX_HASHED_EXISTING_BYTES: i64 = 64 * 1024 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A recording safely in the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,17 +277,14 @@ impl S3Store {
             .len();
         let (sha256, bytes) = if size <= PART_BYTES as u64 {
             let data = tokio::fs::read(path).await.map_err(read_spool(path))?;
-            let sha256 = hex(&Sha256::digest(&data));
+            let digest = PayloadDigest::of(&data);
             let bytes = data.len() as u64;
             // Write-once: a recording already stored under this key is never replaced.
-            self.send_put(&object_key, CONTENT_TYPE, data, &sha256, true)
+            self.send_put(&object_key, CONTENT_TYPE, data, digest, true)
                 .await?;
-            (sha256, bytes)
+            (digest.hex(), bytes)
         } else {
-            // The hash goes into the object's metadata, which is fixed when the upload starts.
-            let (sha256, bytes) = hash_file(path, None).await?;
-            self.put_multipart(&object_key, path, &sha256).await?;
-            (sha256, bytes)
+            self.put_multipart(&object_key, path).await?
         };
         Ok(StoredRecording {
             key: key.to_owned(),
@@ -303,128 +292,6 @@ impl S3Store {
             bytes,
             location: format!("s3://{}/{object_key}", self.bucket),
         })
-    }
-
-    async fn put_multipart(&self, object_key: &str, path: &Path, sha256: &str) -> Result<()> {
-        let mut create = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(object_key)
-            .content_type(CONTENT_TYPE)
-            .metadata("sha256", sha256);
-        if let Some((mode, until)) = self.retention_now()? {
-            // Locked writes need checksums: each part then carries its SHA-256.
-            create = create
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
-        let created = create
-            .send()
-            .await
-            .map_err(sdk_error(object_key, "CreateMultipartUpload"))?;
-        let Some(upload_id) = created.upload_id() else {
-            return Err(store_error(
-                object_key,
-                "CreateMultipartUpload returned no upload id",
-            ));
-        };
-        let result = self.upload_parts(object_key, upload_id, path, sha256).await;
-        if result.is_err() {
-            // Otherwise the parts stay in the bucket (and are billed) until a lifecycle rule
-            // removes them; the upload error is the one to report either way.
-            if let Err(e) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(object_key)
-                .upload_id(upload_id)
-                .send()
-                .await
-            {
-                tracing::warn!(
-                    key = object_key,
-                    error = %DisplayErrorContext(&e),
-                    "aborting a failed multipart upload failed",
-                );
-            }
-        }
-        result
-    }
-
-    async fn upload_parts(
-        &self,
-        object_key: &str,
-        upload_id: &str,
-        path: &Path,
-        sha256: &str,
-    ) -> Result<()> {
-        let mut file = File::open(path).await.map_err(read_spool(path))?;
-        // Hashed again as sent, so a file that changed since the first pass is caught.
-        let mut hasher = Sha256::new();
-        let mut parts = Vec::new();
-        for part_number in 1.. {
-            let mut part = Vec::with_capacity(PART_BYTES);
-            (&mut file)
-                .take(PART_BYTES as u64)
-                .read_to_end(&mut part)
-                .await
-                .map_err(read_spool(path))?;
-            if part.is_empty() {
-                break;
-            }
-            hasher.update(&part);
-            let checksum = self.lock.is_some().then(|| base64(&Sha256::digest(&part)));
-            let uploaded = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(object_key)
-                .upload_id(upload_id)
-                .part_number(part_number)
-                .set_checksum_sha256(checksum.clone())
-                .body(ByteStream::from(part))
-                .send()
-                .await
-                .map_err(sdk_error(object_key, "UploadPart"))?;
-            let Some(e_tag) = uploaded.e_tag() else {
-                return Err(store_error(object_key, "UploadPart returned no ETag"));
-            };
-            parts.push(
-                CompletedPart::builder()
-                    .e_tag(e_tag)
-                    .part_number(part_number)
-                    .set_checksum_sha256(checksum)
-                    .build(),
-            );
-        }
-        if hex(&hasher.finalize()) != sha256 {
-            return Err(store_error(
-                object_key,
-                &format!("{} changed while it was being uploaded", path.display()),
-            ));
-        }
-        let completed = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(object_key)
-            .upload_id(upload_id)
-            // Write-once, as single-part recordings.
-            .if_none_match("*")
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        match completed {
-            Ok(_) => Ok(()),
-            Err(e) if is_precondition_failed(&e) => self.same_as_existing(object_key, sha256).await,
-            Err(e) => Err(sdk_error(object_key, "CompleteMultipartUpload")(e)),
-        }
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -455,17 +322,18 @@ impl S3Store {
             .transpose()
     }
 
-    /// PutObject of `data` (hash `sha256`, lowercase hex) with the lock, if any, and the
+    /// PutObject of `data` (whose SHA-256 is `digest`) with the lock, if any, and the
     /// content's checksum; `if_none_match` makes it write-once.
     pub(crate) async fn send_put(
         &self,
         object_key: &str,
         content_type: &str,
         data: Vec<u8>,
-        sha256: &str,
+        digest: PayloadDigest,
         if_none_match: bool,
     ) -> Result<()> {
         let retention = self.retention_now()?;
+        let sha256 = digest.hex();
         let mut put = self
             .client
             .put_object()
@@ -473,78 +341,30 @@ impl S3Store {
             .key(object_key)
             .content_type(content_type)
             // Stored with the object so it can be verified without the AccessRequest.
-            .metadata("sha256", sha256);
+            .metadata("sha256", &sha256);
         if let Some((mode, until)) = retention {
             // S3 wants a checksum of locked writes; SHA-256 is the one already computed.
             put = put
-                .checksum_sha256(base64(&Sha256::digest(&data)))
+                .checksum_sha256(digest.base64())
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until);
         }
         if if_none_match {
             put = put.if_none_match("*");
         }
-        match put.body(ByteStream::from(data)).send().await {
+        let sent = put
+            .body(ByteStream::from(data))
+            .customize()
+            .interceptor(digest.signer())
+            .send()
+            .await;
+        match sent {
             Ok(_) => Ok(()),
             Err(e) if if_none_match && is_precondition_failed(&e) => {
-                self.same_as_existing(object_key, sha256).await
+                self.same_as_existing(object_key, &sha256).await
             }
             Err(e) => Err(sdk_error(object_key, "PutObject")(e)),
         }
-    }
-
-    /// After a write-once put was refused: Ok if the existing object holds `sha256` (its
-    /// `sha256` metadata, or, for an object stored without it, its bytes hashed); an object
-    /// with other content is [`Error::Exists`].
-    pub(crate) async fn same_as_existing(&self, object_key: &str, sha256: &str) -> Result<()> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(object_key)
-            .send()
-            .await
-            .map_err(sdk_error(object_key, "HeadObject"))?;
-        let existing = match head.metadata().and_then(|m| m.get("sha256")) {
-            Some(recorded) => recorded.clone(),
-            // Hashing reads the whole object: one this large is no retry of ours (bounded).
-            None if head.content_length().unwrap_or(i64::MAX) > MAX_HASHED_EXISTING_BYTES => {
-                return Err(Error::Exists {
-                    key: object_key.to_owned(),
-                    message: format!(
-                        "an object of {} bytes without sha256 metadata is already stored",
-                        head.content_length().unwrap_or_default()
-                    ),
-                });
-            }
-            None => {
-                let object = self
-                    .client
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(object_key)
-                    .send()
-                    .await
-                    .map_err(sdk_error(object_key, "GetObject"))?;
-                let bytes = object
-                    .body
-                    .collect()
-                    .await
-                    .map_err(sdk_error(object_key, "GetObject body"))?;
-                hex(&Sha256::digest(bytes.into_bytes()))
-            }
-        };
-        if existing == sha256 {
-            tracing::info!(
-                key = object_key,
-                "object already stored with the same SHA-256 (a retried write)"
-            );
-            return Ok(());
-        }
-        Err(Error::Exists {
-            key: object_key.to_owned(),
-            message: format!("an object with other content (sha256 {existing}) is already stored"),
-        })
     }
 }
 
@@ -653,7 +473,7 @@ async fn hash_file(src: &Path, copy: Option<(&str, &Path)>) -> Result<(String, u
     Ok((hex(&hasher.finalize()), bytes))
 }
 
-fn read_spool(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn read_spool(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
     move |source| Error::ReadSource { path, source }
 }

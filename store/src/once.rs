@@ -14,7 +14,12 @@ use tokio::fs::File;
 
 use crate::error::{Error, Result};
 use crate::lock::{MODE_FLAG, ObjectLock, check_lock_enabled};
-use crate::objects::{LocalStore, S3Store, Store, hex, write_store};
+use crate::objects::{LocalStore, S3Store, Store, hex, sdk_error, write_store};
+use crate::payload::PayloadDigest;
+
+/// The most of an existing object without `sha256` metadata that a write-once put reads to
+/// compare (audit batches are far smaller).
+const MAX_HASHED_EXISTING_BYTES: i64 = 64 * 1024 * 1024;
 
 impl Store {
     /// Store `data` as the new object `key`, which must not exist yet (audit batches and other
@@ -77,9 +82,63 @@ impl S3Store {
 
     async fn put_new_object(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let object_key = format!("{}{key}", self.prefix);
-        let sha256 = hex(&Sha256::digest(&data));
-        self.send_put(&object_key, "application/octet-stream", data, &sha256, true)
+        let digest = PayloadDigest::of(&data);
+        self.send_put(&object_key, "application/octet-stream", data, digest, true)
             .await
+    }
+
+    /// After a write-once put was refused: Ok if the existing object holds `sha256` (its
+    /// `sha256` metadata, or, for an object stored without it, its bytes hashed); an object
+    /// with other content is [`Error::Exists`].
+    pub(crate) async fn same_as_existing(&self, object_key: &str, sha256: &str) -> Result<()> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .send()
+            .await
+            .map_err(sdk_error(object_key, "HeadObject"))?;
+        let existing = match head.metadata().and_then(|m| m.get("sha256")) {
+            Some(recorded) => recorded.clone(),
+            // Hashing reads the whole object: one this large is no retry of ours (bounded).
+            None if head.content_length().unwrap_or(i64::MAX) > MAX_HASHED_EXISTING_BYTES => {
+                return Err(Error::Exists {
+                    key: object_key.to_owned(),
+                    message: format!(
+                        "an object of {} bytes without sha256 metadata is already stored",
+                        head.content_length().unwrap_or_default()
+                    ),
+                });
+            }
+            None => {
+                let object = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(object_key)
+                    .send()
+                    .await
+                    .map_err(sdk_error(object_key, "GetObject"))?;
+                let bytes = object
+                    .body
+                    .collect()
+                    .await
+                    .map_err(sdk_error(object_key, "GetObject body"))?;
+                hex(&Sha256::digest(bytes.into_bytes()))
+            }
+        };
+        if existing == sha256 {
+            tracing::info!(
+                key = object_key,
+                "object already stored with the same SHA-256 (a retried write)"
+            );
+            return Ok(());
+        }
+        Err(Error::Exists {
+            key: object_key.to_owned(),
+            message: format!("an object with other content (sha256 {existing}) is already stored"),
+        })
     }
 }
 

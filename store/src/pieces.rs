@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::Result;
-use crate::objects::{LocalStore, S3Store, Store, hex, sdk_error, store_error, write_store};
+use crate::objects::{LocalStore, S3Store, Store, sdk_error, store_error, write_store};
+use crate::payload::PayloadDigest;
 
 impl Store {
     /// Store `data` as the whole object `key` (replacing one of that name).
@@ -39,16 +39,10 @@ impl Store {
 impl S3Store {
     async fn put_object(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let object_key = format!("{}{key}", self.prefix);
-        let sha256 = hex(&Sha256::digest(&data));
+        let digest = PayloadDigest::of(&data);
         // Locked like everything else, but replaceable: a piece may be re-sent after a failure.
-        self.send_put(
-            &object_key,
-            "application/octet-stream",
-            data,
-            &sha256,
-            false,
-        )
-        .await
+        self.send_put(&object_key, "application/octet-stream", data, digest, false)
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {

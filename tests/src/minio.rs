@@ -131,6 +131,11 @@ impl Minio {
         self.process.detach(pid_file)
     }
 
+    /// The server's process id, while it runs (the benchmark reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` unless started with [`Self::start_at`]).
     pub fn endpoint(&self) -> String {
         format!("http://{}:{}", self.address, self.port)
@@ -279,6 +284,29 @@ impl Minio {
             .collect();
         keys.sort();
         keys
+    }
+
+    /// An object's user metadata value `name` (`x-amz-meta-<name>`, by HeadObject), or None
+    /// when the object or the value does not exist.
+    pub fn metadata(&self, bucket: &str, key: &str, name: &str) -> Option<String> {
+        let Credentials {
+            access_key,
+            secret_key,
+        } = &self.credentials;
+        let out = Cmd::new("curl")
+            .args(["-sS", "--fail", "-I", "--aws-sigv4"])
+            .arg(format!("aws:amz:{REGION}:s3"))
+            .args(["--config", "-"])
+            .arg(format!("{}/{bucket}/{key}", self.endpoint()))
+            .stdin(format!("user = \"{access_key}:{secret_key}\"\n"))
+            .run();
+        let header = format!("x-amz-meta-{name}:");
+        out.stdout.lines().find_map(|line| {
+            let lower = line.to_ascii_lowercase();
+            lower
+                .starts_with(&header)
+                .then(|| line[header.len()..].trim().to_owned())
+        })
     }
 
     /// Read an object, or None when it does not exist (or the server is down).

@@ -13,7 +13,11 @@
 //! (50), `BENCH_LOGINS` (160), `BENCH_IDLE_SESSIONS` (200; the figure is 1000),
 //! `BENCH_ONLY` (a comma list of `transfer`, `connect`, `logins`, `idle`; default all),
 //! `BENCH_DIRECTIONS` (`upload,download`), `BENCH_PROXY_ARGS` (more proxy flags, space-separated,
-//! e.g. `--live-upload-interval=0s` to measure without live upload).
+//! e.g. `--live-upload-interval=0s` to measure without live upload), `BENCH_STORE` (where the
+//! proxy stores recordings: `local`, a directory, the default; `minio`, a real MinIO bucket,
+//! emptied between runs; `minio-locked`, a bucket with Object Lock and the proxy locking every
+//! object in governance mode for 1 day, never emptied; with MinIO the report adds the server's
+//! CPU per GiB until the recording is stored).
 //!
 //! Run with `make bench` (release builds of the operator and proxy, a fresh control plane).
 
@@ -21,6 +25,7 @@ use std::{path::PathBuf, time::Duration};
 
 use gatehouse_crds::contract::{published, secrets};
 use gatehouse_tests::{
+    minio::Minio,
     proxied_world::ProxiedWorld,
     ssh_client::SshCommand,
     sshd::{CertSpec, Sshd, SshdConfig},
@@ -71,10 +76,48 @@ impl Route {
     }
 }
 
+/// The bucket the proxy stores recordings in when `BENCH_STORE` names MinIO.
+const BUCKET: &str = "bench-recordings";
+
+/// Where the proxy stores recordings (`BENCH_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A directory of the world (`local`).
+    Local,
+    /// A MinIO bucket (`minio`).
+    Minio,
+    /// A MinIO bucket with Object Lock, every object locked (`minio-locked`).
+    MinioLocked,
+}
+
+impl StoreKind {
+    fn from_env() -> StoreKind {
+        match std::env::var("BENCH_STORE").unwrap_or_default().trim() {
+            "" | "local" => StoreKind::Local,
+            "minio" => StoreKind::Minio,
+            "minio-locked" => StoreKind::MinioLocked,
+            other => panic!("BENCH_STORE: {other:?} is none of local, minio, minio-locked"),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            StoreKind::Local => "a local directory",
+            StoreKind::Minio => "MinIO (emptied between runs)",
+            StoreKind::MinioLocked => {
+                "MinIO with Object Lock, every object locked (GOVERNANCE, 1d; never emptied)"
+            }
+        }
+    }
+}
+
 /// The world and the two ways into it.
 #[derive(Debug)]
 pub struct Bench<'a> {
     w: &'a ProxiedWorld,
+    /// Where recordings go, and the MinIO server when that is where.
+    store: StoreKind,
+    minio: Option<&'a Minio>,
     /// The Gatehouse certificate (through the proxy).
     cert: PathBuf,
     /// A certificate from the upstream CA (direct).
@@ -86,6 +129,32 @@ pub struct Bench<'a> {
 }
 
 impl Bench<'_> {
+    /// Delete what the store holds (the bench's recordings add up to gigabytes); a locked
+    /// bucket keeps everything.
+    fn clear_store(&self) {
+        match (self.store, self.minio) {
+            (StoreKind::Minio, Some(minio)) => {
+                for key in minio.list(BUCKET, "") {
+                    let out = minio.s3_request("DELETE", &format!("{BUCKET}/{key}"), &[], None);
+                    assert!(
+                        out.success,
+                        "deleting {BUCKET}/{key}: {}{}",
+                        out.stdout, out.stderr
+                    );
+                }
+            }
+            (StoreKind::Local, _) => transfer::clear_store(&self.w.local_store()),
+            _ => {}
+        }
+    }
+
+    /// CPU seconds of the MinIO server so far (0 without one).
+    fn store_server_seconds(&self) -> f64 {
+        self.minio
+            .and_then(Minio::pid)
+            .map_or(0.0, cpu::process_seconds)
+    }
+
     /// `ssh` straight to the target with the upstream-CA certificate (no arguments yet).
     fn direct_ssh(&self) -> SshCommand {
         self.w
@@ -145,9 +214,35 @@ async fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
 
+    let store = StoreKind::from_env();
+    let mut proxy_args = proxy_args;
+    if store == StoreKind::MinioLocked {
+        proxy_args.extend([
+            "--s3-object-lock-mode=governance",
+            "--s3-object-lock-retention=1d",
+        ]);
+    }
+    // MinIO keeps its data (gigabytes) in a temporary directory of its own, removed when the
+    // bench ends: after the server, dropped before it, and the proxy (the world, dropped first).
+    let minio_dir =
+        tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory for MinIO: {e}"));
+    let mut minio = None;
     let w = ProxiedWorld::start_with_sshd(
         "bench",
-        ProxiedWorld::local_storage,
+        |dir| match store {
+            StoreKind::Local => ProxiedWorld::local_storage(dir),
+            StoreKind::Minio | StoreKind::MinioLocked => {
+                let server = Minio::start(minio_dir.path());
+                if store == StoreKind::MinioLocked {
+                    server.create_locked_bucket(BUCKET);
+                } else {
+                    server.create_bucket(BUCKET);
+                }
+                let storage = server.storage(BUCKET);
+                minio = Some(server);
+                storage
+            }
+        },
         json!({}),
         &proxy_args,
         &SSHD_EXTRA,
@@ -185,6 +280,8 @@ async fn main() {
     let bench = Bench {
         user: format!("{}@db1", w.login),
         w: &w,
+        store,
+        minio: minio.as_ref(),
         cert,
         direct_cert,
         relay,
@@ -202,9 +299,13 @@ async fn main() {
     }
 
     println!("# Gatehouse proxy benchmark");
+    println!("recordings stored in {}", store.describe());
     if wanted("transfer") {
         let cells = transfer::matrix(&bench, &directions, &ciphers, bytes, runs).await;
-        println!("{}", transfer::report(&cells, bytes, runs));
+        println!(
+            "{}",
+            transfer::report(&cells, bytes, runs, store != StoreKind::Local)
+        );
     }
     if wanted("connect") {
         println!("{}", logins::latency(&bench, connects));

@@ -52,6 +52,8 @@ pub struct Sample {
     proxy: f64,
     /// The proxy's CPU from the start until its recording was stored (0 for other routes).
     stored: f64,
+    /// The store server's (MinIO's) CPU over the same time (0 without one).
+    store_server: f64,
     sshd: f64,
     client: f64,
 }
@@ -183,6 +185,7 @@ fn run_once(
         wall,
         proxy,
         stored: 0.0,
+        store_server: 0.0,
         sshd,
         client,
     })
@@ -194,7 +197,7 @@ fn shell_quote(word: &str) -> String {
 }
 
 /// Delete what the local store holds (the bench's recordings add up to gigabytes).
-fn clear_store(dir: &Path) {
+pub fn clear_store(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -234,16 +237,20 @@ pub async fn matrix(
                     }
                     let proxy_pid = bench.w.proxy.pid().unwrap_or_default();
                     let proxy_before = cpu::process_seconds(proxy_pid);
+                    let server_before = bench.store_server_seconds();
                     let run = run_once(bench, direction, cell.route, cipher, bytes, &file);
+                    let mut stored = (0.0, 0.0);
                     if cell.route == Route::Proxy {
                         bench.w.proxy.await_empty_spool(SPOOL_DRAIN).await;
-                        clear_store(&bench.w.local_store());
+                        stored = (
+                            cpu::process_seconds(proxy_pid) - proxy_before,
+                            bench.store_server_seconds() - server_before,
+                        );
+                        bench.clear_store();
                     }
                     match run {
                         Ok(mut sample) => {
-                            if cell.route == Route::Proxy {
-                                sample.stored = cpu::process_seconds(proxy_pid) - proxy_before;
-                            }
+                            (sample.stored, sample.store_server) = stored;
                             cell.samples.push(sample);
                         }
                         Err(why) => cell.failure = Some(why),
@@ -263,6 +270,7 @@ struct PerGib {
     rate: Spread,
     proxy: Spread,
     stored: Spread,
+    store_server: Spread,
     sshd: Spread,
     client: Spread,
 }
@@ -276,18 +284,25 @@ fn per_gib(cell: &Cell, bytes: u64) -> Option<PerGib> {
         rate: spread(&|s| bytes as f64 / MIB / s.wall)?,
         proxy: spread(&|s| s.proxy / gib)?,
         stored: spread(&|s| s.stored / gib)?,
+        store_server: spread(&|s| s.store_server / gib)?,
         sshd: spread(&|s| s.sshd / gib)?,
         client: spread(&|s| s.client / gib)?,
     })
 }
 
-/// The table (markdown, as docs/benchmarks.md shows it) and the ratios of each direct/proxy pair.
-pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
+/// The table (markdown, as docs/benchmarks.md shows it) and the ratios of each direct/proxy pair;
+/// `with_server` adds the store server's CPU until stored (MinIO's).
+pub fn report(cells: &[Cell], bytes: u64, runs: usize, with_server: bool) -> String {
     let mib = bytes as f64 / MIB;
+    let (server_head, server_rule) = if with_server {
+        (" store server CPU until stored |", "---|")
+    } else {
+        ("", "")
+    };
     let mut out = format!(
         "transfers of {mib:.0} MiB, {runs} runs each (median (min–max)); CPU in seconds per GiB\n\n\
-         | transfer | cipher (-c) | path | wall s | MiB/s | middle CPU | proxy CPU until stored | sshd CPU | client CPU |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+         | transfer | cipher (-c) | path | wall s | MiB/s | middle CPU | proxy CPU until stored |{server_head} sshd CPU | client CPU |\n\
+         |---|---|---|---|---|---|---|{server_rule}---|---|\n"
     );
     for cell in cells {
         let head = format!(
@@ -296,9 +311,16 @@ pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
             cell.cipher,
             cell.route.name()
         );
+        let proxy_only = |spread: &Spread| {
+            if cell.route == Route::Proxy {
+                spread.show(2)
+            } else {
+                "–".to_owned()
+            }
+        };
         match (per_gib(cell, bytes), &cell.failure) {
             (Some(g), _) => out.push_str(&format!(
-                "{head} {} | {:.0} | {} | {} | {} | {} |\n",
+                "{head} {} | {:.0} | {} | {} |{} {} | {} |\n",
                 g.wall.show(2),
                 g.rate.median,
                 if cell.route == Route::Direct {
@@ -306,22 +328,24 @@ pub fn report(cells: &[Cell], bytes: u64, runs: usize) -> String {
                 } else {
                     g.proxy.show(2)
                 },
-                if cell.route == Route::Proxy {
-                    g.stored.show(2)
+                proxy_only(&g.stored),
+                if with_server {
+                    format!(" {} |", proxy_only(&g.store_server))
                 } else {
-                    "–".to_owned()
+                    String::new()
                 },
                 g.sshd.show(2),
                 g.client.show(2)
             )),
             (None, failure) => out.push_str(&format!(
-                "{head} failed: {} | | | | | |\n",
+                "{head} failed: {} | | | | |{} | |\n",
                 failure
                     .as_deref()
                     .unwrap_or("no runs")
                     .lines()
                     .last()
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if with_server { " |" } else { "" }
             )),
         }
     }
