@@ -195,7 +195,7 @@ fn hash_parts(path: &Path) -> std::io::Result<FileHash> {
     let mut part_bytes = 0usize;
     let mut buf = vec![0; CHUNK_BYTES];
     loop {
-        // Chunks end at part boundaries (PART_BYTES is a multiple of CHUNK_BYTES).
+        // No read crosses a part boundary, so each part hasher sees exactly its part.
         let n = file.read(&mut buf[..CHUNK_BYTES.min(PART_BYTES - part_bytes)])?;
         if n == 0 {
             break;

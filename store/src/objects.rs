@@ -406,7 +406,7 @@ impl LocalStore {
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(write_store(key, &parent))?;
-        let copied = hash_file(path, Some((key, &tmp))).await;
+        let copied = copy_and_hash(path, key, &tmp).await;
         let (sha256, bytes) = match copied {
             Ok(done) => done,
             Err(e) => {
@@ -441,17 +441,11 @@ impl LocalStore {
     }
 }
 
-/// SHA-256 and size of the file at `src`, read in chunks; also copied to a new, fsynced file
-/// if `copy` names one (with the key it is stored under, for errors).
-async fn hash_file(src: &Path, copy: Option<(&str, &Path)>) -> Result<(String, u64)> {
+/// Copy the file at `src` to a new, fsynced file `dest` (stored under `key`, for errors), in
+/// chunks; its SHA-256 and size.
+async fn copy_and_hash(src: &Path, key: &str, dest: &Path) -> Result<(String, u64)> {
     let mut input = File::open(src).await.map_err(read_spool(src))?;
-    let mut output = match copy {
-        Some((key, dest)) => {
-            let file = File::create(dest).await.map_err(write_store(key, dest))?;
-            Some((file, key, dest))
-        }
-        None => None,
-    };
+    let mut output = File::create(dest).await.map_err(write_store(key, dest))?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut buf = vec![0; CHUNK_BYTES];
@@ -462,14 +456,10 @@ async fn hash_file(src: &Path, copy: Option<(&str, &Path)>) -> Result<(String, u
         }
         hasher.update(&buf[..n]);
         bytes += n as u64;
-        if let Some((file, key, dest)) = &mut output {
-            let written = file.write_all(&buf[..n]).await;
-            written.map_err(write_store(key, dest))?;
-        }
+        let written = output.write_all(&buf[..n]).await;
+        written.map_err(write_store(key, dest))?;
     }
-    if let Some((file, key, dest)) = &output {
-        file.sync_all().await.map_err(write_store(key, dest))?;
-    }
+    output.sync_all().await.map_err(write_store(key, dest))?;
     Ok((hex(&hasher.finalize()), bytes))
 }
 
