@@ -6,7 +6,7 @@
 //! bytes changed between the reads: nothing is stored that its metadata does not describe.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
@@ -43,7 +43,8 @@ impl S3Store {
         object_key: &str,
         path: &Path,
     ) -> Result<(String, u64)> {
-        let hashed = blocking(path, hash_parts).await?;
+        let owned = path.to_owned();
+        let hashed = blocking(path, move || hash_parts(&owned)).await?;
         let sha256 = hashed.whole.hex();
         let mut create = self
             .client
@@ -70,7 +71,7 @@ impl S3Store {
             ));
         };
         let result = self
-            .upload_parts(object_key, upload_id, path, &hashed)
+            .upload_parts(object_key, upload_id, path, &hashed, &sha256)
             .await;
         if result.is_err() {
             // Otherwise the parts stay in the bucket (and are billed) until a lifecycle rule
@@ -100,6 +101,7 @@ impl S3Store {
         upload_id: &str,
         path: &Path,
         hashed: &FileHash,
+        sha256: &str,
     ) -> Result<()> {
         let changed = || {
             store_error(
@@ -146,7 +148,6 @@ impl S3Store {
         if !tail.is_empty() {
             return Err(changed());
         }
-        let sha256 = hashed.whole.hex();
         let sent = self
             .client
             .complete_multipart_upload()
@@ -164,22 +165,19 @@ impl S3Store {
             .await;
         match sent {
             Ok(_) => Ok(()),
-            Err(e) if is_precondition_failed(&e) => {
-                self.same_as_existing(object_key, &sha256).await
-            }
+            Err(e) if is_precondition_failed(&e) => self.same_as_existing(object_key, sha256).await,
             Err(e) => Err(sdk_error(object_key, "CompleteMultipartUpload")(e)),
         }
     }
 }
 
-/// Run `read` on the file at `path` on a blocking thread: hashing and file reads stay off the
+/// Run `read` (of the file at `path`) on a blocking thread: hashing and file reads stay off the
 /// async workers.
 async fn blocking<T: Send + 'static>(
     path: &Path,
-    read: fn(&Path) -> std::io::Result<T>,
+    read: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T> {
-    let owned: PathBuf = path.to_owned();
-    match tokio::task::spawn_blocking(move || read(&owned)).await {
+    match tokio::task::spawn_blocking(read).await {
         Ok(result) => result.map_err(read_spool(path)),
         Err(join) => Err(read_spool(path)(std::io::Error::other(join))),
     }
@@ -232,16 +230,12 @@ async fn read_part(
     path: &Path,
     len: usize,
 ) -> Result<(std::fs::File, Vec<u8>)> {
-    let read = tokio::task::spawn_blocking(move || {
+    blocking(path, move || {
         let mut data = Vec::with_capacity(len);
-        let result = (&mut file).take(len as u64).read_to_end(&mut data);
-        result.map(|_| (file, data))
+        (&mut file).take(len as u64).read_to_end(&mut data)?;
+        Ok((file, data))
     })
-    .await;
-    match read {
-        Ok(result) => result.map_err(read_spool(path)),
-        Err(join) => Err(read_spool(path)(std::io::Error::other(join))),
-    }
+    .await
 }
 
 #[cfg(test)]

@@ -68,8 +68,12 @@ impl Intercept for SignWithDigest {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        cfg.interceptor_state()
-            .store_put(PayloadSigningOverride::Precomputed(self.hex.clone()));
+        // Only where the SDK would sign the body as it is: a streaming choice of its own (an
+        // aws-chunked body with trailers) is signed its way, never with a hash of other bytes.
+        if cfg.load::<PayloadSigningOverride>().is_none() {
+            cfg.interceptor_state()
+                .store_put(PayloadSigningOverride::Precomputed(self.hex.clone()));
+        }
         Ok(())
     }
 }
